@@ -1,0 +1,114 @@
+"""Roles: ``roles/<name>/`` folders, each with ``defaults.yml`` and ``role.py``.
+
+A role module defines ``run(ctx: RoleContext) -> RoleResult`` and may define
+``preflight(ctx) -> None``: read-only checks that raise :class:`ferry.errors.HostError`
+for a host the role cannot serve; deploy runs every role's preflight on every host
+before it changes anything anywhere. It reads facts from the
+host through ``ctx.t`` (a :class:`ferry.transport.Transport`), decides, and changes
+only what is not already right (idempotent); with ``ctx.check`` it changes nothing
+and reports what it would do (check mode). Role defaults are the lowest layer of
+variable precedence (see ``ferry.inventory``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .errors import FerryError
+from .inventory import load_yaml_file
+
+ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
+
+DEPLOY_ROLES = ["upload-bundle", "install-docker-offline", "load-images", "render-config", "compose-up"]
+"""The roles ``inv deploy`` runs, in order (verification follows them)."""
+
+
+@dataclass
+class RoleResult:
+    """What a role did on one host.
+
+    Attributes:
+        changed: the host was changed (or, in check mode, would be).
+        summary: one line for humans, e.g. ``uploaded 0 B (0 of 14 files)``.
+        metrics: numbers for summaries and benchmarks (``bytes``, ``images_loaded``,
+            ``recreated``, ``seconds``...).
+    """
+
+    changed: bool
+    summary: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RoleContext:
+    """Everything a role may use on one host.
+
+    Attributes:
+        host: inventory name.
+        t: the host's transport (the SSH boundary).
+        vars: merged variables (role/stack defaults < group < host < --set).
+        bundle: :class:`ferry.bundle.Bundle` being deployed.
+        stack: :class:`ferry.stack.Stack` from the bundle.
+        paths: :class:`ferry.paths.HostPaths` on the host.
+        ui: :class:`ferry.ui.UI`.
+        check: check mode: report, change nothing.
+        state: scratch space shared by the roles of one host run (facts, rendered files).
+    """
+
+    host: str
+    t: Any
+    vars: dict[str, Any]
+    bundle: Any
+    stack: Any
+    paths: Any
+    ui: Any
+    check: bool = False
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+_cache: dict[str, ModuleType] = {}
+
+
+def load_role(name: str) -> ModuleType:
+    """Import ``roles/<name>/role.py``.
+
+    Raises:
+        FerryError: no such role folder.
+    """
+    if name in _cache:
+        return _cache[name]
+    path = ROLES_DIR / name / "role.py"
+    if not path.is_file():
+        known = sorted(p.name for p in ROLES_DIR.iterdir() if (p / "role.py").is_file())
+        raise FerryError(f"unknown role '{name}' (known: {', '.join(known)})")
+    spec = importlib.util.spec_from_file_location(f"ferry_roles.{name.replace('-', '_')}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _cache[name] = module
+    return module
+
+
+def role_defaults(name: str) -> dict[str, Any]:
+    """``roles/<name>/defaults.yml`` as a dict (empty when absent)."""
+    path = ROLES_DIR / name / "defaults.yml"
+    if not path.is_file():
+        return {}
+    data = load_yaml_file(path, "defaults") or {}
+    if not isinstance(data, dict):
+        raise FerryError(f"{path}: must be a mapping")
+    return data
+
+
+def all_role_defaults(names: list[str] | None = None) -> dict[str, Any]:
+    """``roles/defaults.yml`` (shared: ferry_root...), then the defaults of the given
+    roles (default: every deploy role), merged in order."""
+    shared = ROLES_DIR / "defaults.yml"
+    out: dict[str, Any] = dict(load_yaml_file(shared, "defaults") or {}) if shared.is_file() else {}
+    for n in names or DEPLOY_ROLES:
+        out.update(role_defaults(n))
+    return out

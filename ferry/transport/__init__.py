@@ -1,0 +1,99 @@
+"""The SSH boundary: the only place Ferry talks to hosts.
+
+Every role goes through a :class:`Transport`; there are two:
+
+- :class:`ferry.transport.ssh.SSHTransport`: Fabric/paramiko, host keys verified
+  against known_hosts (unknown or changed keys are refused);
+- :class:`ferry.transport.fake.FakeTransport`: scripted, for role tests.
+
+Commands are argument lists (``["docker", "load", "-i", path]``); the transport joins
+them with :func:`shlex.join`, so no word built from inventory or user input reaches a
+shell unquoted.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from ..errors import HostError
+
+
+@dataclass
+class Result:
+    """Outcome of one remote command.
+
+    Attributes:
+        argv: the command as run.
+        rc: exit status.
+        stdout: standard output, bytes.
+        stderr: standard error, bytes.
+    """
+
+    argv: Sequence[str]
+    rc: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    @property
+    def out(self) -> str:
+        """stdout decoded as UTF-8 (replacement characters for bad bytes)."""
+        return self.stdout.decode("utf-8", errors="replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode("utf-8", errors="replace")
+
+    def last_error_line(self) -> str:
+        lines = [l for l in (self.err or self.out).strip().splitlines() if l.strip()]
+        return lines[-1] if lines else f"exit status {self.rc}"
+
+
+ProgressFn = Callable[[int], None]
+"""Called with the number of bytes sent since the previous call."""
+
+
+class Transport(Protocol):
+    """What a role may do with a host. Implementations: SSH and fake."""
+
+    host: str
+    """Inventory name of the host."""
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
+            timeout: float | None = None) -> Result:
+        """Run a command (argument list) and wait for it.
+
+        Args:
+            argv: the command; each word is quoted with :func:`shlex.quote`.
+            input: bytes fed to the command's stdin (then EOF).
+            check: raise :class:`HostError` when the exit status is not 0.
+            timeout: seconds before the command is abandoned (HostError).
+        """
+        ...
+
+    def send_file(self, local: Path, argv: Sequence[str], progress: ProgressFn | None = None) -> Result:
+        """Stream a local file into the stdin of a remote command (e.g. one that writes
+        it, checks its sha256 and renames it). ``check`` semantics as :meth:`run`."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def join(argv: Sequence[str]) -> str:
+    """The shell command line for ``argv``: every word quoted with :func:`shlex.quote`."""
+    return shlex.join([str(a) for a in argv])
+
+
+def check_result(host: str, result: Result, what: str | None = None) -> Result:
+    """Raise :class:`HostError` naming the host and command when ``result`` failed."""
+    if result.rc != 0:
+        cmd = what or " ".join(str(a) for a in result.argv[:3])
+        raise HostError(host, f"'{cmd}' failed: {result.last_error_line()}")
+    return result

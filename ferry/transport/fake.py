@@ -1,0 +1,67 @@
+"""A scripted transport for role tests: no network, every call recorded.
+
+A test gives a *handler* that plays the host: it receives the argument list (and the
+bytes sent on stdin, or streamed by ``send_file``) and returns ``(rc, stdout, stderr)``.
+Roles under test cannot tell it from :class:`ferry.transport.ssh.SSHTransport`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import ProgressFn, Result, check_result
+
+Handler = Callable[[list[str], bytes], "tuple[int, bytes | str, bytes | str]"]
+
+
+@dataclass
+class Call:
+    """One recorded call: the argv, the stdin bytes, and whether it was a file send."""
+
+    argv: list[str]
+    input: bytes = b""
+    sent_file: Path | None = None
+
+
+@dataclass
+class FakeTransport:
+    """Transport whose host is a Python function.
+
+    Args:
+        handler: ``handler(argv, stdin_bytes) -> (rc, stdout, stderr)``.
+        host: inventory name reported in errors.
+    """
+
+    handler: Handler
+    host: str = "fake-1"
+    calls: list[Call] = field(default_factory=list)
+
+    def _result(self, argv: Sequence[str], data: bytes) -> Result:
+        rc, out, err = self.handler(list(argv), data)
+        out = out.encode() if isinstance(out, str) else out
+        err = err.encode() if isinstance(err, str) else err
+        return Result(list(argv), rc, out, err)
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
+            timeout: float | None = None) -> Result:
+        self.calls.append(Call(list(argv), input or b""))
+        result = self._result(argv, input or b"")
+        return check_result(self.host, result) if check else result
+
+    def send_file(self, local: Path, argv: Sequence[str], progress: ProgressFn | None = None,
+                  check: bool = True) -> Result:
+        data = Path(local).read_bytes()
+        self.calls.append(Call(list(argv), data, Path(local)))
+        if progress:
+            progress(len(data))
+        result = self._result(argv, data)
+        return check_result(self.host, result, "receive file") if check else result
+
+    def close(self) -> None:
+        pass
+
+    def commands(self) -> list[list[str]]:
+        """The argv of every call so far."""
+        return [c.argv for c in self.calls]

@@ -1,0 +1,75 @@
+"""Terminal output with rich: progress for long work, one line per role, summaries.
+
+Secrets never reach this module: callers pass masked diffs and names, not values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
+from rich.table import Table
+
+
+class UI:
+    """Ferry's console.
+
+    Args:
+        console: a rich Console (default: stdout, colour when it is a terminal).
+    """
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(highlight=False)
+
+    def info(self, msg: str) -> None:
+        self.console.print(msg, markup=False)
+
+    def host_line(self, host: str, role: str, msg: str, changed: bool) -> None:
+        """``host  role  changed|ok  msg`` for one finished role."""
+        state = "[yellow]changed[/]" if changed else "[green]ok     [/]"
+        self.console.print(f"{state} [bold]{host}[/] {role}: ", end="")
+        self.console.print(msg, markup=False)
+
+    def warn(self, msg: str) -> None:
+        self.console.print(f"[yellow]warning:[/] ", end="")
+        self.console.print(msg, markup=False)
+
+    @contextlib.contextmanager
+    def transfer(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        """Progress bar in bytes with MB/s and ETA; yields ``advance(nbytes)``."""
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=False),
+                      TransferSpeedColumn(), TimeRemainingColumn(), console=self.console,
+                      transient=False) as progress:
+            task = progress.add_task(description, total=total)
+            yield lambda n: progress.advance(task, n)
+
+    @contextlib.contextmanager
+    def steps(self, description: str, total: int) -> Iterator[Callable[[str], None]]:
+        """Progress in items (e.g. images loaded); yields ``done(label)``."""
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=self.console) as progress:
+            task = progress.add_task(description, total=total)
+
+            def done(label: str) -> None:
+                progress.update(task, advance=1, description=f"{description}: {label}")
+            yield done
+
+    def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
+        t = Table(title=title, show_lines=False)
+        for c in columns:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*r)
+        self.console.print(t)
+
+
+def human_bytes(n: float) -> str:
+    """``1.2 MB`` style (decimal units, as rich's transfer columns)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"

@@ -1,0 +1,131 @@
+"""Verification with testinfra, derived from the stack and its rendered compose file.
+
+For every service of the current release on a host it asserts:
+
+- the container is running, and healthy when it has a healthcheck;
+- each published port is listening on the host, and the service's health path
+  (``health_paths`` in stack.yml) answers HTTP 200 on it, requested on the host;
+- each declared bind mount or volume is mounted at its target, and a bind mount's
+  source exists on the host.
+
+testinfra runs over Ferry's own SSH connection (:class:`FerryBackend`), so the host
+key was verified like every other command. (testinfra's paramiko backend would accept
+unknown host keys.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import testinfra.host
+from testinfra.backend.base import BaseBackend, CommandResult
+
+from . import commands as cmd
+from .facts import parse_compose_ps
+from .stack import Stack, bind_mounts, compose_services
+
+
+class FerryBackend(BaseBackend):
+    """A testinfra backend that runs commands on a :class:`ferry.transport.Transport`."""
+
+    NAME = "ferry"
+
+    def __init__(self, transport: Any, *args: Any, **kwargs: Any):
+        self.transport = transport
+        super().__init__(transport.host, *args, **kwargs)
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
+        command = self.get_command(command, *args)
+        res = self.transport.run(["sh", "-c", command], check=False)
+        return self.result(res.rc, self.encode(command), res.stdout, res.stderr)
+
+
+def testinfra_host(transport: Any) -> testinfra.host.Host:
+    """A testinfra ``host`` object (``host.docker``, ``host.socket``, ``host.file``...)
+    whose commands go through ``transport``."""
+    return testinfra.host.Host(FerryBackend(transport))
+
+
+@dataclass
+class Check:
+    """One verification result row."""
+
+    host: str
+    kind: str       # container | port | http | mount
+    target: str
+    ok: bool
+    detail: str
+
+
+def _ports(service: dict) -> list[tuple[str, int]]:
+    """``(host_ip, published_port)`` for a service's ``ports`` (short or long syntax)."""
+    out = []
+    for p in service.get("ports") or []:
+        if isinstance(p, dict):
+            if p.get("published"):
+                out.append((str(p.get("host_ip") or "0.0.0.0"), int(str(p["published"]).split("-")[0])))
+            continue
+        parts = str(p).split("/")[0].split(":")
+        if len(parts) == 3:
+            out.append((parts[0] or "0.0.0.0", int(parts[1])))
+        elif len(parts) == 2:
+            out.append(("0.0.0.0", int(parts[0])))
+    return out
+
+
+def verify_host(transport: Any, stack: Stack, compose_text: bytes, current_dir: str) -> list[Check]:
+    """Run every check for one host.
+
+    Args:
+        transport: the host's transport.
+        stack: the deployed stack (service list, health paths).
+        compose_text: the current release's ``compose.yml`` (as on the host).
+        current_dir: host path of the ``current`` release.
+
+    Returns:
+        One :class:`Check` per assertion; the caller decides the exit status.
+    """
+    host = testinfra_host(transport)
+    name = transport.host
+    services = compose_services(compose_text)
+    ps = {c.service: c for c in parse_compose_ps(
+        transport.run(cmd.compose_ps(stack.name, f"{current_dir}/compose.yml", current_dir), check=False).out)}
+    checks: list[Check] = []
+    for svc_name, svc in services.items():
+        svc = svc or {}
+        c = ps.get(svc_name)
+        if c is None:
+            checks.append(Check(name, "container", svc_name, False, "no container"))
+            continue
+        container = host.docker(c.name)
+        info = container.inspect()
+        state = info["State"]
+        health = (state.get("Health") or {}).get("Status", "")
+        ok = container.is_running and health in ("", "healthy")
+        checks.append(Check(name, "container", svc_name, ok,
+                            f"{state['Status']}{', ' + health if health else ''} ({c.name})"))
+        for ip, port in _ports(svc):
+            listening = host.socket(f"tcp://{ip}:{port}").is_listening or \
+                host.socket(f"tcp://{port}").is_listening
+            checks.append(Check(name, "port", f"{svc_name} {ip}:{port}", listening,
+                                "listening" if listening else "not listening"))
+            path = stack.health_paths.get(svc_name)
+            if path:
+                url = f"http://127.0.0.1:{port}{path}"
+                code = host.run(" ".join(cmd.q(a) for a in cmd.http_status(url))).stdout.strip()
+                checks.append(Check(name, "http", f"{svc_name} {url}", code == "200", f"HTTP {code}"))
+        mounts = {m.get("Destination"): m for m in info.get("Mounts") or []}
+        for src, target in bind_mounts(svc):
+            m = mounts.get(target)
+            if m is None:
+                checks.append(Check(name, "mount", f"{svc_name} {target}", False, "not mounted"))
+                continue
+            if src.startswith("/"):
+                exists = host.file(src).exists
+                checks.append(Check(name, "mount", f"{svc_name} {target}", exists,
+                                    f"{m.get('Type')} from {src}" + ("" if exists else " (source missing)")))
+            else:
+                checks.append(Check(name, "mount", f"{svc_name} {target}", m.get("Type") == "volume",
+                                    f"{m.get('Type')} {m.get('Name', src)}"))
+    return checks

@@ -1,0 +1,53 @@
+"""compose-up: ``docker compose up -d --wait --pull never --remove-orphans`` in the
+current release, then count what Compose recreated or restarted.
+
+Compose itself decides what to recreate: a service whose configuration (image ID,
+environment from ``.env``, ports, the ``ferry.config-digest`` label of its mounted
+rendered files...) changed. On failure, the failing containers' last log lines are
+shown and the role raises.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ferry import commands as cmd
+from ferry.errors import HostError
+from ferry.facts import parse_compose_ps, parse_project_containers
+from ferry.roles import RoleContext, RoleResult
+
+
+def run(ctx: RoleContext) -> RoleResult:
+    p, project = ctx.paths, ctx.stack.name
+    compose_file = f"{p.current}/compose.yml"
+    before = parse_project_containers(ctx.t.run(cmd.project_containers(project)).out)
+    if ctx.check:
+        return RoleResult(False, f"{len(before)} containers now; compose up is not simulated in check mode")
+    wait = int(ctx.vars.get("compose_wait_timeout", 120))
+    started = time.monotonic()
+    res = ctx.t.run(cmd.compose_up(project, compose_file, p.current, wait), check=False, timeout=wait + 120)
+    if not res.ok:
+        lines = int(ctx.vars.get("compose_failure_log_lines", 20))
+        ps = parse_compose_ps(ctx.t.run(cmd.compose_ps(project, compose_file, p.current), check=False).out)
+        bad = [c for c in ps if c.state != "running" or c.health not in ("", "healthy")] or ps
+        for c in bad:
+            ctx.ui.warn(f"{ctx.host}: {c.service} is {c.state}{'/' + c.health if c.health else ''}; "
+                        f"last {lines} log lines:")
+            logs = ctx.t.run(cmd.compose(project, compose_file, p.current, "logs", "--no-color",
+                                         "--tail", str(lines), c.service), check=False)
+            for line in (logs.out + logs.err).splitlines()[-lines:]:
+                ctx.ui.info(f"    {line}")
+        raise HostError(ctx.host, f"docker compose up did not become healthy: {res.last_error_line()}")
+    after = parse_project_containers(ctx.t.run(cmd.project_containers(project)).out)
+    recreated = sorted(s for s in after if s not in before or after[s][0] != before[s][0])
+    restarted = sorted(s for s in after if s in before and after[s][0] == before[s][0]
+                       and after[s][1] != before[s][1])
+    removed = sorted(set(before) - set(after))
+    parts = [f"recreated {len(recreated)} containers" + (f" ({', '.join(recreated)})" if recreated else "")]
+    if restarted:
+        parts.append(f"restarted {', '.join(restarted)}")
+    if removed:
+        parts.append(f"removed {', '.join(removed)}")
+    parts.append(f"{len(after)} running, healthy in {time.monotonic() - started:.1f}s")
+    return RoleResult(bool(recreated or restarted or removed), "; ".join(parts),
+                      {"recreated": len(recreated), "restarted": len(restarted)})

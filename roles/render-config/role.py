@@ -1,0 +1,104 @@
+"""render-config: render the stack's templates and, when anything changed, write a new
+immutable release directory and switch ``current`` to it.
+
+Facts: one tar stream of the current release's files, its ``release.json`` and the
+host's generated secrets. Generated secrets (``generated_secrets`` in stack.yml) are
+made once per host with :func:`secrets.token_hex` and kept in ``secrets.json`` (0600).
+Files marked ``secret`` are written 0600; their diffs show changed *keys* only.
+The new release, the secrets and the data dirs are written in one round trip (a tar
+extracted on the host); then ``current`` is switched atomically.
+"""
+
+from __future__ import annotations
+
+import difflib
+import getpass
+import hashlib
+import io
+import json
+import secrets as pysecrets
+import socket
+import tarfile
+import time
+
+from ferry import commands as cmd
+from ferry.facts import parse_dotenv, parse_tar
+from ferry.roles import RoleContext, RoleResult
+from ferry.stack import render, template_context
+
+q = cmd.q
+
+
+def _diff(name: str, old: bytes | None, new: bytes, secret: bool, max_lines: int) -> list[str]:
+    if secret:
+        before = parse_dotenv((old or b"").decode("utf-8", "replace"))
+        after = parse_dotenv(new.decode("utf-8", "replace"))
+        keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        return [f"  {name} (secret, 0600): changed keys: {', '.join(keys) or '(formatting only)'}"]
+    lines = list(difflib.unified_diff((old or b"").decode("utf-8", "replace").splitlines(),
+                                      new.decode("utf-8", "replace").splitlines(),
+                                      f"current/{name}", f"new/{name}", lineterm="", n=1))
+    if len(lines) > max_lines:
+        lines = lines[:max_lines] + [f"... ({len(lines) - max_lines} more lines)"]
+    return ["  " + l for l in lines]
+
+
+def _tar(entries: dict[str, tuple[bytes, int]]) -> bytes:
+    buf = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, (data, mode) in entries.items():
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.mtime, info.uid, info.gid = len(data), mode, now, 0, 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def release_id(version: str) -> str:
+    """``YYYYmmddTHHMMSSZ-<version>``: sorts by time, says what it holds."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + version
+
+
+def run(ctx: RoleContext) -> RoleResult:
+    stack, p = ctx.stack, ctx.paths
+    wanted = [f"current/{t.dest}" for t in stack.templates] + ["current/release.json", "secrets.json"]
+    found = parse_tar(ctx.t.run(cmd.read_tar(p.stack_dir, wanted)).stdout)
+    kept = json.loads(found.get("secrets.json", b"{}") or b"{}")
+    new_secrets = {k: pysecrets.token_hex(32) for k in stack.generated_secrets if k not in kept}
+    context = template_context(ctx.vars, stack, p.for_templates(), {**kept, **new_secrets}, ctx.host)
+    rendered = render(stack, context, ctx.host)
+    ctx.state["rendered"] = rendered
+    current = json.loads(found.get("current/release.json", b"{}") or b"{}")
+    manifest_sha = hashlib.sha256((ctx.bundle.path / "manifest.json").read_bytes()).hexdigest()
+    changed = [d for d in rendered if found.get(f"current/{d}") != rendered[d]]
+    bundle_changed = current.get("bundle_manifest_sha256") != manifest_sha
+    if not changed and not bundle_changed and not new_secrets:
+        return RoleResult(False, f"config unchanged (release {current.get('id')})", {"files_changed": 0})
+    secret_files = stack.secret_files()
+    max_lines = int(ctx.vars.get("render_diff_max_lines", 40))
+    for d in changed:
+        for line in _diff(d, found.get(f"current/{d}"), rendered[d], d in secret_files, max_lines):
+            ctx.ui.info(line)
+    why = ", ".join(changed) + (" (new bundle)" if bundle_changed else "")
+    if ctx.check:
+        return RoleResult(True, f"would write a release: {why}", {"files_changed": len(changed)})
+    rid = release_id(ctx.bundle.version)
+    rel = f"releases/{rid}"
+    release = {"id": rid, "stack": stack.name, "version": ctx.bundle.version, "bundle": ctx.bundle.name,
+               "bundle_manifest_sha256": manifest_sha,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "by": f"{getpass.getuser()}@{socket.gethostname()}",
+               "files": {d: hashlib.sha256(b).hexdigest() for d, b in rendered.items()}}
+    entries = {f"{rel}/{d}": (b, 0o600 if d in secret_files else 0o644) for d, b in rendered.items()}
+    entries[f"{rel}/release.json"] = (json.dumps(release, indent=2).encode() + b"\n", 0o644)
+    if new_secrets:
+        entries["secrets.json"] = (json.dumps({**kept, **new_secrets}, indent=2).encode(), 0o600)
+    data_dirs = " ".join(q(f"{p.data}/{d}") for d in stack.data_dirs)
+    script = (f"set -e; mkdir -p {q(p.releases)} {q(p.data)} {data_dirs}; cd {q(p.stack_dir)}; "
+              f"tar --no-same-owner -xf -; chmod 0755 {q(rel)}; "
+              f"cp {q(p.bundle_dir + '/manifest.json')} {q(rel + '/manifest.json')}")
+    ctx.t.run(cmd.sh(script), input=_tar(entries))
+    ctx.t.run(cmd.switch_symlink(p.current, rel))
+    ctx.state["release"] = rid
+    extra = f"; generated {', '.join(sorted(new_secrets))}" if new_secrets else ""
+    return RoleResult(True, f"release {rid}: {why}{extra}", {"files_changed": len(changed), "release": rid})

@@ -1,0 +1,62 @@
+"""upload-bundle: send the bundle files the host lacks, verified, into the store.
+
+Files are content-addressed on the host (``store/<sha256>``), so a file already there
+from any earlier bundle is not sent again. Each file is streamed over SSH into
+``store/<sha256>.part``, checked with ``sha256sum`` on the host and only then renamed
+into place (``commands.receive_file``); a mismatch stops the deploy. The bundle's own
+layout is then recreated under ``bundles/<stack>-<version>/`` as symlinks.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ferry import commands as cmd
+from ferry.facts import parse_lines, parse_links
+from ferry.roles import RoleContext, RoleResult
+from ferry.ui import human_bytes
+
+
+def plan(ctx: RoleContext) -> tuple[list[dict], dict[str, str]]:
+    """Return (files to send, links to make) for this host, from two facts (the store
+    listing may already be in ``ctx.state["store_listing"]``, gathered by deploy)."""
+    p = ctx.paths
+    present = ctx.state.get("store_listing")
+    if present is None:
+        present = set(parse_lines(ctx.t.run(cmd.list_dir(p.store)).out))
+    files = ctx.bundle.all_files()
+    missing, seen = [], set()
+    for f in files:
+        if f["sha256"] not in present and f["sha256"] not in seen:
+            missing.append(f)
+            seen.add(f["sha256"])
+    want = {f["path"]: f"{p.store}/{f['sha256']}" for f in files}
+    have = parse_links(ctx.t.run(cmd.list_links(p.bundle_dir)).out)
+    links = {rel: target for rel, target in want.items() if have.get(rel) != target}
+    return missing, links
+
+
+def run(ctx: RoleContext) -> RoleResult:
+    missing, links = plan(ctx)
+    total = sum(f["size"] for f in missing)
+    count = len(ctx.bundle.all_files())
+    if not missing and not links:
+        return RoleResult(False, f"uploaded 0 B (all {count} files already on the host)",
+                          {"bytes": 0, "files": 0})
+    if ctx.check:
+        return RoleResult(True, f"would upload {human_bytes(total)} ({len(missing)} of {count} files)",
+                          {"bytes": total, "files": len(missing)})
+    started = time.monotonic()
+    if missing:
+        with ctx.ui.transfer(f"{ctx.host} upload", total) as advance:
+            for f in missing:
+                ctx.t.send_file(ctx.bundle.path / f["path"],
+                                cmd.receive_file(f"{ctx.paths.store}/{f['sha256']}", f["sha256"]),
+                                progress=advance)
+    seconds = time.monotonic() - started
+    if links:
+        ctx.t.run(cmd.make_links(ctx.paths.bundle_dir, links))
+    rate = total / seconds / 1e6 if seconds > 0 and total else 0.0
+    return RoleResult(True, f"uploaded {human_bytes(total)} ({len(missing)} of {count} files, "
+                            f"sha256 verified on the host) in {seconds:.1f}s, {rate:.0f} MB/s",
+                      {"bytes": total, "files": len(missing), "seconds": seconds})

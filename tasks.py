@@ -1,0 +1,181 @@
+"""Ferry's command line: Invoke tasks (``inv --list``).
+
+Each task parses its options, calls the engine in ``ferry/`` and turns a
+:class:`ferry.errors.FerryError` into one line on stderr with exit status 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from ferry.errors import FerryError  # noqa: E402
+from ferry.ui import UI  # noqa: E402
+
+DIST = ROOT / "dist"
+STACKS = ROOT / "stacks"
+
+
+def user_errors(fn):
+    """Report FerryError as ``error: <message>`` (exit 1), Ctrl-C as exit 130."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FerryError as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+    return wrapper
+
+
+def inventory_path(value: str | None) -> Path:
+    """``-i`` value, else ``$FERRY_INVENTORY``, else the sandbox's ``.sandbox/inventory.yml``."""
+    return Path(value or os.environ.get("FERRY_INVENTORY") or ROOT / ".sandbox" / "inventory.yml")
+
+
+def stack_dir(name: str) -> Path:
+    d = STACKS / name
+    if not (d / "stack.yml").is_file():
+        known = sorted(p.name for p in STACKS.iterdir() if (p / "stack.yml").is_file())
+        raise FerryError(f"unknown stack '{name}' (known: {', '.join(known)})")
+    return d
+
+
+# -- sandbox ---------------------------------------------------------------------------
+
+@task(help={"count": "number of hosts (first is group prod, the rest staging)",
+            "fresh": "destroy existing sandbox hosts (and their Docker data) first"})
+@user_errors
+def sandbox_up(c, count=3, fresh=False):
+    """Start throw-away target hosts (systemd+sshd, no Docker, no network) and write .sandbox/inventory.yml."""
+    from ferry import sandbox
+    ui = UI()
+    sb = sandbox.up(count=int(count), fresh=fresh, console=ui.console)
+    ui.table("sandbox hosts", ["host", "ip", "container"], [[h.name, h.ip, h.container] for h in sb.hosts])
+    ui.info(f"inventory: {sb.inventory}")
+
+
+@task
+@user_errors
+def sandbox_down(c):
+    """Remove the sandbox hosts, their volumes and network."""
+    from ferry import sandbox
+    sandbox.down(console=UI().console)
+
+
+@task
+@user_errors
+def sandbox_status(c):
+    """Show the sandbox hosts, if any."""
+    from ferry import sandbox
+    ui = UI()
+    sb = sandbox.status()
+    if sb is None:
+        ui.info("no sandbox (start one with `inv sandbox.up`)")
+        return
+    ui.table("sandbox hosts", ["host", "ip", "container"], [[h.name, h.ip, h.container] for h in sb.hosts])
+
+
+# -- bundle, deploy, verify ------------------------------------------------------------
+
+@task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
+            "dist": "output directory"})
+@user_errors
+def bundle(c, stack="llm-chat", version=None, dist=str(DIST)):
+    """Build the offline bundle of a stack: image tarballs, Docker installer, manifest, checksums."""
+    from ferry.bundle import build_bundle
+    from ferry.roles import role_defaults
+    ui = UI()
+    b = build_bundle(stack_dir(stack), Path(dist), version, ui,
+                     docker_settings=role_defaults("install-docker-offline"))
+    size = sum(f["size"] for f in b.files())
+    ui.info(f"bundle {b.path}: {len(b.files())} files, {size / 1e6:.1f} MB, "
+            f"{len(b.manifest['images'])} images, Docker {b.manifest['docker']['docker']}, "
+            f"Compose {b.manifest['docker']['compose']}")
+
+
+@task(iterable=["set"], help={
+    "host": "host or group name, or a comma list", "stack": "stack name", "inventory": "inventory file",
+    "bundle": "bundle directory (default: the newest in dist/ for the stack)",
+    "set": "key=value overriding inventory variables (repeatable)",
+    "check": "check mode: show what would change, change nothing"})
+@user_errors
+def deploy(c, host, stack="llm-chat", inventory=None, bundle=None, set=None, check=False):
+    """Deploy a stack's bundle to hosts: install Docker, upload, load images, render config, compose up, verify."""
+    from ferry.deploy import deploy as run_deploy, prepare, summary_lines
+    from ferry.inventory import parse_set_args
+    ui = UI()
+    plan = prepare(inventory_path(inventory), host, stack, Path(bundle) if bundle else None, DIST,
+                   parse_set_args(set or []))
+    ui.info(f"deploying {plan.bundle.name} to {', '.join(h.name for h in plan.hosts)}"
+            + (" (check mode)" if check else ""))
+    reports = run_deploy(plan, ui, check=check)
+    for line in summary_lines(reports):
+        ui.info(line)
+    if any(r.error for r in reports) or any(not ch.ok for r in reports for ch in r.checks):
+        raise Exit("error: deploy failed", code=1)
+
+
+@task(iterable=["set"], help={"host": "host or group name, or a comma list", "stack": "stack name",
+                              "inventory": "inventory file", "set": "key=value overrides (repeatable)",
+                              "json": "print the checks as JSON"})
+@user_errors
+def verify(c, host, stack="llm-chat", inventory=None, set=None, json_=False):
+    """Verify a deployed stack with testinfra: containers healthy, ports answering, mounts in place."""
+    from ferry.deploy import verify_hosts
+    from ferry.inventory import parse_set_args
+    ui = UI()
+    checks = verify_hosts(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or []), ui)
+    if json_:
+        print(json.dumps([c.__dict__ for c in checks], indent=2))
+    else:
+        ui.table(f"verify {stack}", ["host", "check", "target", "result", "detail"],
+                 [[c.host, c.kind, c.target, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.detail] for c in checks])
+    if not checks or any(not c.ok for c in checks):
+        raise Exit("error: verification failed", code=1)
+
+
+@task(help={"count": "sandbox hosts to start"})
+@user_errors
+def demo(c, count=3):
+    """Quickstart: sandbox up, bundle llm-chat, deploy to prod, then curl its health from here."""
+    import urllib.request
+    from ferry.inventory import Inventory
+    sandbox_up(c, count=count)
+    bundle(c, stack="llm-chat")
+    deploy(c, host="prod", stack="llm-chat")
+    inv = Inventory(inventory_path(None))
+    ip = inv.select("prod")[0].vars["ansible_host"]
+    with urllib.request.urlopen(f"http://{ip}/api/health", timeout=10) as r:
+        UI().info(f"curl http://{ip}/api/health -> {r.status} {r.read().decode().strip()}")
+
+
+@task(help={"k": "only tests matching this pytest -k expression", "unit": "skip the end-to-end tier"})
+def test(c, k=None, unit=False):
+    """Run the test suite (pure, fake-transport and end-to-end tiers)."""
+    argv = [sys.executable, "-m", "pytest", "-q"]
+    if unit:
+        argv += ["-m", "not e2e"]
+    if k:
+        argv += ["-k", k]
+    rc = subprocess.call(argv, cwd=ROOT)
+    if rc:
+        raise Exit(code=rc)
+
+
+sandbox = Collection("sandbox")
+sandbox.add_task(sandbox_up, "up")
+sandbox.add_task(sandbox_down, "down")
+sandbox.add_task(sandbox_status, "status")
+
+ns = Collection(bundle, deploy, verify, demo, test, sandbox)

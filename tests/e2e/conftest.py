@@ -1,0 +1,31 @@
+"""Fixtures for end-to-end tests against real sandbox hosts (see ``ferry.sandbox``).
+
+The ``sandbox`` fixture brings up 3 *fresh* hosts (``ferry-sandbox-1..3``: no Docker,
+empty ``/var/lib/docker``) once per test session, in the default state directory
+``<repo>/.sandbox``. It deliberately does NOT tear them down at the end, so a developer
+can inspect the hosts after a run (``ssh -i .sandbox/id_ed25519 -o
+UserKnownHostsFile=.sandbox/known_hosts root@<ip>``, or ``docker exec -it
+ferry-sandbox-1 bash``); remove them with ``ferry.sandbox.down()``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ferry import sandbox as sandbox_mod
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> sandbox_mod.Sandbox:
+    """A freshly created 3-host sandbox (``prod`` = sandbox-1, ``staging`` = sandbox-2/3)."""
+    return sandbox_mod.up(count=3, fresh=True)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the sandbox self-checks first, while the hosts are still fresh.
+
+    ``test_sandbox_hosts.py`` asserts e.g. that no host has Docker yet; other e2e tests
+    share the session-scoped ``sandbox`` and deploy onto it. Stable sort: the order
+    within each group is kept.
+    """
+    items.sort(key=lambda item: 0 if item.path.name == "test_sandbox_hosts.py" else 1)
