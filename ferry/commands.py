@@ -20,23 +20,44 @@ def sh(script: str) -> list[str]:
 
 # -- files -----------------------------------------------------------------------------
 
-def receive_file(final: str, sha256: str) -> list[str]:
-    """Read stdin into ``final`` only if its sha256 matches; otherwise leave nothing.
+HASH_STDIN = ("if command -v openssl >/dev/null 2>&1; then h() { openssl dgst -sha256 -r; }; "
+              "elif command -v python3 >/dev/null 2>&1; then h() { python3 -c "
+              + shlex.quote("import hashlib,sys\nh=hashlib.sha256()\n"
+                            "for b in iter(lambda: sys.stdin.buffer.read(1<<20), b''): h.update(b)\n"
+                            "print(h.hexdigest())")
+              + "; }; else h() { sha256sum; }; fi")
+"""Shell snippet defining ``h``: sha256 of stdin, hex first. OpenSSL's CLI and Python's
+hashlib use the CPU's SHA instructions (780 MB/s measured on a sandbox host); coreutils'
+``sha256sum`` is generic C (103 MB/s there), kept as the last resort."""
 
-    The data lands in ``final.part`` first; ``sha256sum -c`` checks it on the host; only
-    then is it renamed (atomic on one filesystem). Exit status 3 means a mismatch.
+
+def receive_files(store: str) -> list[str]:
+    """Receive a stream of files into ``store``, each kept only if size and sha256 match.
+
+    Stream format (built by :func:`ferry.bundle.upload_stream`), per file: a header line
+    ``<sha256> <size>\\n`` then exactly ``size`` bytes; then ``END 0\\n``. Each file goes
+    through ``tee`` into ``<store>/<sha256>.part`` while being hashed (hashing overlaps
+    the transfer) and is renamed to ``<store>/<sha256>`` only when it checks out. Exit
+    status 3: a digest mismatch; 4: a short file (disk full, cut stream); 5: a malformed
+    header. The failing file's name is on stderr; files before it are kept (verified).
 
     Args:
-        final: absolute path on the host (e.g. ``/opt/ferry/store/<sha256>``).
-        sha256: expected lowercase hex digest (64 chars).
+        store: absolute directory on the host.
     """
-    part = final + ".part"
-    d = final.rsplit("/", 1)[0] or "/"
+    st = q(store)
     return sh(
-        f"set -e; mkdir -p {q(d)}; cat > {q(part)}; "
-        f"if printf '%s  %s\\n' {q(sha256)} {q(part)} | sha256sum -c --status; "
-        f"then mv -f {q(part)} {q(final)}; "
-        f"else rm -f {q(part)}; echo {q('sha256 mismatch after transfer: ' + final)} >&2; exit 3; fi")
+        f"{HASH_STDIN}; set -e; mkdir -p {st}; "
+        "while read -r sha size; do "
+        "[ \"$sha\" = END ] && exit 0; "
+        "case \"$sha$size\" in *[!0-9a-f]*|'') echo 'malformed upload stream header' >&2; exit 5;; esac; "
+        f"part={st}/\"$sha\".part; "
+        "sum=$(head -c \"$size\" | tee \"$part\" | h | cut -c1-64); "
+        "if [ \"$(stat -c %s \"$part\")\" != \"$size\" ]; then rm -f \"$part\"; "
+        "echo \"short file (disk full or cut stream): $sha\" >&2; exit 4; fi; "
+        "if [ \"$sum\" != \"$sha\" ]; then rm -f \"$part\"; "
+        "echo \"sha256 mismatch after transfer: $sha\" >&2; exit 3; fi; "
+        f"mv -f \"$part\" {st}/\"$sha\"; "
+        "done; echo 'upload stream ended without END' >&2; exit 4")
 
 
 def write_file(path: str, mode: int = 0o644) -> list[str]:
@@ -168,11 +189,13 @@ def compose_ps(project: str, compose_file: str, project_dir: str) -> list[str]:
 
 
 def project_containers(project: str) -> list[str]:
-    """``ID<TAB>SERVICE<TAB>STARTED_AT`` of the project's containers, from Docker's labels
-    (works without a compose file)."""
+    """``ID<TAB>SERVICE<TAB>STARTED_AT<TAB>STATUS<TAB>HEALTH`` of the project's containers,
+    from Docker's labels (works without a compose file; HEALTH is empty without a
+    healthcheck)."""
     return sh("ids=$(docker ps -aq --filter " + q(f"label=com.docker.compose.project={project}")
               + "); [ -z \"$ids\" ] || docker inspect --format "
-              + q('{{.Id}}\t{{index .Config.Labels "com.docker.compose.service"}}\t{{.State.StartedAt}}')
+              + q('{{.Id}}\t{{index .Config.Labels "com.docker.compose.service"}}\t{{.State.StartedAt}}'
+                  '\t{{.State.Status}}\t{{if .State.Health}}{{.State.Health.Status}}{{end}}')
               + " $ids")
 
 

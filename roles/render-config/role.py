@@ -61,8 +61,9 @@ def release_id(version: str) -> str:
 
 def run(ctx: RoleContext) -> RoleResult:
     stack, p = ctx.stack, ctx.paths
-    wanted = [f"current/{t.dest}" for t in stack.templates] + ["current/release.json", "secrets.json"]
+    wanted = [f"current/{t.dest}" for t in stack.templates] + ["current/release.json", "secrets.json", "up.json"]
     found = parse_tar(ctx.t.run(cmd.read_tar(p.stack_dir, wanted)).stdout)
+    ctx.state["last_up"] = json.loads(found.get("up.json", b"{}") or b"{}")
     kept = json.loads(found.get("secrets.json", b"{}") or b"{}")
     new_secrets = {k: pysecrets.token_hex(32) for k in stack.generated_secrets if k not in kept}
     context = template_context(ctx.vars, stack, p.for_templates(), {**kept, **new_secrets}, ctx.host)
@@ -73,6 +74,7 @@ def run(ctx: RoleContext) -> RoleResult:
     changed = [d for d in rendered if found.get(f"current/{d}") != rendered[d]]
     bundle_changed = current.get("bundle_manifest_sha256") != manifest_sha
     if not changed and not bundle_changed and not new_secrets:
+        ctx.state["release"] = current.get("id")
         return RoleResult(False, f"config unchanged (release {current.get('id')})", {"files_changed": 0})
     secret_files = stack.secret_files()
     max_lines = int(ctx.vars.get("render_diff_max_lines", 40))
@@ -100,5 +102,6 @@ def run(ctx: RoleContext) -> RoleResult:
     ctx.t.run(cmd.sh(script), input=_tar(entries))
     ctx.t.run(cmd.switch_symlink(p.current, rel))
     ctx.state["release"] = rid
+    ctx.state["release_changed"] = True
     extra = f"; generated {', '.join(sorted(new_secrets))}" if new_secrets else ""
     return RoleResult(True, f"release {rid}: {why}{extra}", {"files_changed": len(changed), "release": rid})

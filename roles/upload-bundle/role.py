@@ -1,17 +1,21 @@
 """upload-bundle: send the bundle files the host lacks, verified, into the store.
 
 Files are content-addressed on the host (``store/<sha256>``), so a file already there
-from any earlier bundle is not sent again. Each file is streamed over SSH into
-``store/<sha256>.part``, checked with ``sha256sum`` on the host and only then renamed
-into place (``commands.receive_file``); a mismatch stops the deploy. The bundle's own
-layout is then recreated under ``bundles/<stack>-<version>/`` as symlinks.
+from any earlier bundle is not sent again. The missing files go in ONE stream over SSH
+to one receiver on the host (``commands.receive_files``), which hashes each file while
+writing it and renames it into place only when size and sha256 match; a mismatch stops
+the deploy. The bundle's own layout is then recreated under
+``bundles/<stack>-<version>/`` as symlinks.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Callable, Iterator
 
 from ferry import commands as cmd
+from ferry.errors import FerryError, HostError
 from ferry.facts import parse_lines, parse_links
 from ferry.roles import RoleContext, RoleResult
 from ferry.ui import human_bytes
@@ -36,6 +40,28 @@ def plan(ctx: RoleContext) -> tuple[list[dict], dict[str, str]]:
     return missing, links
 
 
+def upload_stream(root: Path, files: list[dict], progress: Callable[[int], None] | None = None,
+                  block: int = 1 << 20) -> Iterator[bytes]:
+    """The byte stream ``commands.receive_files`` reads: per file ``"<sha256> <size>\\n"``
+    and its bytes (read from ``root/<path>`` in ``block``-byte pieces), then ``END 0``.
+
+    Raises:
+        FerryError: a local file's size differs from its manifest entry (it changed
+            after the pre-deploy check).
+    """
+    for f in files:
+        path = root / f["path"]
+        if path.stat().st_size != f["size"]:
+            raise FerryError(f"{path}: size changed since it was checked against the manifest")
+        yield f"{f['sha256']} {f['size']}\n".encode()
+        with open(path, "rb") as fh:
+            while piece := fh.read(block):
+                yield piece
+                if progress:
+                    progress(len(piece))
+    yield b"END 0\n"
+
+
 def run(ctx: RoleContext) -> RoleResult:
     missing, links = plan(ctx)
     total = sum(f["size"] for f in missing)
@@ -49,10 +75,12 @@ def run(ctx: RoleContext) -> RoleResult:
     started = time.monotonic()
     if missing:
         with ctx.ui.transfer(f"{ctx.host} upload", total) as advance:
-            for f in missing:
-                ctx.t.send_file(ctx.bundle.path / f["path"],
-                                cmd.receive_file(f"{ctx.paths.store}/{f['sha256']}", f["sha256"]),
-                                progress=advance)
+            res = ctx.t.send(cmd.receive_files(ctx.paths.store),
+                             upload_stream(ctx.bundle.path, missing, advance), check=False)
+        if not res.ok:
+            sha = res.last_error_line().rsplit(" ", 1)[-1]
+            name = next((f["path"] for f in missing if f["sha256"] == sha), sha)
+            raise HostError(ctx.host, f"upload of {name} failed: {res.last_error_line()}")
     seconds = time.monotonic() - started
     if links:
         ctx.t.run(cmd.make_links(ctx.paths.bundle_dir, links))

@@ -27,7 +27,7 @@ from ferry.inventory import Inventory
 from ferry.roles import role_defaults
 from ferry.transport.ssh import connect_host
 from ferry.ui import UI
-from ferry.verify import testinfra_host
+from ferry.verify import infra_host
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ class Hosts:
         return self._t[name]
 
     def host(self, name):
-        return testinfra_host(self.t(name))
+        return infra_host(self.t(name))
 
     def sh(self, name, script: str) -> str:
         return self.t(name).run(["sh", "-c", script]).out

@@ -19,15 +19,16 @@ MUTATING_ARGV0 = ("systemctl", "install", "env", "apt-get")
 def mutations(t):
     """Calls that change a host: package installs, unit changes, writes, loads, links."""
     return [c.argv for c in t.calls
-            if c.sent_file or c.argv[0] in MUTATING_ARGV0 or c.argv[:2] in (["docker", "load"], ["docker", "tag"])
+            if c.streamed or c.argv[0] in MUTATING_ARGV0 or c.argv[:2] in (["docker", "load"], ["docker", "tag"])
             or (c.argv[0] == "sh" and any(m in c.argv[-1] for m in MUTATING_SCRIPT))]
 
 
 # -- upload-bundle ---------------------------------------------------------------------
 
-def test_upload_sends_only_missing_files_and_links(bundle, make_ctx):
+def test_upload_sends_only_missing_files_in_one_stream_and_links(bundle, make_ctx):
     files = bundle.all_files()
     have = {f["sha256"] for f in files if not f["path"].startswith("images/")}
+    received = {}
 
     def host(argv, data):
         script = argv[-1]
@@ -35,20 +36,38 @@ def test_upload_sends_only_missing_files_and_links(bundle, make_ctx):
             return 0, "\n".join(have), ""
         if "find" in script and "-type l" in script:
             return 0, "", ""
-        if "sha256sum" in script:
-            return 0, "", ""
+        if "while read -r sha size" in script:      # the receiver: parse the stream
+            view = memoryview(data)
+            while True:
+                nl = bytes(view[:80]).index(b"\n")
+                sha, size = bytes(view[:nl]).decode().split()
+                view = view[nl + 1:]
+                if sha == "END":
+                    return 0, "", ""
+                received[sha] = bytes(view[:int(size)])
+                view = view[int(size):]
         if "ln -sfn" in script:
             return 0, "", ""
         raise AssertionError(argv)
     t = FakeTransport(host)
     result = load_role("upload-bundle").run(make_ctx(t))
-    sent = [c for c in t.calls if c.sent_file is not None]
-    assert sorted(c.sent_file.name for c in sent) == ["llm-chat-backend_1.0.0.tar", "nginx_1.22.tar"]
-    for c in sent:   # each lands under store/<its sha256>, checked on the host
-        sha = next(f["sha256"] for f in files if f["path"].endswith(c.sent_file.name))
-        assert f"/opt/ferry/store/{sha}" in c.argv[-1] and sha in c.argv[-1]
+    assert len([c for c in t.calls if c.streamed]) == 1
+    images = [f for f in files if f["path"].startswith("images/")]
+    assert received == {f["sha256"]: (bundle.path / f["path"]).read_bytes() for f in images}
     assert result.changed and result.metrics["files"] == 2
-    assert result.metrics["bytes"] == sum(f["size"] for f in files if f["path"].startswith("images/"))
+    assert result.metrics["bytes"] == sum(f["size"] for f in images)
+
+
+def test_upload_reports_the_file_the_host_rejected(bundle, make_ctx):
+    files = bundle.all_files()
+    victim = next(f for f in files if f["path"].startswith("images/nginx"))
+
+    def host(argv, data):
+        if "while read -r sha size" in argv[-1]:
+            return 3, "", f"sha256 mismatch after transfer: {victim['sha256']}\n"
+        return 0, "", ""
+    with pytest.raises(HostError, match="images/nginx_1.22.tar.*mismatch"):
+        load_role("upload-bundle").run(make_ctx(FakeTransport(host)))
 
 
 def test_upload_is_a_noop_when_store_and_links_are_complete(bundle, make_ctx):
@@ -67,7 +86,7 @@ def test_upload_check_mode_sends_nothing(bundle, make_ctx):
     t = FakeTransport(lambda argv, data: (0, "", ""))
     result = load_role("upload-bundle").run(make_ctx(t, check=True))
     assert result.changed and "would upload" in result.summary
-    assert not [c for c in t.calls if c.sent_file] and not mutations(t)
+    assert not [c for c in t.calls if c.streamed] and not mutations(t)
 
 
 # -- load-images -----------------------------------------------------------------------

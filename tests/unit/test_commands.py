@@ -13,17 +13,57 @@ def run(argv, data=b""):
     return subprocess.run(argv, input=data, capture_output=True)
 
 
-def test_receive_file_keeps_data_only_when_sha256_matches(tmp_path):
-    data = b"image bytes" * 1000
+def stream(*items):
+    """An upload stream: (sha256, bytes) items, then END (see receive_files)."""
+    return b"".join(f"{sha} {len(data)}\n".encode() + data for sha, data in items) + b"END 0\n"
+
+
+def test_receive_files_keeps_files_that_check_out(tmp_path):
+    a, b = b"image bytes" * 1000, b"\n\x00binary\nEND 0\n" * 50
+    sa, sb = hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()
+    r = run(cmd.receive_files(str(tmp_path / "store")), stream((sa, a), (sb, b)))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "store" / sa).read_bytes() == a and (tmp_path / "store" / sb).read_bytes() == b
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == sorted([sa, sb])
+
+
+def test_receive_files_refuses_a_mismatch_and_keeps_nothing_of_it(tmp_path):
+    a, b = b"good" * 100, b"evil" * 100
+    sa, wrong = hashlib.sha256(a).hexdigest(), "0" * 64
+    r = run(cmd.receive_files(str(tmp_path)), stream((sa, a), (wrong, b)))
+    assert r.returncode == 3 and f"mismatch after transfer: {wrong}".encode() in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sa]       # no .part left
+
+
+def test_receive_files_refuses_a_cut_stream_and_bad_headers(tmp_path):
+    data = b"x" * 5000
+    sha = hashlib.sha256(data).hexdigest()
+    r = run(cmd.receive_files(str(tmp_path)), f"{sha} {len(data)}\n".encode() + data[:4000])
+    assert r.returncode == 4 and b"short file" in r.stderr and not list(tmp_path.iterdir())
+    r = run(cmd.receive_files(str(tmp_path)), b"../../etc/passwd 5\nhello")
+    assert r.returncode == 5 and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("hide", ["", "openssl", "openssl python3"])
+def test_receive_files_hash_fallbacks_agree(tmp_path, hide):
+    """With openssl (and python3) hidden from PATH, the next hasher gives the same verdict."""
+    import os
+    import shutil
+    import sys
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tools = {t: shutil.which(t) for t in ("sh", "tee", "cut", "stat", "mkdir", "mv", "rm", "head",
+                                          "sha256sum", "openssl")}
+    tools["python3"] = os.path.realpath(sys.executable)   # not a pyenv shim script
+    for tool, path in tools.items():
+        if tool not in hide.split() and path:
+            os.symlink(path, bindir / tool)
+    data = b"payload" * 999
     good = hashlib.sha256(data).hexdigest()
-    final = tmp_path / "store" / good
-    assert run(cmd.receive_file(str(final), good), data).returncode == 0
-    assert final.read_bytes() == data
-    bad = tmp_path / "store" / ("0" * 64)
-    r = run(cmd.receive_file(str(bad), "0" * 64), data)
-    assert r.returncode == 3
-    assert b"sha256 mismatch" in r.stderr
-    assert not bad.exists() and not (tmp_path / "store" / ("0" * 64 + ".part")).exists()
+    r = subprocess.run([str(bindir / "sh"), "-c", cmd.receive_files(str(tmp_path / "s"))[-1]],
+                       input=stream((good, data)), capture_output=True, env={"PATH": str(bindir)})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "s" / good).read_bytes() == data
 
 
 def test_hostile_paths_stay_literal(tmp_path):

@@ -1,6 +1,6 @@
 """Fact parsers against real command output captured from sandbox hosts."""
 
-from ferry.facts import (parse_compose_ps, parse_dotenv, parse_dpkg_status, parse_host_facts,
+from ferry.facts import (Container, parse_compose_ps, parse_dotenv, parse_dpkg_status, parse_host_facts,
                          parse_images, parse_project_containers)
 
 
@@ -34,8 +34,9 @@ def test_compose_ps_json_lines_and_array():
 
 
 def test_project_containers_and_dotenv():
-    out = "id1\tbackend\t2026-11-22T03:00:00Z\nid2\tnginx\t2026-11-22T03:00:01Z\n"
-    assert parse_project_containers(out) == {"backend": ("id1", "2026-11-22T03:00:00Z"),
-                                             "nginx": ("id2", "2026-11-22T03:00:01Z")}
+    out = "id1\tbackend\t2026-11-22T03:00:00Z\trunning\thealthy\nid2\tnginx\t2026-11-22T03:00:01Z\texited\t\n"
+    found = parse_project_containers(out)
+    assert found["backend"].id == "id1" and found["backend"].healthy
+    assert found["nginx"].status == "exited" and found["nginx"].health == "" and not found["nginx"].healthy
     env = parse_dotenv("# c\nA='x y'\nB=\"q\"\nC=plain\n\n")
     assert env == {"A": "x y", "B": "q", "C": "plain"}
