@@ -104,14 +104,22 @@ def bundle(c, stack="llm-chat", version=None, dist=str(DIST)):
             f"Compose {b.manifest['docker']['compose']}")
 
 
+COMMON = {"host": "host or group name, or a comma list", "stack": "stack name (a folder under stacks/)",
+          "inventory": "inventory file (default: $FERRY_INVENTORY or .sandbox/inventory.yml)",
+          "set": "key=value overriding inventory variables (repeatable)"}
+CHANGES = {"lock_wait": "seconds to wait while another run holds the deploy lock",
+           "message": "why: recorded in the lock and the audit log"}
+
+
 @task(iterable=["set"], help={
-    "host": "host or group name, or a comma list", "stack": "stack name", "inventory": "inventory file",
-    "bundle": "bundle directory (default: the newest in dist/ for the stack)",
-    "set": "key=value overriding inventory variables (repeatable)",
-    "check": "check mode: show what would change, change nothing"})
+    **COMMON, **CHANGES, "bundle": "bundle directory (default: the newest in dist/ for the stack)",
+    "check": "check mode: show what would change, change nothing",
+    "serial": "roll out in batches of N hosts; the first batch is the canary (0: all at once)",
+    "max_fail": "percent of hosts that may fail before the rollout stops (default 0)"})
 @user_errors
-def deploy(c, host, stack="llm-chat", inventory=None, bundle=None, set=None, check=False):
-    """Deploy a stack's bundle to hosts: install Docker, upload, load images, render config, compose up, verify."""
+def deploy(c, host, stack="llm-chat", inventory=None, bundle=None, set=None, check=False,
+           serial=0, max_fail=0, lock_wait=0, message=""):
+    """Deploy a stack's bundle: install Docker, upload, load images, render config, compose up, verify."""
     from ferry.deploy import deploy as run_deploy, prepare, summary_lines
     from ferry.inventory import parse_set_args
     ui = UI()
@@ -119,11 +127,93 @@ def deploy(c, host, stack="llm-chat", inventory=None, bundle=None, set=None, che
                    parse_set_args(set or []))
     ui.info(f"deploying {plan.bundle.name} to {', '.join(h.name for h in plan.hosts)}"
             + (" (check mode)" if check else ""))
-    reports = run_deploy(plan, ui, check=check)
+    reports = run_deploy(plan, ui, check=check, serial=int(serial), max_fail=float(max_fail),
+                         lock_wait=float(lock_wait), message=message)
     for line in summary_lines(reports):
         ui.info(line)
-    if any(r.error for r in reports) or any(not ch.ok for r in reports for ch in r.checks):
+    if any(r.failed for r in reports):
         raise Exit("error: deploy failed", code=1)
+
+
+@task(iterable=["set"], help={**COMMON, **CHANGES, "to": "release id (default: the one before current)"})
+@user_errors
+def rollback(c, host, stack="llm-chat", inventory=None, to=None, set=None, lock_wait=0, message=""):
+    """Switch hosts back to an earlier release (default: the one before current), compose up, verify."""
+    from ferry.inventory import parse_set_args
+    from ferry.operations import rollback as run_rollback
+    ui = UI()
+    reports = run_rollback(inventory_path(inventory), host, stack_dir(stack), to, parse_set_args(set or []), ui,
+                           lock_wait=float(lock_wait), message=message)
+    failed = [r for r in reports if r.failed]
+    for r in failed:
+        ui.info(f"{r.host}: FAILED: {r.error}")
+    if failed:
+        raise Exit("error: rollback failed", code=1)
+
+
+@task(iterable=["set"], help=COMMON)
+@user_errors
+def releases(c, host, stack="llm-chat", inventory=None, set=None):
+    """List each host's releases: version, time, who deployed it, which is current."""
+    from ferry.inventory import parse_set_args
+    from ferry.operations import releases_table
+    rows = releases_table(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or []))
+    UI().table(f"releases of {stack}", ["host", "release", "version", "created", "by", ""], rows)
+
+
+@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@user_errors
+def status(c, host, stack="llm-chat", inventory=None, set=None, json_=False):
+    """Show current release, services (state, health, ports), lock and disk use per host."""
+    from ferry.inventory import parse_set_args
+    from ferry.operations import status as host_status
+    from ferry.ui import human_bytes
+    found = host_status(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or []))
+    if json_:
+        print(json.dumps(found, indent=2))
+        return
+    ui = UI()
+    for h in found:
+        ui.table(f"{h['host']}: {stack} release {h['release'] or '(none)'} (version {h['version'] or '-'}), "
+                 f"{h['releases']} releases kept", ["service", "state", "health", "ports"],
+                 [[n, v["state"], v["health"], ", ".join(v["ports"])] for n, v in h["services"].items()])
+        disk = ", ".join(f"{k} {human_bytes(v) if isinstance(v, int) else v}" for k, v in h["disk"].items())
+        ui.info(f"  disk: {disk}")
+        ui.info("  lock: " + ("free" if not h["lock"] else __import__("ferry.lock", fromlist=["x"]).describe(h["lock"])))
+
+
+@task(iterable=["set"], help={**COMMON, "lines": "entries per host"})
+@user_errors
+def audit(c, host, stack="llm-chat", inventory=None, set=None, lines=20):
+    """Show the last entries of each host's audit log (one line per state change)."""
+    from ferry.inventory import parse_set_args
+    from ferry.operations import audit_entries
+    rows = [[h, r.get("time", ""), r.get("who", ""), r.get("task", ""), r.get("stack", ""), r.get("version", ""),
+             r.get("release", ""), r.get("result", ""), r.get("detail", "")[:80]]
+            for h, r in audit_entries(inventory_path(inventory), host, stack_dir(stack),
+                                      parse_set_args(set or []), int(lines))]
+    UI().table("audit log", ["host", "time", "who", "task", "stack", "version", "release", "result", "detail"], rows)
+
+
+@task(iterable=["set"], help=COMMON)
+@user_errors
+def lock_status(c, host, stack="llm-chat", inventory=None, set=None):
+    """Show who holds the stack's deploy lock on each host, since when, doing what."""
+    from ferry import lock
+    from ferry.inventory import parse_set_args
+    from ferry.operations import lock_status as read_locks
+    ui = UI()
+    for name, info in read_locks(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or [])):
+        ui.info(f"{name}: {stack} " + ("is not locked" if info is None else f"is locked: {lock.describe(info)}"))
+
+
+@task(iterable=["set"], help=COMMON)
+@user_errors
+def lock_release(c, host, stack="llm-chat", inventory=None, set=None):
+    """Remove a deploy lock left by a dead run (warns: a live run would then interleave)."""
+    from ferry.inventory import parse_set_args
+    from ferry.operations import lock_release as remove_locks
+    remove_locks(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or []), UI())
 
 
 @task(iterable=["set"], help={"host": "host or group name, or a comma list", "stack": "stack name",
@@ -132,10 +222,10 @@ def deploy(c, host, stack="llm-chat", inventory=None, bundle=None, set=None, che
 @user_errors
 def verify(c, host, stack="llm-chat", inventory=None, set=None, json_=False):
     """Verify a deployed stack with testinfra: containers healthy, ports answering, mounts in place."""
-    from ferry.deploy import verify_hosts
     from ferry.inventory import parse_set_args
+    from ferry.operations import verify_hosts
     ui = UI()
-    checks = verify_hosts(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or []), ui)
+    checks = verify_hosts(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or []))
     if json_:
         print(json.dumps([c.__dict__ for c in checks], indent=2))
     else:
@@ -173,9 +263,13 @@ def test(c, k=None, unit=False):
         raise Exit(code=rc)
 
 
+locks = Collection("lock")
+locks.add_task(lock_status, "status")
+locks.add_task(lock_release, "release")
+
 sandbox = Collection("sandbox")
 sandbox.add_task(sandbox_up, "up")
 sandbox.add_task(sandbox_down, "down")
 sandbox.add_task(sandbox_status, "status")
 
-ns = Collection(bundle, deploy, verify, demo, test, sandbox)
+ns = Collection(bundle, deploy, verify, rollback, releases, status, audit, demo, test, sandbox, locks)

@@ -6,7 +6,8 @@ In one run, against the same hosts:
    OpenSSH ``scp`` of the same files to the same host (alternating, ``--rounds`` each,
    medians compared);
 2. wall time of a first deploy on a fresh host, broken down by role;
-3. wall time of a no-op redeploy (same bundle, same variables), broken down by role.
+3. wall time of a no-op redeploy (same bundle, same variables), broken down by role;
+4. wall time of ``rollback`` from a v2 (backend image differs) to v1, images on the host.
 
 Usage (after ``make bootstrap``)::
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +35,8 @@ from rich.console import Console  # noqa: E402
 from ferry import sandbox as sbx  # noqa: E402
 from ferry.bundle import build_bundle  # noqa: E402
 from ferry.deploy import deploy, prepare  # noqa: E402
+from ferry.images import derive_image  # noqa: E402
+from ferry.operations import rollback  # noqa: E402
 from ferry.inventory import Inventory  # noqa: E402
 from ferry.paths import HostPaths  # noqa: E402
 from ferry.roles import RoleContext, load_role, role_defaults  # noqa: E402
@@ -110,6 +114,21 @@ def main() -> None:
     changed = [n for n, r, _ in report2.results if r.changed]
     ui.table(f"no-op redeploy: {total2:.2f} s (goal < 3 s); changed: {changed or 'nothing'}",
              ["role", "seconds"], [[n, f"{s:.2f}"] for n, s in by_role2])
+
+    derive_image("llm-chat-backend:1.0.0", "llm-chat-backend:1.1.0", ["ENV APP_VERSION=1.1.0"])
+    v2_dir = ROOT / "dist" / "bench-stack"
+    if v2_dir.exists():
+        shutil.rmtree(v2_dir)
+    shutil.copytree(ROOT / "stacks" / "llm-chat", v2_dir, ignore=shutil.ignore_patterns("images"))
+    text = (v2_dir / "stack.yml").read_text().replace('version: "1.0.0"', 'version: "1.1.0"')
+    (v2_dir / "stack.yml").write_text(text.replace("llm-chat-backend:1.0.0", "llm-chat-backend:1.1.0"))
+    v2 = build_bundle(v2_dir, ROOT / "dist", None, quiet_ui(), docker_settings=role_defaults("install-docker-offline"))
+    timed_deploy(sb.inventory, "prod", v2.path)
+    started = time.monotonic()
+    reports = rollback(sb.inventory, "prod", ROOT / "stacks" / "llm-chat", None, {}, quiet_ui())
+    seconds = time.monotonic() - started
+    ui.info(f"rollback v2 -> v1 (images on the host): {seconds:.2f} s (goal < 10 s); "
+            f"{reports[0].status}, {reports[0].results[-1][1].summary}")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,15 @@ Deploy runs in phases so that bad input changes nothing on any host:
    architecture...) and list each host's store;
 3. check the sha256 of every bundle file some host is missing against the manifest
    (a damaged bundle stops here);
-4. per host, the roles in :data:`ferry.roles.DEPLOY_ROLES`, then verification.
+4. per host (batches: ``--serial``), the roles in :data:`ferry.roles.DEPLOY_ROLES`
+   with verification before ``prune-releases``; a failed health gate switches the
+   host back to its previous release.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from .errors import FerryError, HostError
 from .facts import parse_lines, parse_tar
 from .inventory import Host, Inventory, merge_vars
 from .paths import HostPaths
+from . import audit, lock
 from .roles import DEPLOY_ROLES, RoleContext, RoleResult, all_role_defaults, load_role
 from .stack import Stack, load_stack, render, template_context
 from .transport.ssh import connect_host
@@ -49,15 +53,27 @@ class Plan:
 
 @dataclass
 class HostReport:
-    """Per-host outcome: role results in order, verification checks, wall times (s)."""
+    """Per-host outcome: role results in order, verification checks, wall times (s).
+
+    Attributes:
+        status: ``ok``, ``failed``, ``rolled-back`` (failed, previous release serving
+            again), ``stopped`` (failed with nothing to return to) or ``skipped`` (not
+            touched: an earlier batch failed).
+    """
 
     host: str
     results: list[tuple[str, RoleResult, float]] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     error: str | None = None
+    status: str = "ok"
+    release: str | None = None
 
     def metric(self, key: str) -> int:
         return sum(int(r.metrics.get(key, 0)) for _, r, _ in self.results)
+
+    @property
+    def failed(self) -> bool:
+        return self.status != "ok"
 
 
 def host_variables(inventory: Host, stack: Stack, sets: dict[str, Any]) -> dict[str, Any]:
@@ -120,23 +136,38 @@ def check_bundle_files(plan: Plan, transports: dict[str, Any], ui: UI) -> dict[s
 
 
 def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = None,
-           do_verify: bool = True) -> list[HostReport]:
-    """Run the deploy roles on every host of ``plan`` (sequentially), then verify.
+           do_verify: bool = True, serial: int = 0, max_fail: float = 0.0,
+           lock_wait: float = 0.0, message: str = "") -> list[HostReport]:
+    """Run the deploy roles on the hosts of ``plan``, then verify each host.
+
+    Hosts run in parallel (one batch) by default; ``serial=N`` rolls out in batches of N
+    hosts, the first batch being the canary: a failure there stops the rest. After any
+    batch, if more than ``max_fail`` percent of all hosts failed, the rest are not
+    touched (Ansible's ``max_fail_percentage``). A host whose ``compose up`` or
+    verification fails is switched back to its previous release (or its stack stopped
+    when there is none).
 
     Args:
         plan: from :func:`prepare`.
         ui: console.
-        check: check mode (report what would change, change nothing).
+        check: check mode (report what would change, change nothing, take no lock).
         roles: role names (default :data:`DEPLOY_ROLES`).
         do_verify: run verification after the roles.
+        serial: batch size (0: all hosts at once).
+        max_fail: percent of hosts allowed to fail before the rollout stops.
+        lock_wait: seconds to wait for a held deploy lock.
+        message: recorded in the lock and the audit log.
 
     Returns:
-        One report per host. A host whose role raised has ``error`` set; the hosts
-        after it are not touched.
+        One report per selected host, in inventory order.
+
+    Raises:
+        FerryError: before any change (unreachable host, preflight, held lock, bundle).
     """
-    transports = connect_all(plan, ui)
-    reports = []
     roles = roles or DEPLOY_ROLES
+    transports = connect_all(plan, ui)
+    locks: list[lock.Lock] = []
+    reports = {h.name: HostReport(h.name, status="skipped") for h in plan.hosts}
     try:
         contexts = {h.name: RoleContext(h.name, transports[h.name], plan.host_vars[h.name], plan.bundle,
                                         plan.stack, plan.paths(h.name), ui, check) for h in plan.hosts}
@@ -145,36 +176,128 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                 preflight = getattr(load_role(role), "preflight", None)
                 if preflight:
                     preflight(ctx)
+        if not check:
+            for h in plan.hosts:
+                locks.append(lock.acquire(transports[h.name], plan.paths(h.name).root, plan.stack.name,
+                                          "deploy", plan.bundle.version, message, wait=lock_wait))
         listings = check_bundle_files(plan, transports, ui)
-        for h in plan.hosts:
-            report = HostReport(h.name)
-            reports.append(report)
-            ctx = contexts[h.name]
-            ctx.state["store_listing"] = listings[h.name]
-            try:
-                for role in roles:
-                    started = time.monotonic()
-                    result = load_role(role).run(ctx)
-                    seconds = time.monotonic() - started
-                    report.results.append((role, result, seconds))
-                    ui.host_line(h.name, role, result.summary, result.changed)
-                if do_verify and not check:
-                    started = time.monotonic()
-                    report.checks = verify_host(ctx.t, plan.stack, ctx.state["rendered"]["compose.yml"],
-                                                ctx.paths.current)
-                    report.results.append(("verify", RoleResult(False, _checks_line(report.checks)),
-                                           time.monotonic() - started))
-                    ui.host_line(h.name, "verify", _checks_line(report.checks), False)
-            except HostError as exc:
-                report.error = str(exc)
+        for ctx in contexts.values():
+            ctx.state["store_listing"] = listings[ctx.host]
+        names = [h.name for h in plan.hosts]
+        size = serial if serial and serial > 0 else len(names)
+        batches = [names[i:i + size] for i in range(0, len(names), size)]
+        failed = 0
+        for index, batch in enumerate(batches):
+            if len(batch) == 1:
+                done = [deploy_host(contexts[batch[0]], roles, do_verify)]
+            else:
+                with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+                    done = list(pool.map(lambda n: deploy_host(contexts[n], roles, do_verify, parallel=True), batch))
+            for report in done:
+                reports[report.host] = report
+            failed += sum(r.failed for r in done)
+            if failed and index == 0 and len(batches) > 1:
+                ui.warn(f"canary batch failed ({', '.join(r.host for r in done if r.failed)}): "
+                        f"{len(names) - len(batch)} hosts not touched")
+                break
+            if failed * 100.0 / len(names) > max_fail and index < len(batches) - 1:
+                ui.warn(f"{failed} of {len(names)} hosts failed (> {max_fail:g}%): stopping the rollout")
                 break
     finally:
+        for held in locks:
+            held.release()
         for t in transports.values():
             t.close()
-    return reports
+    return [reports[h.name] for h in plan.hosts]
 
 
-def _checks_line(checks: list[Check]) -> str:
+def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: bool = False) -> HostReport:
+    """Run ``roles`` on one host, verification after ``compose-up``, and
+    ``prune-releases`` (if listed) only once verification passed. A failed ``compose up``
+    or verification switches back to the previous release (see :func:`revert`). Records
+    the outcome in the host's audit log. Reports :class:`HostError` instead of raising."""
+    report = HostReport(ctx.host)
+    if parallel:
+        ctx.ui = ctx.ui.for_parallel(ctx.host)
+    main = [r for r in roles if r != "prune-releases"]
+    health_phase = False
+    try:
+        for role in main:
+            health_phase = health_phase or role == "compose-up"
+            _run_role(ctx, report, role)
+        if do_verify and not ctx.check:
+            started = time.monotonic()
+            report.checks = verify_host(ctx.t, ctx.stack, ctx.state["rendered"]["compose.yml"], ctx.paths.current)
+            line = checks_line(report.checks)
+            report.results.append(("verify", RoleResult(False, line), time.monotonic() - started))
+            ctx.ui.host_line(ctx.host, "verify", line, False)
+            if not all(c.ok for c in report.checks):
+                raise HostError(ctx.host, line)
+        report.release = ctx.state.get("release")
+        if "prune-releases" in roles:
+            _run_role(ctx, report, "prune-releases")
+    except HostError as exc:
+        report.error = str(exc)
+        report.status = "failed"
+        if health_phase and not ctx.check:
+            revert(ctx, report)
+    _audit(ctx, "deploy", report)
+    return report
+
+
+def _run_role(ctx: RoleContext, report: HostReport, role: str) -> None:
+    started = time.monotonic()
+    result = load_role(role).run(ctx)
+    report.results.append((role, result, time.monotonic() - started))
+    ctx.ui.host_line(ctx.host, role, result.summary, result.changed)
+
+
+def revert(ctx: RoleContext, report: HostReport) -> None:
+    """After a failed health gate: switch ``current`` back to the release that was current
+    before this deploy, bring it up and verify it; with no previous release, stop the
+    stack (``docker compose down``). Sets ``report.status``."""
+    previous = ctx.state.get("previous_release")
+    project, current = ctx.stack.name, ctx.paths.current
+    if not previous or previous == ctx.state.get("release"):
+        ctx.ui.warn(f"{ctx.host}: no previous release to return to: stopping {project}")
+        ctx.t.run(cmd.compose(project, f"{current}/compose.yml", current, "down"), check=False, timeout=300)
+        report.status = "stopped"
+        report.error = f"{report.error}; no previous release: stack stopped"
+        return
+    ctx.ui.warn(f"{ctx.host}: rolling back to {previous}")
+    try:
+        switch_release(ctx, previous)
+        result = load_role("compose-up").run(ctx)
+        ctx.ui.host_line(ctx.host, "rollback", f"back on {previous}: {result.summary}", True)
+        checks = verify_host(ctx.t, ctx.stack, ctx.state["rendered"]["compose.yml"], current)
+        ok = all(c.ok for c in checks)
+        ctx.ui.host_line(ctx.host, "verify", checks_line(checks), False)
+        report.status = "rolled-back" if ok else "failed"
+        report.release = previous
+        report.error = f"{report.error}; rolled back to {previous}" + ("" if ok else " (which ALSO fails verification)")
+    except HostError as exc:
+        report.error = f"{report.error}; rollback to {previous} failed too: {exc}"
+
+
+def switch_release(ctx: RoleContext, rid: str) -> None:
+    """Point ``current`` at ``releases/<rid>`` (atomic rename) and load its compose file
+    into ``ctx.state`` for compose-up and verification."""
+    ctx.t.run(cmd.switch_symlink(ctx.paths.current, f"releases/{rid}"))
+    found = parse_tar(ctx.t.run(cmd.read_tar(ctx.paths.stack_dir, ["current/compose.yml"])).stdout)
+    ctx.state.update(rendered={"compose.yml": found["current/compose.yml"]}, release=rid,
+                     release_changed=True)
+
+
+def _audit(ctx: RoleContext, task: str, report: HostReport) -> None:
+    if ctx.check:
+        return
+    version = ctx.bundle.version if ctx.bundle is not None else ""
+    audit.record(ctx.t, ctx.paths.root, audit.entry(task, ctx.stack.name, version, report.release,
+                                                   report.status, report.error or ""))
+
+
+def checks_line(checks: list[Check]) -> str:
+    """``11 checks passed`` or which checks failed, one line."""
     bad = [c for c in checks if not c.ok]
     if not bad:
         return f"{len(checks)} checks passed"
@@ -185,8 +308,11 @@ def summary_lines(reports: list[HostReport]) -> list[str]:
     """One line per host: what changed (bytes uploaded, images loaded, containers recreated)."""
     out = []
     for r in reports:
+        if r.status == "skipped":
+            out.append(f"{r.host}: SKIPPED: not touched (an earlier batch failed)")
+            continue
         if r.error:
-            out.append(f"{r.host}: FAILED: {r.error}")
+            out.append(f"{r.host}: {r.status.upper()}: {r.error}")
             continue
         changed = [name for name, res, _ in r.results if res.changed]
         failed = [c for c in r.checks if not c.ok]
@@ -195,29 +321,3 @@ def summary_lines(reports: list[HostReport]) -> list[str]:
                    + (f"changed: {', '.join(changed)}" if changed else "nothing changed")
                    + (f"; {len(failed)} checks FAILED" if failed else ""))
     return out
-
-
-def verify_hosts(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any],
-                 ui: UI) -> list[Check]:
-    """``inv verify``: the checks of :func:`ferry.verify.verify_host` on each host's
-    current release (its compose file read from the host).
-
-    Raises:
-        FerryError: bad input, unreachable host, or no current release on a host.
-    """
-    inventory = Inventory(inventory_path)
-    hosts = inventory.select(pattern)
-    stack = load_stack(stack_dir)
-    plan = Plan(inventory, hosts, None, stack, {h.name: host_variables(h, stack, sets) for h in hosts})  # type: ignore[arg-type]
-    checks: list[Check] = []
-    for h in hosts:
-        t = connect_host(h, inventory)
-        try:
-            paths = HostPaths(str(plan.host_vars[h.name]["ferry_root"]), stack.name, "")
-            found = parse_tar(t.run(cmd.read_tar(paths.stack_dir, ["current/compose.yml"])).stdout)
-            if "current/compose.yml" not in found:
-                raise HostError(h.name, f"no current release of '{stack.name}' under {paths.stack_dir}")
-            checks += verify_host(t, stack, found["current/compose.yml"], paths.current)
-        finally:
-            t.close()
-    return checks

@@ -520,3 +520,29 @@ def build_stack_images(stack_dir: Path, console: Any = None) -> dict[str, str]:
             raise FerryError(f"{r.path}: tag {r.tag!r} is also built by {seen[r.tag]}")
         seen[r.tag] = r.path
     return {r.tag: build_image(r, console=console) for r in recipes}
+
+
+def derive_image(base: str, tag: str, changes: list[str]) -> str:
+    """Commit ``base`` with Dockerfile-style ``changes`` (``ENV K=V``, ``CMD [...]``) as
+    ``tag``, without a builder: ``docker create`` + ``docker commit --change``.
+
+    Used to make a new version of a stand-in (a backend that reports another version,
+    or one that never becomes healthy) in seconds.
+
+    Args:
+        base: local image reference.
+        tag: the new reference.
+        changes: ``docker commit --change`` instructions.
+
+    Returns:
+        The new image ID (``sha256:...``).
+
+    Raises:
+        FerryError: ``base`` is missing or docker refused a change.
+    """
+    cid = docker("create", base).stdout.decode().strip()
+    try:
+        docker("commit", *(a for ch in changes for a in ("--change", ch)), cid, tag)
+    finally:
+        docker("rm", cid)
+    return docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.decode().strip()

@@ -23,8 +23,10 @@ from .inventory import load_yaml_file
 
 ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 
-DEPLOY_ROLES = ["upload-bundle", "install-docker-offline", "load-images", "render-config", "compose-up"]
-"""The roles ``inv deploy`` runs, in order (verification follows them)."""
+DEPLOY_ROLES = ["upload-bundle", "install-docker-offline", "load-images", "render-config", "compose-up",
+                "prune-releases"]
+"""The roles ``inv deploy`` runs, in order; verification runs before ``prune-releases``,
+which only runs when it passed."""
 
 
 @dataclass

@@ -25,6 +25,11 @@ class UI:
     def __init__(self, console: Console | None = None):
         self.console = console or Console(highlight=False)
 
+    def for_parallel(self, host: str) -> "UI":
+        """A UI for one host of a parallel batch: same console, progress as lines
+        (rich allows one live display at a time)."""
+        return ParallelUI(self.console, host)
+
     def info(self, msg: str) -> None:
         self.console.print(msg, markup=False)
 
@@ -86,3 +91,23 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
+
+
+class ParallelUI(UI):
+    """Progress for one of several hosts running at once: a line at start and at end."""
+
+    def __init__(self, console: Console, host: str):
+        super().__init__(console)
+        self.host = host
+
+    @contextlib.contextmanager
+    def transfer(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        started = time.monotonic()
+        self.info(f"{description}: {human_bytes(total)} ...")
+        yield lambda n: None
+        seconds = max(time.monotonic() - started, 1e-6)
+        self.info(f"{description}: {human_bytes(total)} in {seconds:.1f}s ({total / seconds / 1e6:.0f} MB/s)")
+
+    @contextlib.contextmanager
+    def steps(self, description: str, total: int) -> Iterator[Callable[[str], None]]:
+        yield lambda label: self.info(f"{description}: {label} done")

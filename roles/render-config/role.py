@@ -70,6 +70,7 @@ def run(ctx: RoleContext) -> RoleResult:
     rendered = render(stack, context, ctx.host)
     ctx.state["rendered"] = rendered
     current = json.loads(found.get("current/release.json", b"{}") or b"{}")
+    ctx.state["previous_release"] = current.get("id")
     manifest_sha = hashlib.sha256((ctx.bundle.path / "manifest.json").read_bytes()).hexdigest()
     changed = [d for d in rendered if found.get(f"current/{d}") != rendered[d]]
     bundle_changed = current.get("bundle_manifest_sha256") != manifest_sha

@@ -17,8 +17,8 @@ from ferry import sandbox as sandbox_mod
 
 @pytest.fixture(scope="session")
 def sandbox() -> sandbox_mod.Sandbox:
-    """A freshly created 3-host sandbox (``prod`` = sandbox-1, ``staging`` = sandbox-2/3)."""
-    return sandbox_mod.up(count=3, fresh=True)
+    """A freshly created 5-host sandbox (``prod`` = sandbox-1, ``staging`` = sandbox-2..5)."""
+    return sandbox_mod.up(count=5, fresh=True)
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -1,0 +1,57 @@
+"""The audit log on each host: one JSON line per state change.
+
+``<ferry_root>/audit.log``, appended (``O_APPEND``, one short write per line) by every
+task that changes state. Fields: ``time`` (UTC ISO 8601), ``who`` (user@controller),
+``task`` (deploy, rollback, lock.release...), ``stack``, ``version``, ``release``,
+``result`` (ok, failed, rolled-back...), ``detail``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import posixpath
+import socket
+import time
+from typing import Any
+
+from . import commands as cmd
+
+
+def audit_path(root: str) -> str:
+    return posixpath.join(root, "audit.log")
+
+
+def entry(task: str, stack: str, version: str, release: str | None, result: str, detail: str = "") -> dict[str, Any]:
+    """One audit record (pure; the time is now, the user is this controller's)."""
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "who": f"{getpass.getuser()}@{socket.gethostname()}", "task": task, "stack": stack,
+            "version": version, "release": release or "", "result": result, "detail": detail}
+
+
+def append_command(root: str) -> list[str]:
+    """Append stdin (one line) to the audit log."""
+    path = audit_path(root)
+    return cmd.sh(f"mkdir -p {cmd.q(root)}; cat >> {cmd.q(path)}")
+
+
+def record(t, root: str, rec: dict[str, Any]) -> None:
+    """Append ``rec`` to the host's audit log (a failure to log is reported, not fatal)."""
+    t.run(append_command(root), input=(json.dumps(rec, ensure_ascii=False) + "\n").encode(), check=False)
+
+
+def tail_command(root: str, lines: int) -> list[str]:
+    return cmd.sh(f"tail -n {int(lines)} {cmd.q(audit_path(root))} 2>/dev/null || true")
+
+
+def parse(text: str) -> list[dict[str, Any]]:
+    """Audit records from log lines; a line that is not JSON is kept as ``detail``."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            out.append({"detail": line})
+    return out

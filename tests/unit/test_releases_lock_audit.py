@@ -1,0 +1,99 @@
+"""Release retention, rollback targets, lock and audit: pure logic and fake-host runs."""
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from ferry import audit, lock
+from ferry.errors import FerryError, HostError
+from ferry.releases import History, Release, parse_releases, plan_prune
+from ferry.transport.fake import FakeTransport
+
+
+def rel(i, images, bundle=None):
+    return Release(f"2026112{i}T000000Z-{i}", {"version": str(i), "bundle": bundle or f"s-{i}"}, set(images))
+
+
+def test_keep_newest_and_drop_images_only_dropped_releases_use():
+    h = History([rel(1, {"a", "shared"}), rel(2, {"b", "shared"}), rel(3, {"c", "shared"}),
+                 rel(4, {"d", "shared"})], current="2026112" + "4T000000Z-4")
+    plan = plan_prune(h, keep=2)
+    assert plan.releases == [h.releases[0].id, h.releases[1].id]
+    assert plan.images == ["a", "b"] and plan.bundles == ["s-1", "s-2"]
+
+
+def test_current_is_kept_even_when_old_and_protected_images_survive():
+    h = History([rel(i, {f"img{i}"}) for i in range(1, 8)], current="20261122T000000Z-2")
+    plan = plan_prune(h, keep=3, other_stacks_images={"img1"})
+    kept = [r.id for r in h.releases if r.id not in plan.releases]
+    assert "20261122T000000Z-2" in kept and len(kept) == 3
+    assert "img1" not in plan.images and "img2" not in plan.images
+    with pytest.raises(FerryError):
+        plan_prune(h, keep=0)
+
+
+def test_nothing_to_prune_within_limit_and_previous_release():
+    h = History([rel(1, {"a"}), rel(2, {"b"})], current="20261122T000000Z-2")
+    assert plan_prune(h, keep=5).releases == []
+    assert h.previous().id == "20261121T000000Z-1"
+    assert History([rel(1, {"a"})], current="20261121T000000Z-1").previous() is None
+
+
+def test_parse_releases_from_readlink_and_tar():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, doc in {"releases/r1/release.json": {"version": "1"},
+                          "releases/r1/manifest.json": {"images": [{"id": "sha256:x"}], "files": [{"sha256": "f"}]},
+                          "releases/r2/release.json": {"version": "2"}}.items():
+            data = json.dumps(doc).encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    h = parse_releases(b"releases/r2\n" + buf.getvalue())
+    assert h.current == "r2" and [r.id for r in h.releases] == ["r1", "r2"]
+    assert h.get("r1").image_ids == {"sha256:x"} and h.get("r2").version == "2"
+
+
+def test_lock_held_elsewhere_names_the_holder():
+    holder = {"who": "alice@laptop", "pid": 42, "task": "deploy", "stack": "llm-chat", "version": "1.1.0",
+              "since": 0, "since_iso": "2026-11-22T03:00:00Z", "message": "hotfix"}
+    t = FakeTransport(lambda argv, data: (75, json.dumps(holder), ""), host="web-1")
+    with pytest.raises(HostError) as e:
+        lock.acquire(t, "/opt/ferry", "llm-chat", "deploy", "1.2.0")
+    msg = str(e.value)
+    assert "web-1" in msg and "alice@laptop" in msg and "1.1.0" in msg and "hotfix" in msg
+    assert "\n" not in msg
+
+
+def test_lock_acquire_then_release_only_with_own_token():
+    calls = []
+
+    def host(argv, data):
+        calls.append((argv, data))
+        return 0, "", ""
+    t = FakeTransport(host)
+    held = lock.acquire(t, "/opt/ferry", "llm-chat", "deploy", "1.0.0", "why")
+    info = json.loads(calls[0][1])
+    assert info["task"] == "deploy" and info["message"] == "why" and info["token"] == held.token
+    held.release()
+    assert held.token in calls[-1][0][-1] and "rm -rf" in calls[-1][0][-1]
+
+
+def test_audit_lines_round_trip():
+    rec = audit.entry("rollback", "llm-chat", "1.0.0", "r1", "ok", "from r2")
+    parsed = audit.parse(json.dumps(rec) + "\nnot json\n")
+    assert parsed[0]["task"] == "rollback" and parsed[0]["who"] and parsed[1] == {"detail": "not json"}
+
+
+def test_lock_commands_in_a_real_shell(tmp_path):
+    import subprocess
+    path = str(tmp_path / "locks" / "llm-chat")
+    first = subprocess.run(lock.acquire_command(path), input=b'{"who": "a"}', capture_output=True)
+    second = subprocess.run(lock.acquire_command(path), input=b'{"who": "b"}', capture_output=True)
+    assert first.returncode == 0 and second.returncode == 75 and json.loads(second.stdout) == {"who": "a"}
+    subprocess.run(lock.release_command(path, "not-the-token"), check=True)
+    assert (tmp_path / "locks" / "llm-chat").exists()          # someone else's lock survives
+    subprocess.run(lock.release_command(path, None), check=True)
+    assert not (tmp_path / "locks" / "llm-chat").exists()
