@@ -44,6 +44,7 @@ def inventory_path(value: str | None) -> Path:
 
 
 def stack_dir(name: str) -> Path:
+    """``stacks/<name>``, or a FerryError listing the known stacks."""
     d = STACKS / name
     if not (d / "stack.yml").is_file():
         known = sorted(p.name for p in STACKS.iterdir() if (p / "stack.yml").is_file())

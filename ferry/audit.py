@@ -19,6 +19,7 @@ from . import commands as cmd
 
 
 def audit_path(root: str) -> str:
+    """``<root>/audit.log``."""
     return posixpath.join(root, "audit.log")
 
 
@@ -41,6 +42,7 @@ def record(t, root: str, rec: dict[str, Any]) -> None:
 
 
 def tail_command(root: str, lines: int) -> list[str]:
+    """The last ``lines`` lines of the audit log (nothing if there is none)."""
     return cmd.sh(f"tail -n {int(lines)} {cmd.q(audit_path(root))} 2>/dev/null || true")
 
 

@@ -72,10 +72,12 @@ class Bundle:
 
     @property
     def stack_name(self) -> str:
+        """The stack this bundle deploys (manifest ``stack``)."""
         return self.manifest["stack"]
 
     @property
     def version(self) -> str:
+        """The bundle's version (manifest ``version``)."""
         return self.manifest["version"]
 
     @property

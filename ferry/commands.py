@@ -154,6 +154,7 @@ def install_file(src: str, dest: str, mode: int) -> list[str]:
 
 
 def systemctl(*args: str) -> list[str]:
+    """``systemctl ARGS...`` (e.g. ``enable docker.service``)."""
     return ["systemctl", *args]
 
 
@@ -163,10 +164,12 @@ def docker_images() -> list[str]:
 
 
 def docker_load(path: str) -> list[str]:
+    """``docker load`` of one image tarball (``path`` on the host), quietly."""
     return ["docker", "load", "-q", "-i", path]
 
 
 def docker_tag(image_id: str, ref: str) -> list[str]:
+    """Tag an image (by ID) with ``ref``."""
     return ["docker", "tag", image_id, ref]
 
 

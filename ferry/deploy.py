@@ -48,6 +48,7 @@ class Plan:
     host_vars: dict[str, dict[str, Any]]
 
     def paths(self, host: str) -> HostPaths:
+        """Paths on ``host`` for this plan's stack and bundle (``ferry_root`` from its vars)."""
         return HostPaths(str(self.host_vars[host]["ferry_root"]), self.stack.name, self.bundle.name)
 
 
@@ -69,10 +70,12 @@ class HostReport:
     release: str | None = None
 
     def metric(self, key: str) -> int:
+        """Sum of metric ``key`` over the host's role results (bytes, images_loaded...)."""
         return sum(int(r.metrics.get(key, 0)) for _, r, _ in self.results)
 
     @property
     def failed(self) -> bool:
+        """True unless the host's status is ``ok``."""
         return self.status != "ok"
 
 
@@ -196,12 +199,10 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
             for report in done:
                 reports[report.host] = report
             failed += sum(r.failed for r in done)
-            if failed and index == 0 and len(batches) > 1:
-                ui.warn(f"canary batch failed ({', '.join(r.host for r in done if r.failed)}): "
-                        f"{len(names) - len(batch)} hosts not touched")
-                break
-            if failed * 100.0 / len(names) > max_fail and index < len(batches) - 1:
-                ui.warn(f"{failed} of {len(names)} hosts failed (> {max_fail:g}%): stopping the rollout")
+            reason = stop_reason(index, len(batches), failed, len(names), max_fail)
+            if reason:
+                untouched = sum(len(b) for b in batches[index + 1:])
+                ui.warn(f"{reason}: {untouched} hosts not touched")
                 break
     finally:
         for held in locks:
@@ -209,6 +210,22 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
         for t in transports.values():
             t.close()
     return [reports[h.name] for h in plan.hosts]
+
+
+def stop_reason(index: int, batches: int, failed: int, total: int, max_fail: float) -> str | None:
+    """Why the rollout stops after batch ``index`` (0-based), or None to go on.
+
+    The first of several batches is the canary: any failure in it stops the rollout.
+    After any batch, more than ``max_fail`` percent of ``total`` hosts failed stops it
+    (Ansible's ``max_fail_percentage``). Nothing stops after the last batch.
+    """
+    if index >= batches - 1 or not failed:
+        return None
+    if index == 0:
+        return f"canary batch failed ({failed} hosts)"
+    if failed * 100.0 / total > max_fail:
+        return f"{failed} of {total} hosts failed (more than {max_fail:g}%)"
+    return None
 
 
 def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: bool = False) -> HostReport:
@@ -231,7 +248,9 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
             line = checks_line(report.checks)
             report.results.append(("verify", RoleResult(False, line), time.monotonic() - started))
             ctx.ui.host_line(ctx.host, "verify", line, False)
-            if not all(c.ok for c in report.checks):
+            failing = sorted({c.target.split()[0] for c in report.checks if not c.ok})
+            if failing:
+                load_role("compose-up").show_logs(ctx, failing)
                 raise HostError(ctx.host, line)
         report.release = ctx.state.get("release")
         if "prune-releases" in roles:

@@ -26,6 +26,7 @@ q = cmd.q
 
 
 def lock_dir(root: str, stack: str) -> str:
+    """``<root>/locks/<stack>``: the lock directory."""
     return posixpath.join(root, "locks", stack)
 
 
@@ -67,6 +68,7 @@ class Lock:
     token: str
 
     def release(self) -> None:
+        """Release the lock (only if it is still ours: the token must match)."""
         self.t.run(release_command(self.path, self.token), check=False)
 
 

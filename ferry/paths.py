@@ -33,30 +33,37 @@ class HostPaths:
 
     @property
     def store(self) -> str:
+        """Content-addressed bundle files: ``<root>/store``."""
         return posixpath.join(self.root, "store")
 
     @property
     def bundle_dir(self) -> str:
+        """The bundle's layout as symlinks: ``<root>/bundles/<stack>-<version>``."""
         return posixpath.join(self.root, "bundles", self.bundle)
 
     @property
     def stack_dir(self) -> str:
+        """``<root>/stacks/<stack>``: releases, current, data, secrets."""
         return posixpath.join(self.root, "stacks", self.stack)
 
     @property
     def releases(self) -> str:
+        """``<stack_dir>/releases``: one immutable directory per release."""
         return posixpath.join(self.stack_dir, "releases")
 
     @property
     def current(self) -> str:
+        """``<stack_dir>/current``: symlink to the current release."""
         return posixpath.join(self.stack_dir, "current")
 
     @property
     def data(self) -> str:
+        """``<stack_dir>/data``: data directories, outside releases."""
         return posixpath.join(self.stack_dir, "data")
 
     @property
     def secrets(self) -> str:
+        """``<stack_dir>/secrets.json``: generated secrets (0600)."""
         return posixpath.join(self.stack_dir, "secrets.json")
 
     def for_templates(self) -> dict[str, str]:

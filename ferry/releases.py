@@ -36,10 +36,12 @@ class Release:
 
     @property
     def version(self) -> str:
+        """The release's bundle version (``?`` if unknown)."""
         return str(self.info.get("version", "?"))
 
     @property
     def bundle(self) -> str:
+        """Name of the bundle the release came from."""
         return str(self.info.get("bundle", ""))
 
 
@@ -51,6 +53,7 @@ class History:
     current: str | None
 
     def get(self, rid: str) -> Release | None:
+        """The release with id ``rid``, or None."""
         return next((r for r in self.releases if r.id == rid), None)
 
     def previous(self) -> Release | None:

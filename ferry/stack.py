@@ -67,9 +67,11 @@ class Stack:
 
     @property
     def file(self) -> Path:
+        """Path of ``stack.yml``."""
         return self.dir / "stack.yml"
 
     def secret_files(self) -> set[str]:
+        """Release-relative paths of the templates marked ``secret`` (written 0600)."""
         return {t.dest for t in self.templates if t.secret}
 
 

@@ -31,6 +31,7 @@ class UI:
         return ParallelUI(self.console, host)
 
     def info(self, msg: str) -> None:
+        """Print one line as is (no rich markup interpretation)."""
         self.console.print(msg, markup=False)
 
     def host_line(self, host: str, role: str, msg: str, changed: bool) -> None:
@@ -40,6 +41,7 @@ class UI:
         self.console.print(msg, markup=False)
 
     def warn(self, msg: str) -> None:
+        """Print one line prefixed with ``warning:``."""
         self.console.print(f"[yellow]warning:[/] ", end="")
         self.console.print(msg, markup=False)
 
@@ -76,6 +78,7 @@ class UI:
             yield done
 
     def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
+        """Print a rich table with ``columns`` and string ``rows``."""
         t = Table(title=title, show_lines=False)
         for c in columns:
             t.add_column(c)
@@ -102,6 +105,7 @@ class ParallelUI(UI):
 
     @contextlib.contextmanager
     def transfer(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        """One line when the transfer starts and one with the MB/s when it ends."""
         started = time.monotonic()
         self.info(f"{description}: {human_bytes(total)} ...")
         yield lambda n: None
@@ -110,4 +114,5 @@ class ParallelUI(UI):
 
     @contextlib.contextmanager
     def steps(self, description: str, total: int) -> Iterator[Callable[[str], None]]:
+        """One line per finished item."""
         yield lambda label: self.info(f"{description}: {label} done")

@@ -37,6 +37,7 @@ class FerryBackend(BaseBackend):
         super().__init__(transport.host, *args, **kwargs)
 
     def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
+        """Run ``command`` (testinfra's shell string) through the transport as ``sh -c``."""
         command = self.get_command(command, *args)
         res = self.transport.run(["sh", "-c", command], check=False)
         return self.result(res.rc, self.encode(command), res.stdout, res.stderr)

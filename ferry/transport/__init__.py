@@ -39,6 +39,7 @@ class Result:
 
     @property
     def ok(self) -> bool:
+        """True when the exit status is 0."""
         return self.rc == 0
 
     @property
@@ -48,9 +49,11 @@ class Result:
 
     @property
     def err(self) -> str:
+        """stderr decoded as UTF-8 (replacement characters for bad bytes)."""
         return self.stderr.decode("utf-8", errors="replace")
 
     def last_error_line(self) -> str:
+        """The last non-empty line of stderr (else stdout, else the exit status)."""
         lines = [l for l in (self.err or self.out).strip().splitlines() if l.strip()]
         return lines[-1] if lines else f"exit status {self.rc}"
 
@@ -83,6 +86,7 @@ class Transport(Protocol):
         ...
 
     def close(self) -> None:
+        """Close the connection (idempotent)."""
         ...
 
 

@@ -46,17 +46,20 @@ class FakeTransport:
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
             timeout: float | None = None) -> Result:
+        """Record the call and answer it with the handler (see Transport.run)."""
         self.calls.append(Call(list(argv), input or b""))
         result = self._result(argv, input or b"")
         return check_result(self.host, result) if check else result
 
     def send(self, argv: Sequence[str], chunks: Iterable[bytes], check: bool = True) -> Result:
+        """Record the streamed bytes and answer with the handler (see Transport.send)."""
         data = b"".join(chunks)
         self.calls.append(Call(list(argv), data, streamed=True))
         result = self._result(argv, data)
         return check_result(self.host, result, "send") if check else result
 
     def close(self) -> None:
+        """Nothing to close."""
         pass
 
     def commands(self) -> list[list[str]]:

@@ -138,6 +138,7 @@ class SSHTransport:
         return self._transport.local_cipher
 
     def close(self) -> None:
+        """Close the SSH connection (idempotent)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -25,7 +25,26 @@ from ferry.roles import RoleContext, RoleResult
 from ferry.stack import compose_services
 
 
+def show_logs(ctx: RoleContext, services: list[str]) -> None:
+    """Print the last ``compose_failure_log_lines`` log lines of each of ``services``
+    (with their state), from the current release's Compose project."""
+    p, project = ctx.paths, ctx.stack.name
+    compose_file = f"{p.current}/compose.yml"
+    lines = int(ctx.vars.get("compose_failure_log_lines", 20))
+    states = {c.service: c for c in parse_compose_ps(
+        ctx.t.run(cmd.compose_ps(project, compose_file, p.current), check=False).out)}
+    for service in services:
+        c = states.get(service)
+        state = f"{c.state}{'/' + c.health if c.health else ''}" if c else "absent"
+        ctx.ui.warn(f"{ctx.host}: {service} is {state}; last {lines} log lines:")
+        logs = ctx.t.run(cmd.compose(project, compose_file, p.current, "logs", "--no-color",
+                                     "--tail", str(lines), service), check=False)
+        for line in (logs.out + logs.err).splitlines()[-lines:]:
+            ctx.ui.info(f"    {line}")
+
+
 def run(ctx: RoleContext) -> RoleResult:
+    """Bring the current release up (or skip when unchanged); see the module docstring."""
     p, project = ctx.paths, ctx.stack.name
     compose_file = f"{p.current}/compose.yml"
     before = parse_project_containers(ctx.t.run(cmd.project_containers(project)).out)
@@ -45,16 +64,10 @@ def run(ctx: RoleContext) -> RoleResult:
     started = time.monotonic()
     res = ctx.t.run(cmd.compose_up(project, compose_file, p.current, wait), check=False, timeout=wait + 120)
     if not res.ok:
-        lines = int(ctx.vars.get("compose_failure_log_lines", 20))
         ps = parse_compose_ps(ctx.t.run(cmd.compose_ps(project, compose_file, p.current), check=False).out)
-        bad = [c for c in ps if c.state != "running" or c.health not in ("", "healthy")] or ps
-        for c in bad:
-            ctx.ui.warn(f"{ctx.host}: {c.service} is {c.state}{'/' + c.health if c.health else ''}; "
-                        f"last {lines} log lines:")
-            logs = ctx.t.run(cmd.compose(project, compose_file, p.current, "logs", "--no-color",
-                                         "--tail", str(lines), c.service), check=False)
-            for line in (logs.out + logs.err).splitlines()[-lines:]:
-                ctx.ui.info(f"    {line}")
+        bad = [c.service for c in ps if c.state != "running" or c.health not in ("", "healthy")] \
+            or [c.service for c in ps]
+        show_logs(ctx, bad)
         raise HostError(ctx.host, f"docker compose up did not become healthy: {res.last_error_line()}")
     after = parse_project_containers(ctx.t.run(cmd.project_containers(project)).out)
     ctx.t.run(cmd.write_file(f"{p.stack_dir}/up.json", 0o644), input=json.dumps(

@@ -62,6 +62,7 @@ def preflight(ctx: RoleContext) -> None:
 
 
 def run(ctx: RoleContext) -> RoleResult:
+    """Install or confirm Docker and Compose from the bundle; see the module docstring."""
     payload = ctx.bundle.manifest["docker"]
     if "host_facts" not in ctx.state:
         preflight(ctx)

@@ -15,6 +15,7 @@ from ferry.roles import RoleContext, RoleResult
 
 
 def run(ctx: RoleContext) -> RoleResult:
+    """Load and re-tag what is missing; see the module docstring."""
     images = ctx.bundle.manifest["images"]
     res = ctx.t.run(cmd.docker_images(), check=not ctx.check)
     have = parse_images(res.out) if res.ok else {}

@@ -35,6 +35,7 @@ def _protected_images(ctx: RoleContext) -> set[str]:
 
 
 def run(ctx: RoleContext) -> RoleResult:
+    """Apply release retention on the host; see the module docstring."""
     keep = int(ctx.vars.get("releases_keep", 5))
     history = read_releases(ctx.t, ctx.paths.stack_dir)
     plan = plan_prune(history, keep, _protected_images(ctx) if len(history.releases) > keep else set())

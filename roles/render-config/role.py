@@ -54,12 +54,15 @@ def _tar(entries: dict[str, tuple[bytes, int]]) -> bytes:
     return buf.getvalue()
 
 
-def release_id(version: str) -> str:
-    """``YYYYmmddTHHMMSSZ-<version>``: sorts by time, says what it holds."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + version
+def release_id(version: str, now: float | None = None) -> str:
+    """``YYYYmmddTHHMMSS.mmmZ-<version>``: sorts by time, says what it holds, and two
+    deploys in the same second still get two directories (releases are immutable)."""
+    now = time.time() if now is None else now
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z-{version}"
 
 
 def run(ctx: RoleContext) -> RoleResult:
+    """Render, diff, and write a new release when anything changed; see the module docstring."""
     stack, p = ctx.stack, ctx.paths
     wanted = [f"current/{t.dest}" for t in stack.templates] + ["current/release.json", "secrets.json", "up.json"]
     found = parse_tar(ctx.t.run(cmd.read_tar(p.stack_dir, wanted)).stdout)
@@ -98,6 +101,7 @@ def run(ctx: RoleContext) -> RoleResult:
         entries["secrets.json"] = (json.dumps({**kept, **new_secrets}, indent=2).encode(), 0o600)
     data_dirs = " ".join(q(f"{p.data}/{d}") for d in stack.data_dirs)
     script = (f"set -e; mkdir -p {q(p.releases)} {q(p.data)} {data_dirs}; cd {q(p.stack_dir)}; "
+              f"if [ -e {q(rel)} ]; then echo {q('release ' + rid + ' exists already')} >&2; exit 17; fi; "
               f"tar --no-same-owner -xf -; chmod 0755 {q(rel)}; "
               f"cp {q(p.bundle_dir + '/manifest.json')} {q(rel + '/manifest.json')}")
     ctx.t.run(cmd.sh(script), input=_tar(entries))

@@ -63,6 +63,7 @@ def upload_stream(root: Path, files: list[dict], progress: Callable[[int], None]
 
 
 def run(ctx: RoleContext) -> RoleResult:
+    """Upload what the host lacks in one verified stream, then link the bundle; see the module docstring."""
     missing, links = plan(ctx)
     total = sum(f["size"] for f in missing)
     count = len(ctx.bundle.all_files())

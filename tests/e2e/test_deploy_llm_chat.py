@@ -280,3 +280,15 @@ def test_bad_inputs_fail_with_one_line_and_change_nothing(sandbox, hosts, bundle
     _assert_one_line_error(r, "sandbox-1", "differs from", "known_hosts")
 
     assert {h: hosts.state(h) for h in witnesses} == witnesses
+
+
+def test_check_mode_shows_the_diff_and_changes_nothing(sandbox, hosts, bundle_path, first_deploy):
+    before = (hosts.state("sandbox-1"), hosts.sh("sandbox-1", "cat /opt/ferry/stacks/llm-chat/current/.env"))
+    r = inv_cli("deploy", "--host", "prod", "-i", str(sandbox.inventory), "--bundle", str(bundle_path),
+                "--set", "llm_model=check-mode-model", "--set", "client_max_body_size=64m", "--check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(check mode)" in r.stdout and "would write a release" in r.stdout
+    assert "changed keys: LLM_MODEL" in r.stdout and "+    client_max_body_size 64m;" in r.stdout
+    assert "check-mode-model" not in r.stdout                     # a .env value is never shown
+    after = (hosts.state("sandbox-1"), hosts.sh("sandbox-1", "cat /opt/ferry/stacks/llm-chat/current/.env"))
+    assert after == before

@@ -234,3 +234,40 @@ def test_after_seven_deploys_five_releases_and_their_images_remain(sandbox, bund
     present = host_sh(sandbox, "sandbox-5", "docker images --no-trunc -q")
     for version, image_id in ids.items():
         assert (image_id in present) == (version not in ("2.0.1", "2.0.2")), version
+
+
+def test_a_first_deploy_that_never_gets_healthy_stops_the_stack(sandbox, bundles):
+    r = inv_cli("deploy", "--host", "sandbox-6", "-i", str(sandbox.inventory), "--bundle", str(bundles["v3"]),
+                "--set", "compose_wait_timeout=20")
+    assert r.returncode == 1
+    assert "no previous release to return to: stopping llm-chat" in r.stdout
+    assert "STOPPED" in r.stdout and "stack stopped" in r.stdout
+    assert host_sh(sandbox, "sandbox-6", "docker ps -q --filter label=com.docker.compose.project=llm-chat") == ""
+    assert "is not locked" in inv_cli("lock.status", "--host", "sandbox-6", "-i", str(sandbox.inventory)).stdout
+
+
+def test_ctrl_c_releases_the_lock(sandbox, bundles):
+    inv = str(sandbox.inventory)
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--host", "sandbox-5", "-i", inv,
+                             "--bundle", str(bundles["v2"]), "--message", "interrupted"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while "interrupted" not in host_sh(sandbox, "sandbox-5", "cat /opt/ferry/locks/llm-chat/info.json 2>/dev/null || true"):
+        assert time.monotonic() < deadline and proc.poll() is None, "deploy never took the lock"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "is not locked" in inv_cli("lock.status", "--host", "sandbox-5", "-i", inv).stdout, out + err
+
+
+def test_status_json_reports_release_services_lock_and_disk(sandbox, bundles):
+    r = inv_cli("status", "--host", "sandbox-4", "-i", str(sandbox.inventory), "--json")
+    assert r.returncode == 0, r.stderr
+    [host] = json.loads(r.stdout)
+    assert host["host"] == "sandbox-4" and host["release"] == history(sandbox, "sandbox-4").current
+    assert host["version"] == health(sandbox, "sandbox-4")["version"]
+    assert {s: (v["state"], v["health"]) for s, v in host["services"].items()} == \
+        {"backend": ("running", "healthy"), "frontend": ("running", "healthy"), "nginx": ("running", "healthy")}
+    assert "80->80" in host["services"]["nginx"]["ports"]
+    assert host["lock"] is None and host["disk"]["store"] > 100_000_000 and host["disk"]["releases"] > 0

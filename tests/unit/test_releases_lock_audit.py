@@ -97,3 +97,19 @@ def test_lock_commands_in_a_real_shell(tmp_path):
     assert (tmp_path / "locks" / "llm-chat").exists()          # someone else's lock survives
     subprocess.run(lock.release_command(path, None), check=True)
     assert not (tmp_path / "locks" / "llm-chat").exists()
+
+
+def test_rollout_stop_rule_canary_and_max_fail():
+    from ferry.deploy import stop_reason
+    assert stop_reason(0, 3, 1, 3, 50) == "canary batch failed (1 hosts)"     # canary always stops
+    assert stop_reason(0, 1, 1, 3, 0) is None                                # nothing after the last batch
+    assert stop_reason(1, 5, 1, 10, 20) is None                              # 10% <= 20%
+    assert stop_reason(2, 5, 3, 10, 20) == "3 of 10 hosts failed (more than 20%)"
+    assert stop_reason(3, 5, 0, 10, 0) is None
+
+
+def test_release_ids_sort_by_time_and_differ_within_a_second():
+    from ferry.roles import load_role
+    release_id = load_role("render-config").release_id
+    a, b = release_id("1.0.0", now=1_800_000_000.120), release_id("1.0.0", now=1_800_000_000.450)
+    assert a == "20270115T080000.120Z-1.0.0" and a < b and a != b
