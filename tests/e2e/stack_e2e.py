@@ -136,3 +136,37 @@ def http(url: str, data: bytes | None = None, headers: dict | None = None, tries
 def changed_services(before: dict, after: dict) -> set[str]:
     """Services whose container ID or start time differs (recreated or restarted)."""
     return {s for s in set(before) | set(after) if before.get(s) != after.get(s)}
+
+
+def stack_fixtures(stack: str, host: str, sets: dict[str, Any] | None = None):
+    """Module-scoped fixtures ``(hosts, stack_bundle, first)`` for one stack's test
+    module: a :class:`Hosts`, the stack's bundle built into a fresh dist dir, and its
+    first deploy onto ``host`` with ``sets`` (a :class:`Deployed`). Bind them to those
+    names in the test module: ``hosts, stack_bundle, first = stack_fixtures(...)``."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def hosts(sandbox):
+        return Hosts(sandbox.inventory)
+
+    @pytest.fixture(scope="module")
+    def stack_bundle(tmp_path_factory):
+        return bundle(STACKS / stack, tmp_path_factory.mktemp(f"dist-{stack}"))
+
+    @pytest.fixture(scope="module")
+    def first(sandbox, hosts, stack_bundle):
+        return deploy_stack(sandbox.inventory, host, stack, stack_bundle, sets)
+
+    return hosts, stack_bundle, first
+
+
+def assert_noop_redeploy(inventory: Path, hosts: Hosts, host: str, stack: str, bundle_dir: Path,
+                         sets: dict[str, Any] | None = None) -> Deployed:
+    """Deploy again with the same input: green, nothing uploaded, loaded or recreated,
+    the same containers with the same start times."""
+    before = hosts.containers(host, stack)
+    again = deploy_stack(inventory, host, stack, bundle_dir, sets).assert_green()
+    print(f"\n{stack} no-op deploy: {again.seconds:.1f}s")
+    assert f"{host}: uploaded 0 B, loaded 0 images, recreated 0 containers; nothing changed" in again.summary
+    assert hosts.containers(host, stack) == before
+    return again

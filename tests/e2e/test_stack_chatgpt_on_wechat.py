@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stack_e2e import STACKS, Hosts, bundle, changed_services, deploy_stack, http
+from stack_e2e import assert_noop_redeploy, changed_services, deploy_stack, http, stack_fixtures
 
 pytestmark = pytest.mark.e2e
 HOST = "sandbox-2"
@@ -17,19 +17,7 @@ SETS = {"wechatmp_token": "tok-e2e", "wechatmp_app_id": "wx-e2e", "wechatmp_app_
         "cow_open_ai_api_key": "sk-cow-e2e", "cow_character_desc": DESC}
 
 
-@pytest.fixture(scope="module")
-def hosts(sandbox):
-    return Hosts(sandbox.inventory)
-
-
-@pytest.fixture(scope="module")
-def cow_bundle(tmp_path_factory):
-    return bundle(STACKS / STACK, tmp_path_factory.mktemp("dist-cow"))
-
-
-@pytest.fixture(scope="module")
-def first(sandbox, hosts, cow_bundle):
-    return deploy_stack(sandbox.inventory, HOST, STACK, cow_bundle, SETS)
+hosts, stack_bundle, first = stack_fixtures(STACK, HOST, SETS)
 
 
 def test_first_deploy_is_green_with_both_instances_side_by_side(first, hosts):
@@ -81,23 +69,19 @@ def test_wechatmp_answers_the_wechat_server_check_with_its_token(first, hosts):
     assert http(f"http://{ip}:81/wx?signature={sig}&timestamp={ts}&nonce={nonce}&echostr=ok123")[0] == 403
 
 
-def test_second_deploy_is_a_noop(sandbox, hosts, cow_bundle, first):
-    before = hosts.containers(HOST, STACK)
-    again = deploy_stack(sandbox.inventory, HOST, STACK, cow_bundle, SETS).assert_green()
-    print(f"\nchatgpt-on-wechat no-op deploy: {again.seconds:.1f}s")
-    assert f"{HOST}: uploaded 0 B, loaded 0 images, recreated 0 containers; nothing changed" in again.summary
-    assert hosts.containers(HOST, STACK) == before
+def test_second_deploy_is_a_noop(sandbox, hosts, stack_bundle, first):
+    assert_noop_redeploy(sandbox.inventory, hosts, HOST, STACK, stack_bundle, SETS)
 
 
-def test_changing_one_instance_restarts_only_that_instance(sandbox, hosts, cow_bundle, first):
+def test_changing_one_instance_restarts_only_that_instance(sandbox, hosts, stack_bundle, first):
     before = hosts.containers(HOST, STACK)
-    d = deploy_stack(sandbox.inventory, HOST, STACK, cow_bundle, {**SETS, "wechatmp_app_id": "wx-changed"}).assert_green()
+    d = deploy_stack(sandbox.inventory, HOST, STACK, stack_bundle, {**SETS, "wechatmp_app_id": "wx-changed"}).assert_green()
     after = hosts.containers(HOST, STACK)
     assert changed_services(before, after) == {"wechatmp"}
     assert "changed keys: wechatmp_app_id" in d.out and "wx-changed" not in d.out.replace("wechatmp/config.json", "")
     # a change of both (shared key) restarts both; the data dirs survive
     before = after
-    deploy_stack(sandbox.inventory, HOST, STACK, cow_bundle,
+    deploy_stack(sandbox.inventory, HOST, STACK, stack_bundle,
                  {**SETS, "wechatmp_app_id": "wx-changed", "cow_model": "qwen-max"}).assert_green()
     after = hosts.containers(HOST, STACK)
     assert changed_services(before, after) == {"wechat", "wechatmp"}

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from stack_e2e import STACKS, Hosts, bundle, changed_services, deploy_stack, http
+from stack_e2e import assert_noop_redeploy, changed_services, deploy_stack, http, stack_fixtures
 
 pytestmark = pytest.mark.e2e
 HOST = "sandbox-2"
@@ -15,19 +15,7 @@ STACK = "uni-load"
 SETS = {"gpt_load_auth_key": "gl-auth-e2e", "uni_api_keys": ["sk-uni-e2e"]}
 
 
-@pytest.fixture(scope="module")
-def hosts(sandbox):
-    return Hosts(sandbox.inventory)
-
-
-@pytest.fixture(scope="module")
-def uni_bundle(tmp_path_factory):
-    return bundle(STACKS / STACK, tmp_path_factory.mktemp("dist-uni"))
-
-
-@pytest.fixture(scope="module")
-def first(sandbox, hosts, uni_bundle):
-    return deploy_stack(sandbox.inventory, HOST, STACK, uni_bundle, SETS)
+hosts, stack_bundle, first = stack_fixtures(STACK, HOST, SETS)
 
 
 def test_first_deploy_is_green_and_the_chain_works(first, hosts):
@@ -61,19 +49,15 @@ def test_uni_load_improved_started_after_both_were_healthy(first, hosts):
     assert improved > gpt_load and improved > uni_api
 
 
-def test_second_deploy_is_a_noop(sandbox, hosts, uni_bundle, first):
-    before = hosts.containers(HOST, STACK)
-    again = deploy_stack(sandbox.inventory, HOST, STACK, uni_bundle, SETS).assert_green()
-    print(f"\nuni-load no-op deploy: {again.seconds:.1f}s")
-    assert f"{HOST}: uploaded 0 B, loaded 0 images, recreated 0 containers; nothing changed" in again.summary
-    assert hosts.containers(HOST, STACK) == before
+def test_second_deploy_is_a_noop(sandbox, hosts, stack_bundle, first):
+    assert_noop_redeploy(sandbox.inventory, hosts, HOST, STACK, stack_bundle, SETS)
 
 
-def test_api_yaml_change_restarts_uni_api_and_its_dependent_only(sandbox, hosts, uni_bundle, first):
+def test_api_yaml_change_restarts_uni_api_and_its_dependent_only(sandbox, hosts, stack_bundle, first):
     ip = hosts.ip(HOST)
     before = hosts.containers(HOST, STACK)
     sha_before = json.loads(http(f"http://{ip}:8000/v1/models", headers={"Authorization": "Bearer sk-uni-e2e"})[1])["config_sha256"]
-    d = deploy_stack(sandbox.inventory, HOST, STACK, uni_bundle,
+    d = deploy_stack(sandbox.inventory, HOST, STACK, stack_bundle,
                      {**SETS, "uni_api_keys": ["sk-uni-e2e", "sk-second"]}).assert_green()
     after = hosts.containers(HOST, STACK)
     assert changed_services(before, after) == {"uni-api", "uni-load-improved"}
@@ -84,6 +68,6 @@ def test_api_yaml_change_restarts_uni_api_and_its_dependent_only(sandbox, hosts,
     assert status == 200 and json.loads(body)["config_sha256"] != sha_before
     # and a gpt-load setting restarts gpt-load alone
     before = after
-    deploy_stack(sandbox.inventory, HOST, STACK, uni_bundle,
+    deploy_stack(sandbox.inventory, HOST, STACK, stack_bundle,
                  {**SETS, "uni_api_keys": ["sk-uni-e2e", "sk-second"], "gpt_load_log_level": "debug"}).assert_green()
     assert changed_services(before, hosts.containers(HOST, STACK)) == {"gpt-load"}

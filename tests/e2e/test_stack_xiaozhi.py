@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from stack_e2e import STACKS, Hosts, bundle, changed_services, deploy_stack, http
+from stack_e2e import STACKS, assert_noop_redeploy, bundle, changed_services, deploy_stack, http, stack_fixtures
 
 pytestmark = pytest.mark.e2e
 HOST = "sandbox-3"
@@ -18,19 +18,7 @@ ROOT = f"/opt/ferry/stacks/{STACK}"
 SERVICES = {"xiaozhi-esp32-server", "xiaozhi-esp32-server-web", "xiaozhi-esp32-server-db", "xiaozhi-esp32-server-redis"}
 
 
-@pytest.fixture(scope="module")
-def hosts(sandbox):
-    return Hosts(sandbox.inventory)
-
-
-@pytest.fixture(scope="module")
-def xz_bundle(tmp_path_factory):
-    return bundle(STACKS / STACK, tmp_path_factory.mktemp("dist-xz"))
-
-
-@pytest.fixture(scope="module")
-def first(sandbox, hosts, xz_bundle):
-    return deploy_stack(sandbox.inventory, HOST, STACK, xz_bundle)
+hosts, stack_bundle, first = stack_fixtures(STACK, HOST, None)
 
 
 def status(hosts):
@@ -71,19 +59,17 @@ def test_hot_update_mounts_are_in_place(first, hosts):
     for rel in ("plugins_func/functions", "plugins_func/register.py",
                 "core/providers/memory/mem_local_short/mem_local_short.py",
                 "core/providers/intent/intent_llm/intent_llm.py", "data/.config.yaml"):
-        assert mounts[f"{home}/{rel}"].startswith(f"{ROOT}/releases/"), rel
+        assert mounts[f"{home}/{rel}"] == f"{ROOT}/current/{rel}", rel
+    inside = hosts.sh(HOST, f"docker exec {STACK}-xiaozhi-esp32-server-1 cat {home}/plugins_func/functions/get_weather.py")
+    assert inside == hosts.sh(HOST, f"cat {ROOT}/current/plugins_func/functions/get_weather.py")
     assert mounts[f"{home}/data"] == f"{ROOT}/data/data" and mounts[f"{home}/models"] == f"{ROOT}/data/models"
 
 
-def test_second_deploy_is_a_noop(sandbox, hosts, xz_bundle, first):
-    before = hosts.containers(HOST, STACK)
-    again = deploy_stack(sandbox.inventory, HOST, STACK, xz_bundle).assert_green()
-    print(f"\nxiaozhi no-op deploy: {again.seconds:.1f}s")
-    assert f"{HOST}: uploaded 0 B, loaded 0 images, recreated 0 containers; nothing changed" in again.summary
-    assert hosts.containers(HOST, STACK) == before
+def test_second_deploy_is_a_noop(sandbox, hosts, stack_bundle, first):
+    assert_noop_redeploy(sandbox.inventory, hosts, HOST, STACK, stack_bundle, None)
 
 
-def test_changed_plugin_file_with_crlf_uploads_lf_and_restarts_only_the_server(sandbox, hosts, xz_bundle, first, tmp_path):
+def test_changed_plugin_file_with_crlf_uploads_lf_and_restarts_only_the_server(sandbox, hosts, stack_bundle, first, tmp_path):
     stack = tmp_path / STACK
     shutil.copytree(STACKS / STACK, stack, ignore=shutil.ignore_patterns("images"))
     plugin = stack / "files" / "plugins_func" / "functions" / "get_weather.py"
@@ -92,7 +78,7 @@ def test_changed_plugin_file_with_crlf_uploads_lf_and_restarts_only_the_server(s
     (stack / "files" / "plugins_func" / "functions" / "get_time.py").write_bytes(
         b'"""Plugin get_time."""\r\nfrom plugins_func.register import register_function\r\n\r\n\r\n'
         b'@register_function("get_time", {}, None)\r\ndef get_time(conn=None):\r\n    return "12:00"\r\n')
-    changed = bundle(stack, tmp_path / "dist", base=xz_bundle)
+    changed = bundle(stack, tmp_path / "dist", base=stack_bundle)
     before = hosts.containers(HOST, STACK)
     d = deploy_stack(sandbox.inventory, HOST, STACK, changed).assert_green()
     after = hosts.containers(HOST, STACK)
@@ -104,11 +90,11 @@ def test_changed_plugin_file_with_crlf_uploads_lf_and_restarts_only_the_server(s
     assert "MB" not in d.summary.split("uploaded ")[1].split(",")[0]      # only the stack files travelled
 
 
-def test_new_bundle_version_keeps_database_and_uploaded_files(sandbox, hosts, xz_bundle, first, tmp_path):
+def test_new_bundle_version_keeps_database_and_uploaded_files(sandbox, hosts, stack_bundle, first, tmp_path):
     ip = hosts.ip(HOST)
     code, body = http(f"http://{ip}:8002/xiaozhi/file/upload?name=voice.txt", "你好，小智".encode())
     assert code == 200, body
-    upgraded = bundle(STACKS / STACK, tmp_path / "dist", version="1.0.1", base=xz_bundle)
+    upgraded = bundle(STACKS / STACK, tmp_path / "dist", version="1.0.1", base=stack_bundle)
     before = hosts.containers(HOST, STACK)
     d = deploy_stack(sandbox.inventory, HOST, STACK, upgraded).assert_green()
     assert changed_services(before, hosts.containers(HOST, STACK)) == SERVICES    # every container is new
