@@ -94,7 +94,9 @@ def verify_host(transport: Any, stack: Stack, compose_text: bytes, current_dir: 
         ok = container.is_running and health in ("", "healthy")
         checks.append(Check(name, "container", svc_name, ok,
                             f"{state['Status']}{', ' + health if health else ''} ({c.name})"))
-        for ip, port, _proto in published_ports(svc):
+        for ip, port, proto in published_ports(svc):
+            if proto != "tcp":
+                continue           # listening sockets and HTTP checks are TCP
             up = is_listening(ip, port)
             checks.append(Check(name, "port", f"{svc_name} {ip}:{port}", up, "listening" if up else "not listening"))
             path = stack.health_paths.get(svc_name)
