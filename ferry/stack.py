@@ -485,10 +485,11 @@ def add_config_digests(files: dict[str, bytes], current_dir: str, stack: Stack, 
         if name in chain:
             raise FerryError(f"{where}: key 'services.{name}.depends_on': restart cycle {' -> '.join(chain + (name,))}")
         if name not in effective:
-            parts = [own.get(name, "")] + [f"{dep}={digest(dep, chain + (name,))}"
-                                           for dep, opts in sorted(_depends_on(services[name] or {}).items())
-                                           if isinstance(opts, dict) and opts.get("restart") is True and dep in services]
-            effective[name] = hashlib.sha256("\0".join(parts).encode()).hexdigest() if any(parts[1:]) else own.get(name, "")
+            deps = [f"{dep}={d}" for dep, opts in sorted(_depends_on(services[name] or {}).items())
+                    if isinstance(opts, dict) and opts.get("restart") is True and dep in services
+                    and (d := digest(dep, chain + (name,)))]
+            effective[name] = (hashlib.sha256("\0".join([own.get(name, ""), *deps]).encode()).hexdigest()
+                               if deps else own.get(name, ""))
         return effective[name]
 
     for name, svc in services.items():
