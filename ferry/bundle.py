@@ -10,7 +10,7 @@ Layout (one directory per stack version, built on the controller by ``inv bundle
       docker/              the offline Docker installer (ferry.dockerdist): debs/,
                            docker-compose, versions.json
       stack/               the stack definition it was built from (stack.yml,
-                           defaults.yml, templates/)
+                           defaults.yml, templates/, files/)
 
 The manifest is the bundle's contract: ``deploy`` renders from ``stack/`` of the
 bundle (not from the working tree), uploads files by sha256 and loads images by ID.
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import FerryError
-from .stack import Stack, load_stack
+from .stack import FILES_DIR, Stack, load_stack
 
 MANIFEST = "manifest.json"
 CHECKSUMS = "checksums.sha256"
@@ -183,12 +183,16 @@ def _inspect_image(ref: str) -> dict[str, Any]:
 
 
 def _copy_stack(stack: Stack, dest: Path) -> None:
-    """Copy the stack definition (stack.yml, defaults.yml, templates/) into the bundle."""
+    """Copy the stack definition (stack.yml, defaults.yml, templates/, files/) into the
+    bundle (Python byte-code caches left out)."""
     dest.mkdir(parents=True)
     for name in ("stack.yml", "defaults.yml"):
         if (stack.dir / name).is_file():
             shutil.copy2(stack.dir / name, dest / name)
-    shutil.copytree(stack.dir / "templates", dest / "templates")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo")
+    for name in ("templates", FILES_DIR):
+        if (stack.dir / name).is_dir():
+            shutil.copytree(stack.dir / name, dest / name, ignore=ignore)
 
 
 def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=None,

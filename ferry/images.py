@@ -451,7 +451,9 @@ def build_image(recipe: ImageRecipe, console: Any = None, force: bool = False) -
     """Make sure the local Docker engine has the image for ``recipe``.
 
     Skips all work when the local image ``recipe.tag`` carries the label
-    ``ferry.recipe=<recipe_digest(recipe)>``. Otherwise imports the cached rootfs tar
+    ``ferry.recipe=<recipe_digest(recipe)>``, and when a local image ``recipe.tag``
+    has no ``ferry.recipe`` label at all: that is the real image (pulled on a machine
+    with a registry), which is bundled as it is. Otherwise imports the cached rootfs tar
     ``<cache>/images/<digest>.tar``, building it with mmdebstrap first when missing
     (about 30-60 s per image with a reachable Debian mirror).
 
@@ -474,6 +476,11 @@ def build_image(recipe: ImageRecipe, console: Any = None, force: bool = False) -
         labels = _image_labels(recipe.tag)
         if labels is not None and labels.get(RECIPE_LABEL) == digest:
             _say(console, f"image {recipe.tag}: up to date ({digest[:12]})")
+            return _image_id(recipe.tag)
+        if labels is not None and RECIPE_LABEL not in labels:
+            # pulled or built elsewhere: the real image wins over its stand-in
+            _say(console, f"image {recipe.tag}: a real image is present (no {RECIPE_LABEL} label); "
+                          f"stand-in not built")
             return _image_id(recipe.tag)
     tar_path = cache_root() / "images" / f"{digest}.tar"
     if force or not tar_path.is_file():

@@ -24,7 +24,7 @@ from testinfra.backend.base import BaseBackend, CommandResult
 
 from . import commands as cmd
 from .facts import parse_compose_ps
-from .stack import Stack, bind_mounts, compose_services
+from .stack import Stack, bind_mounts, compose_services, published_ports
 
 
 class FerryBackend(BaseBackend):
@@ -58,22 +58,6 @@ class Check:
     target: str
     ok: bool
     detail: str
-
-
-def _ports(service: dict) -> list[tuple[str, int]]:
-    """``(host_ip, published_port)`` for a service's ``ports`` (short or long syntax)."""
-    out = []
-    for p in service.get("ports") or []:
-        if isinstance(p, dict):
-            if p.get("published"):
-                out.append((str(p.get("host_ip") or "0.0.0.0"), int(str(p["published"]).split("-")[0])))
-            continue
-        parts = str(p).split("/")[0].split(":")
-        if len(parts) == 3:
-            out.append((parts[0] or "0.0.0.0", int(parts[1])))
-        elif len(parts) == 2:
-            out.append(("0.0.0.0", int(parts[0])))
-    return out
 
 
 def verify_host(transport: Any, stack: Stack, compose_text: bytes, current_dir: str) -> list[Check]:
@@ -111,7 +95,9 @@ def verify_host(transport: Any, stack: Stack, compose_text: bytes, current_dir: 
         ok = container.is_running and health in ("", "healthy")
         checks.append(Check(name, "container", svc_name, ok,
                             f"{state['Status']}{', ' + health if health else ''} ({c.name})"))
-        for ip, port in _ports(svc):
+        for ip, port, proto in published_ports(svc):
+            if proto != "tcp":
+                continue           # listening sockets and HTTP checks are TCP
             up = is_listening(ip, port)
             checks.append(Check(name, "port", f"{svc_name} {ip}:{port}", up, "listening" if up else "not listening"))
             path = stack.health_paths.get(svc_name)

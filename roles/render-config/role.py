@@ -4,7 +4,9 @@ immutable release directory and switch ``current`` to it.
 Facts: one tar stream of the current release's files, its ``release.json`` and the
 host's generated secrets. Generated secrets (``generated_secrets`` in stack.yml) are
 made once per host with :func:`secrets.token_hex` and kept in ``secrets.json`` (0600).
-Files marked ``secret`` are written 0600; their diffs show changed *keys* only.
+Files marked ``secret`` are written 0600; their diffs show changed *keys* only (dotted
+paths for JSON and YAML files, names for ``.env`` files). Static files (``files`` in
+stack.yml) travel in the release with the rendered ones.
 The new release, the secrets and the data dirs are written in one round trip (a tar
 extracted on the host); then ``current`` is switched atomically.
 """
@@ -22,7 +24,7 @@ import tarfile
 import time
 
 from ferry import commands as cmd
-from ferry.facts import parse_dotenv, parse_tar
+from ferry.facts import config_values, parse_tar
 from ferry.roles import RoleContext, RoleResult
 from ferry.stack import render, template_context
 
@@ -31,8 +33,8 @@ q = cmd.q
 
 def _diff(name: str, old: bytes | None, new: bytes, secret: bool, max_lines: int) -> list[str]:
     if secret:
-        before = parse_dotenv((old or b"").decode("utf-8", "replace"))
-        after = parse_dotenv(new.decode("utf-8", "replace"))
+        before = config_values(name, old or b"")
+        after = config_values(name, new)
         keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         return [f"  {name} (secret, 0600): changed keys: {', '.join(keys) or '(formatting only)'}"]
     lines = list(difflib.unified_diff((old or b"").decode("utf-8", "replace").splitlines(),
@@ -64,7 +66,7 @@ def release_id(version: str, now: float | None = None) -> str:
 def run(ctx: RoleContext) -> RoleResult:
     """Render, diff, and write a new release when anything changed; see the module docstring."""
     stack, p = ctx.stack, ctx.paths
-    wanted = [f"current/{t.dest}" for t in stack.templates] + ["current/release.json", "secrets.json", "up.json"]
+    wanted = [f"current/{d}" for d in stack.release_files()] + ["current/release.json", "secrets.json", "up.json"]
     found = parse_tar(ctx.t.run(cmd.read_tar(p.stack_dir, wanted)).stdout)
     ctx.state["last_up"] = json.loads(found.get("up.json", b"{}") or b"{}")
     kept = json.loads(found.get("secrets.json", b"{}") or b"{}")
@@ -95,7 +97,7 @@ def run(ctx: RoleContext) -> RoleResult:
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "by": f"{getpass.getuser()}@{socket.gethostname()}",
                "files": {d: hashlib.sha256(b).hexdigest() for d, b in rendered.items()}}
-    entries = {f"{rel}/{d}": (b, 0o600 if d in secret_files else 0o644) for d, b in rendered.items()}
+    entries = {f"{rel}/{d}": (b, stack.file_mode(d)) for d, b in rendered.items()}
     entries[f"{rel}/release.json"] = (json.dumps(release, indent=2).encode() + b"\n", 0o644)
     if new_secrets:
         entries["secrets.json"] = (json.dumps({**kept, **new_secrets}, indent=2).encode(), 0o600)

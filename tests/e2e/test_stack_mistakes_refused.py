@@ -1,0 +1,81 @@
+"""End to end: a stack with a mistake is refused before anything reaches a host - a
+port used by two services, a template variable with no value, a bind mount outside the
+stack's directory. One line naming the stack file and key; no host contacted (an
+unreachable host in the selection is never tried); hosts unchanged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+import yaml
+
+from stack_e2e import STACKS, Hosts, bundle, inv_cli
+
+pytestmark = pytest.mark.e2e
+STACK = "corp-wechat-gptbot"
+SETS = ["gptbot_we_corp_id=ww", "gptbot_we_agent_id=1", "gptbot_we_corp_secret=s", "gptbot_we_token=t",
+        "gptbot_we_encoding_aes_key=a"]
+
+
+@pytest.fixture(scope="module")
+def good_bundle(tmp_path_factory):
+    return bundle(STACKS / STACK, tmp_path_factory.mktemp("dist-refused"))
+
+
+@pytest.fixture(scope="module")
+def inventory_with_ghost(sandbox, tmp_path_factory):
+    """The sandbox inventory plus `ghost`, an address nobody answers, in group staging."""
+    d = tmp_path_factory.mktemp("inv")
+    for f in ("id_ed25519", "known_hosts"):
+        shutil.copy(sandbox.state_dir / f, d / f)
+    data = yaml.safe_load(sandbox.inventory.read_text())
+    staging = data["all"]["children"]["staging"]["hosts"]
+    subnet = staging["sandbox-2"]["ansible_host"].rsplit(".", 1)[0]
+    staging["ghost"] = {"ansible_host": f"{subnet}.250", "ferry_connect_timeout": 20}
+    (d / "inventory.yml").write_text(yaml.safe_dump(data))
+    return d / "inventory.yml"
+
+
+def broken(good, tmp, template, edit):
+    b = tmp / good.name
+    shutil.copytree(good, b, copy_function=os.link)
+    t = b / "stack" / "templates" / template
+    text = t.read_text()
+    t.unlink()
+    t.write_text(edit(text))
+    return b, t
+
+
+SIDECAR = ("  sidecar:\n    image: {{ images['corp-wechat-gptbot'] }}\n    ports:\n"
+           "      - \"{{ gptbot_port }}:8080\"\n")
+
+
+@pytest.mark.parametrize("template,edit,needles", [
+    ("compose.yml.j2", lambda t: t + SIDECAR,
+     ["key 'services.sidecar.ports'", "host port 50008/tcp is also published by service 'corp-wechat-gptbot'"]),
+    ("config.yaml.j2", lambda t: t.replace("port: 50008", "port: 50008\n  publicUrl: {{ gptbot_public_url }}"),
+     ["variable 'gptbot_public_url' has no value"]),
+    ("compose.yml.j2", lambda t: t.replace("{{ paths.data }}/db:/apps/db", "/var/lib/gptbot/db:/apps/db"),
+     ["key 'services.corp-wechat-gptbot.volumes[1]'", "bind-mount source /var/lib/gptbot/db is outside the stack's directory"]),
+], ids=["port-used-twice", "variable-missing", "mount-outside-stack-dir"])
+def test_stack_mistake_is_refused_before_any_host_is_touched(sandbox, good_bundle, inventory_with_ghost, tmp_path,
+                                                             template, edit, needles):
+    hosts = Hosts(sandbox.inventory)
+    witnesses = {h: hosts.state(h) for h in ("sandbox-2", "sandbox-3")}
+    b, t = broken(good_bundle, tmp_path, template, edit)
+    args = ["deploy", "--host", "staging", "--stack", STACK, "-i", str(inventory_with_ghost), "--bundle", str(b)]
+    for s in SETS:
+        args += ["--set", s]
+    started = time.monotonic()
+    r = inv_cli(*args)
+    assert time.monotonic() - started < 20          # the ghost (20 s connect timeout) was never tried
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.strip()
+    assert "Traceback" not in r.stderr and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {t}") and "unreachable" not in err, err
+    for n in needles:
+        assert n in err, err
+    assert {h: hosts.state(h) for h in witnesses} == witnesses
