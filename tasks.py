@@ -39,8 +39,10 @@ def user_errors(fn):
 
 
 def inventory_path(value: str | None) -> Path:
-    """``-i`` value, else ``$FERRY_INVENTORY``, else the sandbox's ``.sandbox/inventory.yml``."""
-    return Path(value or os.environ.get("FERRY_INVENTORY") or ROOT / ".sandbox" / "inventory.yml")
+    """``-i`` value, else ``$FERRY_INVENTORY``, else the sandbox's inventory
+    (``.sandbox/inventory.yml``; ``.sandbox-<name>/`` with ``FERRY_SANDBOX_NAME``)."""
+    from ferry.sandbox import DEFAULT_STATE_DIR
+    return Path(value or os.environ.get("FERRY_INVENTORY") or DEFAULT_STATE_DIR / "inventory.yml")
 
 
 def stack_dir(name: str) -> Path:

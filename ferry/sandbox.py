@@ -54,7 +54,6 @@ from .errors import FerryError
 from .localdocker import docker, ensure_engine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_STATE_DIR = REPO_ROOT / ".sandbox"
 CACHE_DIR = REPO_ROOT / ".cache" / "sandbox"
 
 IMAGE_REPO = "ferry-sandbox-host"
@@ -66,6 +65,9 @@ NAME = os.environ.get("FERRY_SANDBOX_NAME", "ferry-sandbox")
 if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", NAME):
     raise ValueError(f"FERRY_SANDBOX_NAME={NAME!r}: lowercase letters, digits and '-' only")
 NETWORK = NAME
+#: Where ``up`` writes the key, known_hosts and inventory: ``.sandbox`` for the default
+#: sandbox, ``.sandbox-<name>`` for another one.
+DEFAULT_STATE_DIR = REPO_ROOT / (".sandbox" if NAME == "ferry-sandbox" else f".sandbox-{NAME}")
 CONTAINER_PREFIX = f"{NAME}-"
 HOST_PREFIX = "sandbox-"
 

@@ -31,19 +31,19 @@ class UI:
         return ParallelUI(self.console, host)
 
     def info(self, msg: str) -> None:
-        """Print one line as is (no rich markup interpretation)."""
-        self.console.print(msg, markup=False)
+        """Print one line as is (no rich markup, never wrapped: logs stay copy-pastable)."""
+        self.console.print(msg, markup=False, soft_wrap=True)
 
     def host_line(self, host: str, role: str, msg: str, changed: bool) -> None:
         """``host  role  changed|ok  msg`` for one finished role."""
         state = "[yellow]changed[/]" if changed else "[green]ok     [/]"
         self.console.print(f"{state} [bold]{host}[/] {role}: ", end="")
-        self.console.print(msg, markup=False)
+        self.console.print(msg, markup=False, soft_wrap=True)
 
     def warn(self, msg: str) -> None:
         """Print one line prefixed with ``warning:``."""
         self.console.print(f"[yellow]warning:[/] ", end="")
-        self.console.print(msg, markup=False)
+        self.console.print(msg, markup=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def transfer(self, description: str, total: int) -> Iterator[Callable[[int], None]]:

@@ -1,6 +1,6 @@
 """SSH transport on Fabric/paramiko, with host keys verified against known_hosts.
 
-Fabric's ``Connection`` installs paramiko's ``AutoAddPolicy`` (any host key is
+Fabric's ``Connection`` installs paramiko's auto-add policy (any host key is
 accepted). Ferry replaces it with ``RejectPolicy`` and loads the inventory's
 known_hosts file, so a host whose key is unknown or differs is refused before any
 command runs.

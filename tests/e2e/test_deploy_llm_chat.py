@@ -27,16 +27,10 @@ from ferry.inventory import Inventory
 from ferry.roles import role_defaults
 from ferry.transport.ssh import connect_host
 from ferry.ui import UI
-from ferry.verify import infra_host
+from stack_e2e import Hosts as SandboxHosts, inv_cli
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def inv_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the real CLI (`inv ...`) from the repo root."""
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
 
 
 def api_deploy(inventory: Path, pattern: str, bundle: Path, sets=None):
@@ -47,38 +41,11 @@ def api_deploy(inventory: Path, pattern: str, bundle: Path, sets=None):
     return reports, out.getvalue()
 
 
-class Hosts:
-    """SSH + testinfra access to sandbox hosts, through Ferry's verified transport."""
+class Hosts(SandboxHosts):
+    """The shared sandbox access, for the llm-chat project."""
 
-    def __init__(self, inventory: Path):
-        self.inv = Inventory(inventory)
-        self._t = {}
-
-    def t(self, name):
-        if name not in self._t:
-            self._t[name] = connect_host(self.inv.hosts[name], self.inv)
-        return self._t[name]
-
-    def host(self, name):
-        return infra_host(self.t(name))
-
-    def sh(self, name, script: str) -> str:
-        return self.t(name).run(["sh", "-c", script]).out
-
-    def ip(self, name):
-        return self.inv.hosts[name].vars["ansible_host"]
-
-    def containers(self, name) -> dict[str, tuple[str, str]]:
-        """service -> (container id, started at)."""
-        out = self.sh(name, "docker ps -aq --filter label=com.docker.compose.project=llm-chat | "
-                            "xargs -r docker inspect --format "
-                            "'{{index .Config.Labels \"com.docker.compose.service\"}} {{.Id}} {{.State.StartedAt}}'")
-        return {l.split()[0]: (l.split()[1], l.split()[2]) for l in out.splitlines() if l.strip()}
-
-    def state(self, name) -> str:
-        """Everything a deploy could change on a host, as one comparable string."""
-        return self.sh(name, "ls -la /opt/ferry/store 2>/dev/null | sort; readlink /opt/ferry/stacks/llm-chat/current; "
-                             "command -v docker >/dev/null && docker ps -aq --no-trunc | sort; true")
+    def containers(self, name, project="llm-chat"):
+        return super().containers(name, project)
 
 
 @pytest.fixture(scope="module")

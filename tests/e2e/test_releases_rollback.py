@@ -32,6 +32,7 @@ from ferry.releases import read_releases
 from ferry.roles import role_defaults
 from ferry.transport.ssh import connect_host
 from ferry.ui import UI
+from stack_e2e import inv_cli
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,11 +69,6 @@ def bundles(sandbox, tmp_path_factory):
         out[key] = build_bundle(stack_version(tmp, version, f"llm-chat-backend:{version}"), dist, None, quiet,
                                 docker_settings=settings).path
     return out
-
-
-def inv_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "250"})
 
 
 def api_deploy(inventory: Path, pattern: str, bundle: Path, sets=None, **kw):
