@@ -25,6 +25,7 @@ Only names matching :data:`ARCHIVE_RE` are ever listed, pruned or restored.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -34,7 +35,7 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from . import commands as cmd
 from .errors import FerryError, HostError
@@ -401,14 +402,15 @@ def list_backups(target: Target) -> list[BackupInfo]:
 
 
 def resolve_id(target: Target, backup: str) -> str:
-    """``latest`` -> the newest verified backup's ID; an ID is checked to exist.
+    """``latest`` -> the newest verified backup's ID that is not a ``-prerestore``
+    safety backup; an ID is checked to exist.
 
     Raises:
         HostError: no such backup, or no verified backup for ``latest``.
     """
     items = list_backups(target)
     if backup == "latest":
-        good = [b for b in items if b.good]
+        good = [b for b in items if b.good and not b.id.endswith("-prerestore")]
         if not good:
             raise HostError(target.host, f"no verified backup of {target.stack.name} in {target.dir}")
         return good[0].id
@@ -541,3 +543,76 @@ def schedule_status(target: Target) -> dict[str, Any]:
     return {"schedule": parse_cron_entry(found.get(cron_file(target.stack.name).lstrip("/"), b"").decode()),
             "last_run": load("last-run.json"), "last_scheduled": load("last-scheduled.json"),
             "log": log_file(target.vars, target.stack.name)}
+
+
+# -- controller side: hosts, summaries -------------------------------------------------
+
+@contextlib.contextmanager
+def open_targets(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> Iterator[list[Target]]:
+    """Connect to every host ``pattern`` selects and yield a :class:`Target` per host
+    (closed on exit). Variables: role defaults (deploy roles + backup) < stack
+    defaults < group/host vars < ``sets``.
+
+    Raises:
+        FerryError: bad inventory, pattern or stack; an unreachable host.
+    """
+    from .inventory import Inventory, merge_vars
+    from .roles import DEPLOY_ROLES, all_role_defaults
+    from .stack import load_stack
+    from .transport.ssh import connect_host
+    inventory = Inventory(inventory_path)
+    hosts = inventory.select(pattern)
+    stack = load_stack(stack_dir)
+    defaults = all_role_defaults(DEPLOY_ROLES + ["backup"])
+    out: list[Target] = []
+    try:
+        for h in hosts:
+            v = merge_vars(defaults, stack.defaults, h.vars, sets)
+            out.append(Target(connect_host(h, inventory), stack, HostPaths(str(v["ferry_root"]), stack.name, ""), v))
+        yield out
+    finally:
+        for target in out:
+            target.t.close()
+
+
+def verify_stack(target: Target) -> list:
+    """:func:`ferry.verify.verify_host` on the host's current release (a list of
+    :class:`ferry.verify.Check`)."""
+    from .verify import verify_host
+    found = parse_tar(target.t.run(cmd.read_tar(target.paths.stack_dir, ["current/compose.yml"])).stdout)
+    if "current/compose.yml" not in found:
+        raise HostError(target.host, f"no current release of {target.stack.name}")
+    return verify_host(target.t, target.stack, found["current/compose.yml"], target.paths.current)
+
+
+def summary_line(host: str, result: dict[str, str], seconds: float) -> str:
+    """``host: backup ID: 12.3 MB archive from 40.1 MB of data in 3.2 s (12.5 MB/s), stored at PATH``.
+    MB/s is source data (data dirs + volumes) per wall second; ``seconds`` > 0."""
+    from .ui import human_bytes
+    src = int(result.get("source_bytes", 0) or 0)
+    rate = src / 1e6 / seconds if seconds > 0 else 0.0
+    line = (f"{host}: backup {result.get('id')}: {human_bytes(int(result.get('size', 0) or 0))} archive from "
+            f"{human_bytes(src)} of data in {seconds:.1f} s ({rate:.1f} MB/s), stored at {result.get('archive')}")
+    if result.get("pruned"):
+        line += f"; retention kept {result.get('kept')}, pruned {result.get('pruned')}"
+    if result.get("skipped"):
+        line += f"; left out (not running): {result['skipped']}"
+    return line
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    """Human lines for :func:`schedule_status`'s result: the schedule, then the last
+    scheduled run (``ok``/``FAILED`` with its error, archive and size)."""
+    from .ui import human_bytes
+    s: Schedule = status["schedule"]
+    lines = [f"schedule: '{s.cron}' keep-last {s.keep_last} keep-daily {s.keep_daily} keep-weekly "
+             f"{s.keep_weekly} (log {status['log']})" if s.cron else "schedule: none"]
+    for key, label in (("last_scheduled", "last scheduled run"), ("last_run", "last run")):
+        r = status.get(key)
+        if r:
+            what = (f"ok, {r.get('archive')} ({human_bytes(int(r.get('size') or 0))})" if r.get("result") == "ok"
+                    else f"FAILED: {r.get('error')}")
+            lines.append(f"{label}: {r.get('finished')} {what}")
+        elif key == "last_scheduled" and s.cron:
+            lines.append(f"{label}: none yet")
+    return lines
