@@ -276,8 +276,8 @@ def cron_entry(schedule: str, script: str, lock: str, log: str, keep_last: int, 
     q = shlex.quote
     run = (f"flock -n -E {EXIT_LOCKED} {q(lock)} env FERRY_BACKUP_LOCKED={q(lock)} {q(script)} backup --scheduled "
            f"--keep-last {keep_last} --keep-daily {keep_daily} --keep-weekly {keep_weekly} >> {q(log)} 2>&1 "
-           f"|| echo \"$(date -u -Iseconds) ferry-backup exit status $? (75: the previous run still held the lock)\" "
-           f">> {q(log)}")
+           f"|| {{ rc=$?; echo \"$(date -u -Iseconds) ferry-backup exit status $rc (75: the previous run still held "
+           f"the lock)\" >> {q(log)}; }}")
     assert "%" not in run   # cron turns % into newlines
     return ("# Ferry: scheduled backups of this stack (inv schedule-backup); do not edit.\n"
             "SHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
