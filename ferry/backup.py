@@ -14,7 +14,8 @@ Archive layout on the host (``backup_dir``, default ``/var/backups/ferry/<stack>
         config.tar.gz        releases/<current>/ (.env 0600 in the tar headers), secrets.json
         data/<dir>.tar.gz    each data dir, minus the SQLite files below
         volumes/<v>.tar.gz   each declared Compose named volume
-        sqlite/<svc>/<f>.gz  VACUUM INTO / .backup snapshot, integrity_check ok
+        sqlite/<svc>/<f>.tar.gz  VACUUM INTO / .backup snapshot (integrity_check ok),
+                             as a one-file tar with the database's owner and mode
         mysql/<svc>.sql.gz   mariadb-dump --single-transaction of the user databases
         redis/<svc>.rdb.gz   the RDB written by BGSAVE
     <id>.ferry-backup.tar.sha256   sha256sum line; written only after verification

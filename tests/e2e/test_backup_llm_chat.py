@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shlex
 import threading
 import time
 import urllib.request
@@ -232,7 +233,7 @@ def test_cron_fires_on_its_own_and_overlapping_runs_do_not_both_run(sandbox, cha
     # two runs of the cron command at once: one runs, the other finds the lock and says so
     command = entry.strip().splitlines()[-1].split(" root ", 1)[1]
     before = set(chat.good_ids())
-    chat.sh(f"rm -f /var/log/ferry/backup-llm-chat.log; (sh -c {json.dumps(command)} &) ; sh -c {json.dumps(command)}; "
+    chat.sh(f"rm -f /var/log/ferry/backup-llm-chat.log; (sh -c {shlex.quote(command)} &) ; sh -c {shlex.quote(command)}; "
             "sleep 0.5; flock /run/lock/ferry-backup-llm-chat.lock true")
     log = chat.sh("cat /var/log/ferry/backup-llm-chat.log")
     assert log.count("exit status 75") == 1, log
