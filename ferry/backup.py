@@ -197,22 +197,27 @@ def backup_dir(variables: dict[str, Any], stack: str) -> str:
 
 
 def script_path(paths: HostPaths) -> str:
+    """``<stack_dir>/ferry-backup``: where the backup role installs the script."""
     return posixpath.join(paths.stack_dir, "ferry-backup")
 
 
 def status_dir(paths: HostPaths) -> str:
+    """``<stack_dir>/backup-status``: the script's ``last-run.json`` / ``last-scheduled.json``."""
     return posixpath.join(paths.stack_dir, "backup-status")
 
 
 def lock_path(stack: str) -> str:
+    """The flock file one backup or restore of ``stack`` holds at a time."""
     return f"/run/lock/ferry-backup-{stack}.lock"
 
 
 def cron_file(stack: str) -> str:
+    """``/etc/cron.d/ferry-backup-<stack>`` (stack names are ``[a-z0-9_-]``, valid for cron.d)."""
     return f"/etc/cron.d/ferry-backup-{stack}"
 
 
 def log_file(variables: dict[str, Any], stack: str) -> str:
+    """``<backup_log_dir>/backup-<stack>.log``: where scheduled runs append their output."""
     return posixpath.join(str(variables.get("backup_log_dir", "/var/log/ferry")), f"backup-{stack}.log")
 
 
@@ -329,10 +334,12 @@ class Target:
 
     @property
     def script(self) -> str:
+        """Host path of the installed script."""
         return script_path(self.paths)
 
     @property
     def dir(self) -> str:
+        """Host path of this stack's backup directory."""
         return backup_dir(self.vars, self.stack.name)
 
     def run_script(self, *args: str, timeout: float | None = None):
@@ -340,6 +347,8 @@ class Target:
         return self.t.run([self.script, *args], check=False, timeout=timeout)
 
     def fail(self, res, what: str) -> None:
+        """Raise :class:`HostError` ``"<host>: <what>: <the script's error line>"`` when
+        ``res`` failed."""
         if not res.ok:
             raise HostError(self.host, f"{what}: {script_error(res.err, res.rc)}")
 
