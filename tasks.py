@@ -46,7 +46,10 @@ def inventory_path(value: str | None) -> Path:
 
 
 def stack_dir(name: str) -> Path:
-    """``stacks/<name>``, or a FerryError listing the known stacks."""
+    """``stacks/<name>``, or ``name`` itself when it is a directory with a stack.yml;
+    otherwise a FerryError listing the known stacks."""
+    if (Path(name) / "stack.yml").is_file():
+        return Path(name)
     d = STACKS / name
     if not (d / "stack.yml").is_file():
         known = sorted(p.name for p in STACKS.iterdir() if (p / "stack.yml").is_file())
@@ -168,6 +171,7 @@ def releases(c, host, stack="llm-chat", inventory=None, set=None):
 @user_errors
 def status(c, host, stack="llm-chat", inventory=None, set=None, json_=False):
     """Show current release, services (state, health, ports), lock and disk use per host."""
+    from ferry import lock
     from ferry.inventory import parse_set_args
     from ferry.operations import status as host_status
     from ferry.ui import human_bytes
@@ -182,7 +186,9 @@ def status(c, host, stack="llm-chat", inventory=None, set=None, json_=False):
                  [[n, v["state"], v["health"], ", ".join(v["ports"])] for n, v in h["services"].items()])
         disk = ", ".join(f"{k} {human_bytes(v) if isinstance(v, int) else v}" for k, v in h["disk"].items())
         ui.info(f"  disk: {disk}")
-        ui.info("  lock: " + ("free" if not h["lock"] else __import__("ferry.lock", fromlist=["x"]).describe(h["lock"])))
+        ui.info("  lock: " + ("free" if not h["lock"] else lock.describe(h["lock"])))
+        for line in h["backup"]["summary"]:
+            ui.info(f"  backup {line}")
 
 
 @task(iterable=["set"], help={**COMMON, "lines": "entries per host"})
@@ -238,6 +244,118 @@ def verify(c, host, stack="llm-chat", inventory=None, set=None, json_=False):
         raise Exit("error: verification failed", code=1)
 
 
+# -- backup, restore, schedules --------------------------------------------------------
+
+BACKUP_HELP = {"host": "host or group name, or a comma list", "stack": "stack name (or a stack directory)",
+               "inventory": "inventory file", "set": "key=value overrides (repeatable)"}
+
+
+def _install(ui, target) -> None:
+    from ferry.backup import install_script
+    changed, msg = install_script(target)
+    ui.host_line(target.host, "backup", msg, changed)
+
+
+@task(iterable=["set"], help={**BACKUP_HELP, "fetch": "copy the archive to this directory and check its sha256",
+                              "keep_last": "then prune: keep the N newest", "keep_daily": "... and the newest of N days",
+                              "keep_weekly": "... and the newest of N ISO weeks"})
+@user_errors
+def backup(c, host, stack="llm-chat", inventory=None, set=None, fetch=None, keep_last=0, keep_daily=0,
+           keep_weekly=0):
+    """Back up a deployed stack on its hosts with the host's own script (consistent per stack.yml's `backup`)."""
+    import time
+    from ferry import backup as b
+    from ferry.inventory import parse_set_args
+    ui = UI()
+    with b.open_targets(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or [])) as targets:
+        for target in targets:
+            _install(ui, target)
+            started = time.monotonic()
+            with ui.console.status(f"{target.host}: backing up {target.stack.name} into {target.dir}"):
+                result = b.run_backup(target, int(keep_last), int(keep_daily), int(keep_weekly))
+            ui.info(b.summary_line(target.host, result, time.monotonic() - started))
+            if fetch:
+                with ui.transfer(f"{target.host}: fetching {result['id']}", int(result["size"])) as advance:
+                    local = b.fetch(target, result["id"], Path(fetch), advance)
+                ui.info(f"{target.host}: fetched to {local} (sha256 checked)")
+
+
+@task(iterable=["set"], help=BACKUP_HELP)
+@user_errors
+def backups(c, host, stack="llm-chat", inventory=None, set=None):
+    """List a stack's backups on its hosts, the backup schedule and the last runs."""
+    from ferry import backup as b
+    from ferry.inventory import parse_set_args
+    from ferry.ui import human_bytes
+    ui = UI()
+    with b.open_targets(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or [])) as targets:
+        for target in targets:
+            items = b.list_backups(target)
+            ui.table(f"{target.host}: backups of {target.stack.name} in {target.dir}",
+                     ["id", "size", "verified", "release", "source data", "created"],
+                     [[i.id, human_bytes(i.size), "yes" if i.good else "[red]no[/]", i.release,
+                       human_bytes(i.source_bytes), i.created] for i in items])
+            for line in b.status_lines(b.schedule_status(target)):
+                ui.info(f"{target.host}: {line}")
+
+
+@task(iterable=["set"], help={**BACKUP_HELP, "backup": "backup ID or 'latest'",
+                              "from_": "a local archive (fetched earlier) to upload and restore",
+                              "no_safety_backup": "do not back up the current state first"})
+@user_errors
+def restore(c, host, stack="llm-chat", inventory=None, set=None, backup="latest", from_=None,
+            no_safety_backup=False):
+    """Restore a stack from a backup: verify every checksum, back up the current state, stop, restore, start, verify."""
+    import time
+    from ferry import backup as b
+    from ferry.inventory import parse_set_args
+    ui = UI()
+    with b.open_targets(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or [])) as targets:
+        for target in targets:
+            _install(ui, target)
+            bid = b.upload(target, Path(from_)) if from_ else b.resolve_id(target, backup)
+            started = time.monotonic()
+            with ui.console.status(f"{target.host}: restoring {bid}"):
+                result = b.restore(target, bid, safety=not no_safety_backup)
+            ui.info(f"{target.host}: restored {bid} (release {result.get('release')}) in "
+                    f"{time.monotonic() - started:.1f} s" + (f"; the state before is backup {result['safety']}"
+                                                             if result.get("safety") else ""))
+            checks = b.verify_stack(target)
+            bad = [ch for ch in checks if not ch.ok]
+            ui.info(f"{target.host}: verify: " + (f"{len(checks)} checks passed" if not bad else
+                    "; ".join(f"{ch.kind} {ch.target}: {ch.detail}" for ch in bad)))
+            if bad:
+                raise Exit("error: the restored stack does not verify", code=1)
+
+
+@task(iterable=["set"], help={**BACKUP_HELP, "cron": "five cron fields, e.g. '0 2 * * *'",
+                              "keep": "keep-last N", "keep_daily": "keep-daily N", "keep_weekly": "keep-weekly N"})
+@user_errors
+def schedule_backup(c, host, cron, stack="llm-chat", inventory=None, set=None, keep=7, keep_daily=0, keep_weekly=0):
+    """Install an /etc/cron.d entry running the host's backup script under flock, logging to a file."""
+    from ferry import backup as b
+    from ferry.inventory import parse_set_args
+    ui = UI()
+    with b.open_targets(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or [])) as targets:
+        for target in targets:
+            _install(ui, target)
+            b.schedule(target, cron, int(keep), int(keep_daily), int(keep_weekly))
+            ui.info(f"{target.host}: scheduled '{cron}' keep-last {keep} keep-daily {keep_daily} keep-weekly "
+                    f"{keep_weekly} -> {b.cron_file(target.stack.name)}, log {b.log_file(target.vars, target.stack.name)}")
+
+
+@task(iterable=["set"], help=BACKUP_HELP)
+@user_errors
+def unschedule_backup(c, host, stack="llm-chat", inventory=None, set=None):
+    """Remove the scheduled backup's cron entry (archives are kept)."""
+    from ferry import backup as b
+    from ferry.inventory import parse_set_args
+    ui = UI()
+    with b.open_targets(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or [])) as targets:
+        for target in targets:
+            ui.info(f"{target.host}: " + ("schedule removed" if b.unschedule(target) else "no schedule"))
+
+
 @task(help={"count": "sandbox hosts to start"})
 @user_errors
 def demo(c, count=3):
@@ -275,4 +393,5 @@ sandbox.add_task(sandbox_up, "up")
 sandbox.add_task(sandbox_down, "down")
 sandbox.add_task(sandbox_status, "status")
 
-ns = Collection(bundle, deploy, verify, rollback, releases, status, audit, demo, test, sandbox, locks)
+ns = Collection(bundle, deploy, verify, rollback, releases, status, audit, backup, backups, restore,
+                schedule_backup, unschedule_backup, demo, test, sandbox, locks)

@@ -8,12 +8,13 @@ stack's deploy lock and writes the audit log, as deploy does.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import audit, commands as cmd, lock
+from . import audit, backup, commands as cmd, lock
 from .deploy import HostReport, checks_line, host_variables, switch_release
 from .errors import FerryError, HostError
 from .facts import parse_compose_ps, parse_images, parse_project_containers, parse_tar
@@ -142,8 +143,8 @@ def releases_table(inventory_path: Path, pattern: str, stack_dir: Path, sets: di
 
 def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[dict[str, Any]]:
     """``inv status``: per host, the current release, each service's state, health and
-    published ports, the deploy lock, and disk use (bytes) of releases, bundles/store
-    and Docker images."""
+    published ports, the deploy lock, disk use (bytes) of releases, bundles/store and
+    Docker images, and the backup schedule with its last runs."""
     stack = load_stack(stack_dir)
     out = []
     with open_hosts(inventory_path, pattern, stack, sets) as sessions:
@@ -167,6 +168,7 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
                     size, path = line.split(None, 1)
                     disk[path.rsplit("/", 1)[-1]] = int(size)
             current = history.get(history.current) if history.current else None
+            sched = backup.schedule_status(backup.Target(s.t, stack, p, s.vars))
             out.append({
                 "host": s.name,
                 "release": history.current, "version": current.version if current else None,
@@ -178,6 +180,9 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
                              for name, c in sorted(containers.items())},
                 "lock": lock.read(s.t, p.root, stack.name),
                 "disk": disk,
+                "backup": {"schedule": dataclasses.asdict(sched["schedule"]), "log": sched["log"],
+                           "last_run": sched["last_run"], "last_scheduled": sched["last_scheduled"],
+                           "summary": backup.status_lines(sched)},
             })
     return out
 

@@ -17,7 +17,28 @@ secret}``: a file or a directory under ``files/``, copied into the release unren
 a directory brings every file below it); ``generated_secrets`` (variable names
 generated once per host and kept there); ``data_dirs`` (directories under the host's
 data dir, outside releases); ``health_paths`` (service -> HTTP path answering 200 when
-healthy).
+healthy); ``backup`` (what a consistent backup of the stack needs,
+:class:`BackupSpec`):
+
+.. code-block:: yaml
+
+    backup:
+      sqlite:                      # SQLite files under the data dir, copied with
+        - service: backend         #   VACUUM INTO inside the service's container,
+          file: db/chat.db         #   then PRAGMA integrity_check
+      mysql:                       # mariadb-dump/mysqldump --single-transaction
+        - service: mariadb         #   inside the container (root over the unix socket,
+          password_env: ""         #   or user + the password in this container env var)
+          user: root
+      redis:                       # BGSAVE, wait for LASTSAVE to change, copy the RDB
+        - service: redis
+      volumes: [uploads]           # Compose named volumes archived as tar
+      stop: []                     # services stopped during the backup (always restarted)
+      exclude: []                  # paths under the data dir left out of the data tar
+
+Every ``data_dirs`` entry is archived as tar (minus the SQLite files above, which are
+copied consistently instead), with the current release's rendered config and
+``secrets.json``.
 
 Rendering uses Jinja2 with ``StrictUndefined``: a variable with no value is an error
 naming the template, the variable and the host, raised before anything reaches a host.
@@ -52,7 +73,8 @@ from .errors import FerryError
 from .inventory import load_yaml_file
 
 STACK_KEYS = {"name", "version", "description", "images", "templates", "files", "generated_secrets",
-              "data_dirs", "health_paths"}
+              "data_dirs", "health_paths", "backup"}
+BACKUP_KEYS = {"sqlite", "mysql", "redis", "volumes", "stop", "exclude"}
 COMPOSE_FILE = "compose.yml"
 DIGEST_LABEL = "ferry.config-digest"
 FILES_DIR = "files"
@@ -84,6 +106,95 @@ class StaticFile:
 
 
 @dataclass
+class BackupSpec:
+    """The ``backup`` key of stack.yml (format in the module docstring).
+
+    Attributes:
+        sqlite: ``[{"service": str, "file": path relative to the data dir}]``.
+        mysql: ``[{"service": str, "user": str, "password_env": str}]``.
+        redis: ``[{"service": str}]``.
+        volumes: Compose volume names (keys of the compose file's ``volumes``).
+        stop: services stopped while the backup runs.
+        exclude: paths relative to the data dir left out of the data tar.
+    """
+
+    sqlite: list[dict[str, str]] = field(default_factory=list)
+    mysql: list[dict[str, str]] = field(default_factory=list)
+    redis: list[dict[str, str]] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    stop: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+
+    def services(self) -> set[str]:
+        """Services whose containers must be running for a consistent backup."""
+        return {e["service"] for e in self.sqlite + self.mysql + self.redis}
+
+
+_SAFE_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SAFE_REL = re.compile(r"[A-Za-z0-9._-][A-Za-z0-9._/-]*")
+
+
+def _rel_ok(value: str) -> bool:
+    return bool(_SAFE_REL.fullmatch(value)) and ".." not in value.split("/")
+
+
+def load_backup_spec(data: Any, path: Path, images: dict[str, str]) -> BackupSpec:
+    """Validate the ``backup`` key of ``path`` (stack.yml).
+
+    Names and paths are restricted to ``[A-Za-z0-9._/-]`` (no ``..``) because they end
+    up in a shell script on the host (quoted as well).
+
+    Raises:
+        FerryError: unknown key, a service not in ``images``, a bad name or path; the
+            message names the file and the key (``backup.sqlite[0].file``).
+    """
+    if data is None:
+        return BackupSpec()
+    _need(isinstance(data, dict), path, "backup", "must be a mapping")
+    unknown = set(data) - BACKUP_KEYS
+    _need(not unknown, path, f"backup.{sorted(unknown)[0]}" if unknown else "", "unknown key")
+    spec = BackupSpec()
+    fields = {"sqlite": ("service", "file"), "mysql": ("service", "user", "password_env"), "redis": ("service",)}
+    for kind, allowed in fields.items():
+        items = data.get(kind) or []
+        _need(isinstance(items, list), path, f"backup.{kind}", "must be a list")
+        for i, item in enumerate(items):
+            key = f"backup.{kind}[{i}]"
+            _need(isinstance(item, dict) and "service" in item, path, key, "needs 'service'")
+            bad = set(item) - set(allowed)
+            _need(not bad, path, f"{key}.{sorted(bad)[0]}" if bad else key, "unknown key")
+            svc = str(item["service"])
+            _need(svc in images, path, f"{key}.service", f"'{svc}' is not a service in 'images'")
+            entry = {"service": svc}
+            if kind == "sqlite":
+                _need("file" in item, path, f"{key}.file", "is required (a path under the data dir)")
+                _need(_rel_ok(str(item["file"])), path, f"{key}.file",
+                      f"'{item['file']}' must be a relative path inside the data directory")
+                entry["file"] = str(item["file"])
+            if kind == "mysql":
+                entry["user"] = str(item.get("user") or "root")
+                entry["password_env"] = str(item.get("password_env") or "")
+                _need(_SAFE_WORD.fullmatch(entry["user"]) is not None, path, f"{key}.user", "bad user name")
+                _need(entry["password_env"] == "" or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", entry["password_env"])
+                      is not None, path, f"{key}.password_env", "must be an environment variable name")
+            getattr(spec, kind).append(entry)
+    for kind in ("volumes", "stop", "exclude"):
+        items = data.get(kind) or []
+        _need(isinstance(items, list), path, f"backup.{kind}", "must be a list")
+        for i, v in enumerate(items):
+            ok = _rel_ok(str(v)) if kind == "exclude" else _SAFE_WORD.fullmatch(str(v)) is not None
+            _need(ok, path, f"backup.{kind}[{i}]", f"'{v}' is not a valid name")
+            if kind == "stop":
+                _need(str(v) in images, path, f"backup.stop[{i}]", f"'{v}' is not a service in 'images'")
+        setattr(spec, kind, [str(v) for v in items])
+    both = spec.services() & set(spec.stop)
+    if both:
+        raise FerryError(f"{path}: key 'backup.stop': '{sorted(both)[0]}' must keep running "
+                         "(its database is backed up live)")
+    return spec
+
+
+@dataclass
 class Stack:
     """A loaded, validated stack definition (see module docstring for the format)."""
 
@@ -98,6 +209,7 @@ class Stack:
     health_paths: dict[str, str] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
     files: list[StaticFile] = field(default_factory=list)
+    backup: BackupSpec = field(default_factory=BackupSpec)
 
     @property
     def file(self) -> Path:
@@ -219,7 +331,7 @@ def load_stack(stack_dir: Path) -> Stack:
                  templates=templates, generated_secrets=[str(s) for s in data.get("generated_secrets") or []],
                  data_dirs=[str(d) for d in data.get("data_dirs") or []],
                  health_paths={str(k): str(v) for k, v in health.items()}, defaults=defaults or {},
-                 files=files)
+                 files=files, backup=load_backup_spec(data.get("backup"), path, images))
 
 
 # -- rendering -------------------------------------------------------------------------

@@ -85,6 +85,11 @@ class Transport(Protocol):
         upload receiver of ``commands.receive_files``. ``check`` as in :meth:`run`."""
         ...
 
+    def stream(self, argv: Sequence[str], timeout: float | None = None) -> Iterable[bytes]:
+        """Run ``argv`` and yield its stdout in blocks (raises HostError at the end when
+        the command failed)."""
+        ...
+
     def close(self) -> None:
         """Close the connection (idempotent)."""
         ...

@@ -58,6 +58,12 @@ class FakeTransport:
         result = self._result(argv, data)
         return check_result(self.host, result, "send") if check else result
 
+    def stream(self, argv: Sequence[str], timeout: float | None = None) -> Iterable[bytes]:
+        """Like :meth:`run` with ``check``, stdout yielded in 64 KiB blocks."""
+        out = self.run(argv).stdout
+        for i in range(0, len(out), 1 << 16):
+            yield out[i:i + (1 << 16)]
+
     def close(self) -> None:
         """Nothing to close."""
         pass

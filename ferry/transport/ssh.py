@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterator, Iterable, Sequence
 
 import paramiko
 from fabric import Connection
@@ -174,6 +174,22 @@ class SSHTransport:
         chan.shutdown_write()
         result = self._finish(chan, argv)
         return check_result(self.host, result) if check else result
+
+    def stream(self, argv: Sequence[str], timeout: float | None = None) -> Iterator[bytes]:
+        """Run ``argv`` and yield its stdout in blocks as they arrive (for downloads too
+        big for memory). Raises :class:`HostError` at the end when it exits non-zero."""
+        chan = self._open(argv, timeout)
+        chan.shutdown_write()
+        try:
+            for block in iter(lambda: chan.recv(CHUNK), b""):
+                yield block
+            err = b"".join(iter(lambda: chan.recv_stderr(CHUNK), b""))
+            rc = chan.recv_exit_status()
+        except socket.timeout:
+            raise HostError(self.host, f"'{join(argv)[:80]}' timed out") from None
+        finally:
+            chan.close()
+        check_result(self.host, Result(list(argv), rc, b"", err))
 
     def send(self, argv: Sequence[str], chunks: Iterable[bytes], check: bool = True) -> Result:
         """Stream ``chunks`` into the stdin of ``argv`` on the host.

@@ -22,10 +22,16 @@ def sandbox() -> sandbox_mod.Sandbox:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Run the sandbox self-checks first, while the hosts are still fresh.
+    """Run the sandbox self-checks first, while the hosts are still fresh, and the
+    backup tests last.
 
     ``test_sandbox_hosts.py`` asserts e.g. that no host has Docker yet; other e2e tests
     share the session-scoped ``sandbox`` and deploy onto it. Stable sort: the order
     within each group is kept.
     """
-    items.sort(key=lambda item: 0 if item.path.name == "test_sandbox_hosts.py" else 1)
+    def rank(item) -> int:
+        if item.path.name == "test_sandbox_hosts.py":
+            return 0
+        # the backup tests deploy onto hosts the deploy tests expect fresh: they go last
+        return 2 if item.path.name.startswith("test_backup_") else 1
+    items.sort(key=rank)

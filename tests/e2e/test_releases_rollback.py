@@ -267,3 +267,4 @@ def test_status_json_reports_release_services_lock_and_disk(sandbox, bundles):
         {"backend": ("running", "healthy"), "frontend": ("running", "healthy"), "nginx": ("running", "healthy")}
     assert "80->80" in host["services"]["nginx"]["ports"]
     assert host["lock"] is None and host["disk"]["store"] > 100_000_000 and host["disk"]["releases"] > 0
+    assert host["backup"]["schedule"]["cron"] is None and host["backup"]["summary"][0] == "schedule: none"
