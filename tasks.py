@@ -6,6 +6,7 @@ Each task parses its options, calls the engine in ``ferry/`` and turns a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -43,6 +44,26 @@ def inventory_path(value: str | None) -> Path:
     (``.sandbox/inventory.yml``; ``.sandbox-<name>/`` with ``FERRY_SANDBOX_NAME``)."""
     from ferry.sandbox import DEFAULT_STATE_DIR
     return Path(value or os.environ.get("FERRY_INVENTORY") or DEFAULT_STATE_DIR / "inventory.yml")
+
+
+def locked(targets, task: str):
+    """The deploy lock of the targets' stack on every target host (see ferry.lock)."""
+    from ferry import lock
+    return lock.holding([(t.t, t.paths.root) for t in targets], targets[0].stack.name if targets else "", task)
+
+
+@contextlib.contextmanager
+def audited(target, task: str):
+    """Record ``task`` on the target host's audit log: ok, or failed with the error."""
+    from ferry import audit
+    note: list[str] = []
+    try:
+        yield note
+    except FerryError as exc:
+        audit.record(target.t, target.paths.root, audit.entry(task, target.stack.name, "", None, "failed",
+                                                              " ".join(note + [str(exc)])))
+        raise
+    audit.record(target.t, target.paths.root, audit.entry(task, target.stack.name, "", None, "ok", " ".join(note)))
 
 
 def stack_dir(name: str) -> Path:
@@ -267,12 +288,15 @@ def backup(c, host, stack="llm-chat", inventory=None, set=None, fetch=None, keep
     from ferry import backup as b
     from ferry.inventory import parse_set_args
     ui = UI()
-    with b.open_targets(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or [])) as targets:
+    with b.open_targets(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or [])) as targets, \
+            locked(targets, "backup"):
         for target in targets:
             _install(ui, target)
             started = time.monotonic()
-            with ui.console.status(f"{target.host}: backing up {target.stack.name} into {target.dir}"):
+            with ui.console.status(f"{target.host}: backing up {target.stack.name} into {target.dir}"), \
+                    audited(target, "backup") as note:
                 result = b.run_backup(target, int(keep_last), int(keep_daily), int(keep_weekly))
+                note.append(f"{result['id']}")
             ui.info(b.summary_line(target.host, result, time.monotonic() - started))
             if fetch:
                 with ui.transfer(f"{target.host}: fetching {result['id']}", int(result["size"])) as advance:
@@ -310,12 +334,14 @@ def restore(c, host, stack="llm-chat", inventory=None, set=None, backup="latest"
     from ferry import backup as b
     from ferry.inventory import parse_set_args
     ui = UI()
-    with b.open_targets(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or [])) as targets:
+    with b.open_targets(inventory_path(inventory), host, stack_dir(stack), parse_set_args(set or [])) as targets, \
+            locked(targets, "restore"):
         for target in targets:
             _install(ui, target)
             bid = b.upload(target, Path(from_)) if from_ else b.resolve_id(target, backup)
             started = time.monotonic()
-            with ui.console.status(f"{target.host}: restoring {bid}"):
+            with ui.console.status(f"{target.host}: restoring {bid}"), audited(target, "restore") as note:
+                note.append(bid)
                 result = b.restore(target, bid, safety=not no_safety_backup)
             ui.info(f"{target.host}: restored {bid} (release {result.get('release')}) in "
                     f"{time.monotonic() - started:.1f} s" + (f"; the state before is backup {result['safety']}"

@@ -10,6 +10,7 @@ Layout: ``<ferry_root>/locks/<stack>/info.json``.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import posixpath
@@ -17,7 +18,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from . import commands as cmd
 from .errors import HostError
@@ -118,3 +119,22 @@ def read(t, root: str, stack: str) -> dict[str, Any] | None:
         return json.loads(out)
     except json.JSONDecodeError:
         return {"who": "?", "message": "unreadable info.json"}
+
+
+@contextlib.contextmanager
+def holding(hosts: list[tuple[Any, str]], stack: str, task: str, version: str = "", message: str = "",
+            wait: float = 0.0) -> Iterator[None]:
+    """Hold the stack's lock on every ``(transport, ferry_root)`` for the ``with`` block.
+
+    All locks are taken before the block runs (a held one raises :class:`HostError`
+    after releasing those already taken) and all are released after it, also on errors
+    and Ctrl-C.
+    """
+    held: list[Lock] = []
+    try:
+        for t, root in hosts:
+            held.append(acquire(t, root, stack, task, version, message, wait))
+        yield
+    finally:
+        for h in held:
+            h.release()

@@ -113,3 +113,20 @@ def test_release_ids_sort_by_time_and_differ_within_a_second():
     release_id = load_role("render-config").release_id
     a, b = release_id("1.0.0", now=1_800_000_000.120), release_id("1.0.0", now=1_800_000_000.450)
     assert a == "20270115T080000.120Z-1.0.0" and a < b and a != b
+
+
+def test_holding_takes_every_lock_or_none():
+    """If the second host's lock is held, the first host's fresh lock is given back."""
+    log = []
+
+    def free(argv, data):
+        log.append(("a", argv[-1][:40]))
+        return 0, "", ""
+
+    def taken(argv, data):
+        return 75, json.dumps({"who": "bob@ops", "task": "restore", "since": 0}), ""
+    a, b = FakeTransport(free, host="a"), FakeTransport(taken, host="b")
+    with pytest.raises(HostError, match="bob@ops"):
+        with lock.holding([(a, "/opt/ferry"), (b, "/opt/ferry")], "llm-chat", "backup"):
+            raise AssertionError("the block must not run")
+    assert len(a.calls) == 2 and "rm -rf" in a.calls[1].argv[-1]      # taken, then released
