@@ -17,6 +17,7 @@ Deploy runs in phases so that bad input changes nothing on any host:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -169,9 +170,9 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
     """
     roles = roles or DEPLOY_ROLES
     transports = connect_all(plan, ui)
-    locks: list[lock.Lock] = []
     reports = {h.name: HostReport(h.name, status="skipped") for h in plan.hosts}
-    try:
+    with contextlib.ExitStack() as cleanup:     # unwinds in reverse: locks, then connections
+        cleanup.callback(lambda: [t.close() for t in transports.values()])
         contexts = {h.name: RoleContext(h.name, transports[h.name], plan.host_vars[h.name], plan.bundle,
                                         plan.stack, plan.paths(h.name), ui, check) for h in plan.hosts}
         for ctx in contexts.values():
@@ -180,9 +181,8 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                 if preflight:
                     preflight(ctx)
         if not check:
-            for h in plan.hosts:
-                locks.append(lock.acquire(transports[h.name], plan.paths(h.name).root, plan.stack.name,
-                                          "deploy", plan.bundle.version, message, wait=lock_wait))
+            cleanup.enter_context(lock.holding([(transports[h.name], plan.paths(h.name).root) for h in plan.hosts],
+                                               plan.stack.name, "deploy", plan.bundle.version, message, lock_wait))
         listings = check_bundle_files(plan, transports, ui)
         for ctx in contexts.values():
             ctx.state["store_listing"] = listings[ctx.host]
@@ -204,11 +204,6 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                 untouched = sum(len(b) for b in batches[index + 1:])
                 ui.warn(f"{reason}: {untouched} hosts not touched")
                 break
-    finally:
-        for held in locks:
-            held.release()
-        for t in transports.values():
-            t.close()
     return [reports[h.name] for h in plan.hosts]
 
 

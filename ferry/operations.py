@@ -89,16 +89,11 @@ def rollback(inventory_path: Path, pattern: str, stack_dir: Path, to: str | None
                 raise HostError(s.name, f"release {target.id} needs images that are gone: "
                                         f"{', '.join(m[:19] for m in missing)}")
             s.state.update(history=history, target=target)
-        held = []
-        try:
-            for s in sessions:
-                held.append(lock.acquire(s.t, s.paths.root, stack.name, "rollback",
-                                         s.state["target"].version, message, wait=lock_wait))
+        version = ",".join(sorted({s.state["target"].version for s in sessions}))
+        with lock.holding([(s.t, s.paths.root) for s in sessions], stack.name, "rollback", version,
+                          message, lock_wait):
             for s in sessions:
                 reports.append(_rollback_host(s, stack, ui))
-        finally:
-            for h in held:
-                h.release()
     return reports
 
 

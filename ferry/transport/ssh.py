@@ -169,9 +169,12 @@ class SSHTransport:
             timeout: float | None = None) -> Result:
         """Run ``argv`` on the host. See :meth:`ferry.transport.Transport.run`."""
         chan = self._open(argv, timeout)
-        if input:
-            chan.sendall(input)
-        chan.shutdown_write()
+        try:
+            if input:
+                chan.sendall(input)
+            chan.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass   # the command ended before reading its input (e.g. a held lock): its status says why
         result = self._finish(chan, argv)
         return check_result(self.host, result) if check else result
 

@@ -23,3 +23,24 @@ def test_transfer_setting_is_validated():
     with pytest.raises(FerryError, match="ferry_transfer"):
         SSHTransport("h", "10.0.0.5", transfer="rsync")
     assert SSHTransport("h", "10.0.0.5", transfer="paramiko").transfer == "paramiko"
+
+
+def test_run_reports_status_when_the_command_exits_before_reading_input():
+    """A remote command that exits without reading stdin (a held lock) must yield its
+    exit status, not a socket error, however the race between send and exit goes."""
+    class EarlyExitChannel:
+        stderr = [b"held by alice\n"]
+
+        def settimeout(self, t): pass
+        def exec_command(self, c): pass
+        def sendall(self, data): raise OSError("Socket is closed")
+        def shutdown_write(self): raise OSError("Socket is closed")
+        def recv(self, n): return b""
+        def recv_stderr(self, n): return self.stderr.pop() if self.stderr else b""
+        def recv_exit_status(self): return 75
+        def close(self): pass
+
+    t = SSHTransport("h", "10.0.0.5", transfer="paramiko")
+    t._open = lambda argv, timeout: EarlyExitChannel()
+    res = t.run(["sh", "-c", "exit 75"], input=b"{}" * 1000, check=False)
+    assert res.rc == 75 and res.err == "held by alice\n"
