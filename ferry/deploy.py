@@ -32,7 +32,7 @@ from .inventory import Host, Inventory, merge_vars
 from .paths import HostPaths
 from . import audit, lock
 from .roles import DEPLOY_ROLES, RoleContext, RoleResult, all_role_defaults, load_role
-from .stack import Stack, load_stack, render, template_context
+from .stack import Stack, render, template_context
 from .transport.ssh import connect_host
 from .ui import UI, human_bytes
 from .verify import Check, verify_host

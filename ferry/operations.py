@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from . import audit, backup, commands as cmd, lock
 from .deploy import HostReport, checks_line, host_variables, switch_release
-from .errors import FerryError, HostError
+from .errors import HostError
 from .facts import parse_compose_ps, parse_images, parse_project_containers, parse_tar
 from .inventory import Inventory
 from .paths import HostPaths

@@ -42,7 +42,7 @@ class UI:
 
     def warn(self, msg: str) -> None:
         """Print one line prefixed with ``warning:``."""
-        self.console.print(f"[yellow]warning:[/] ", end="")
+        self.console.print("[yellow]warning:[/] ", end="")
         self.console.print(msg, markup=False, soft_wrap=True)
 
     @contextlib.contextmanager

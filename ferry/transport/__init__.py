@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Protocol, Sequence
 
 from ..errors import HostError

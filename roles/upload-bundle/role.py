@@ -21,8 +21,8 @@ from ferry.roles import RoleContext, RoleResult
 from ferry.ui import human_bytes
 
 
-def plan(ctx: RoleContext) -> tuple[list[dict], dict[str, str]]:
-    """Return (files to send, links to make) for this host, from two facts (the store
+def plan(ctx: RoleContext) -> tuple[list[dict], dict[str, str], int]:
+    """Return (files to send, links to make, number of bundle files) for this host, from two facts (the store
     listing may already be in ``ctx.state["store_listing"]``, gathered by deploy)."""
     p = ctx.paths
     present = ctx.state.get("store_listing")
@@ -37,7 +37,7 @@ def plan(ctx: RoleContext) -> tuple[list[dict], dict[str, str]]:
     want = {f["path"]: f"{p.store}/{f['sha256']}" for f in files}
     have = parse_links(ctx.t.run(cmd.list_links(p.bundle_dir)).out)
     links = {rel: target for rel, target in want.items() if have.get(rel) != target}
-    return missing, links
+    return missing, links, len(files)
 
 
 def upload_stream(root: Path, files: list[dict], progress: Callable[[int], None] | None = None,
@@ -64,9 +64,8 @@ def upload_stream(root: Path, files: list[dict], progress: Callable[[int], None]
 
 def run(ctx: RoleContext) -> RoleResult:
     """Upload what the host lacks in one verified stream, then link the bundle; see the module docstring."""
-    missing, links = plan(ctx)
+    missing, links, count = plan(ctx)
     total = sum(f["size"] for f in missing)
-    count = len(ctx.bundle.all_files())
     if not missing and not links:
         return RoleResult(False, f"uploaded 0 B (all {count} files already on the host)",
                           {"bytes": 0, "files": 0})
