@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 
 from ferry import backup as b  # noqa: E402
-from ferry import sandbox as sbx  # noqa: E402
-from ferry.bundle import build_bundle  # noqa: E402
-from ferry.deploy import deploy, prepare  # noqa: E402
+from devkit import sandbox as sbx  # noqa: E402
+from ferry.controller.bundle import build_bundle  # noqa: E402
+from ferry.actions.deploy import deploy, prepare  # noqa: E402
 from ferry.roles import role_defaults  # noqa: E402
 
 STACK = ROOT / "stacks" / "llm-chat"

@@ -1,18 +1,18 @@
 """Ferry: deploy Docker Compose stacks over SSH to air-gapped hosts, and keep them alive.
 
-Layout of the package (the SSH boundary is ``ferry.transport``; everything else either
-builds commands, parses their output, or decides what to run):
+Three layers, each importing only the ones below it:
 
-- ``errors``      user-facing errors (one line, no traceback)
-- ``inventory``   Ansible YAML inventory: hosts, groups, variable precedence
-- ``commands``    pure command builders (argument lists, no I/O)
-- ``facts``       pure parsers of command output
-- ``transport``   the only code that talks to hosts (SSH via Fabric/paramiko, or fake)
-- ``bundle``      offline bundle: build on the controller, manifest, checksums
-- ``stack``       stack definitions (``stacks/<name>/stack.yml``) and rendering
-- ``roles``       loads ``roles/<name>/`` (defaults.yml + role.py) and runs them
-- ``verify``      testinfra checks derived from a stack definition
-- ``localdocker`` / ``images`` / ``dockerdist`` / ``sandbox``: controller-side helpers
+- ``ferry.model``       pure: stack definitions, rendering, the Compose model and its
+                        checks, variables, release and backup rules. No hosts, no processes.
+- ``ferry.host``        the host boundary: the transport (SSH, the only code that talks
+                        to hosts), command builders next to the parsers of their output,
+                        the session that opens hosts and guards every change (lock + audit),
+                        verification with testinfra.
+- ``ferry.actions``     what each command does (deploy, rollback, status...), one module each.
+
+Beside them: ``ferry.controller`` (the controller's own files and tools: inventory,
+project, bundle building, the Docker payload), ``ferry.roles`` (loads ``roles/<name>/``),
+``ferry.cli`` (the ``ferry`` command) and ``ferry.ui`` (rich output).
 """
 
 __version__ = "0.1.0"

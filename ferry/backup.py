@@ -5,7 +5,7 @@ The ``backup`` role renders ``roles/backup/templates/ferry-backup.sh.j2`` into
 ``inv schedule-backup`` run that same script, so a scheduled backup needs no
 controller. This module holds the pure parts (retention, parsers, the cron line, the
 script's variables) and the controller-side operations that call the script over a
-:class:`ferry.transport.Transport`.
+:class:`ferry.host.transport.Transport`.
 
 Archive layout on the host (``backup_dir``, default ``/var/backups/ferry/<stack>/``)::
 
@@ -38,11 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from . import commands as cmd
 from .errors import FerryError, HostError
-from .facts import parse_tar
-from .paths import HostPaths
-from .stack import Stack, bind_mounts, compose_services
+from .resources import data_dir
+from ferry.host.files import parse_tar
+from ferry.model.paths import HostPaths
+from ferry.model.stack import Stack
+from ferry.model.compose import bind_mounts, compose_services
+from ferry.host import files, shell
 
 ARCHIVE_SUFFIX = ".ferry-backup.tar"
 EXIT_DAMAGED = 3
@@ -242,7 +244,7 @@ def script_context(stack: Stack, compose_text: bytes | str, variables: dict[str,
         "wait_timeout": int(variables.get("compose_wait_timeout", 120)),
         "data_dirs": list(stack.data_dirs), "sqlite": sqlite, "mysql": list(spec.mysql),
         "redis": list(spec.redis), "volumes": list(spec.volumes), "stop": list(spec.stop),
-        "exclude": list(spec.exclude), "hash_fn": cmd.HASH_STDIN,
+        "exclude": list(spec.exclude), "hash_fn": files.HASH_STDIN,
     }
 
 
@@ -251,7 +253,7 @@ def render_script(context: dict[str, Any]) -> bytes:
 
     Jinja2 comments are ``{=# #=}`` here: ``{#`` is bash (``${#array[@]}``)."""
     import jinja2
-    template_dir = Path(__file__).resolve().parent.parent / "roles" / "backup" / "templates"
+    template_dir = data_dir("roles") / "backup" / "templates"
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False,
                              comment_start_string="{=#", comment_end_string="#=}")
@@ -330,6 +332,12 @@ class Target:
 
     @property
     def host(self) -> str:
+        """Inventory name of the host."""
+        return self.t.host
+
+    @property
+    def name(self) -> str:
+        """Inventory name of the host (as :class:`ferry.host.session.HostSession`)."""
         return self.t.host
 
     @property
@@ -361,7 +369,7 @@ def install_script(target: Target, check: bool = False) -> tuple[bool, str]:
         HostError: the stack has no current release on the host.
     """
     p = target.paths
-    found = parse_tar(target.t.run(cmd.read_tar(p.stack_dir, ["current/compose.yml", "ferry-backup"])).stdout)
+    found = parse_tar(target.t.run(files.read_tar(p.stack_dir, ["current/compose.yml", "ferry-backup"])).stdout)
     if "current/compose.yml" not in found:
         raise HostError(target.host, f"'{target.stack.name}' is not deployed here (no {p.current}/compose.yml)")
     script = render_script(script_context(target.stack, found["current/compose.yml"], target.vars, p, target.host))
@@ -369,7 +377,7 @@ def install_script(target: Target, check: bool = False) -> tuple[bool, str]:
         return False, f"backup script up to date ({target.script})"
     if check:
         return True, f"would install {target.script}"
-    target.t.run(cmd.write_file(target.script, 0o700), input=script)
+    target.t.run(files.write_file(target.script, 0o700), input=script)
     return True, f"installed {target.script} ({len(script)} bytes)"
 
 
@@ -407,7 +415,7 @@ def run_backup(target: Target, keep_last: int = 0, keep_daily: int = 0, keep_wee
 def list_backups(target: Target) -> list[BackupInfo]:
     """The stack's archives on the host, newest first (empty when the script or the
     backup dir is not there yet)."""
-    res = target.t.run(["sh", "-c", f"[ -x {cmd.q(target.script)} ] && {cmd.q(target.script)} list || true"])
+    res = target.t.run(["sh", "-c", f"[ -x {shell.q(target.script)} ] && {shell.q(target.script)} list || true"])
     return parse_backup_list(res.out)
 
 
@@ -487,7 +495,7 @@ def upload(target: Target, local: Path) -> str:
     def chunks() -> Iterable[bytes]:
         with open(local, "rb") as f:
             yield from iter(lambda: f.read(1 << 20), b"")
-    target.t.send(cmd.write_file(remote, 0o600), chunks())
+    target.t.send(files.write_file(remote, 0o600), chunks())
     res = target.run_script("import", remote)
     if not res.ok:
         target.t.run(["rm", "-f", remote], check=False)
@@ -517,16 +525,16 @@ def schedule(target: Target, cron: str, keep_last: int, keep_daily: int = 0, kee
     sure cron runs. Returns the entry's text. Raises FerryError on a bad schedule."""
     log = log_file(target.vars, target.stack.name)
     text = cron_entry(cron, target.script, lock_path(target.stack.name), log, keep_last, keep_daily, keep_weekly)
-    target.t.run(cmd.mkdirs([posixpath.dirname(log)]))
-    target.t.run(cmd.write_file(cron_file(target.stack.name), 0o644), input=text.encode())
+    target.t.run(files.mkdirs([posixpath.dirname(log)]))
+    target.t.run(files.write_file(cron_file(target.stack.name), 0o644), input=text.encode())
     target.t.run(["sh", "-c", "systemctl enable --now cron >/dev/null 2>&1 || true"], check=False)
     return text
 
 
 def unschedule(target: Target) -> bool:
     """Remove the cron entry. Returns whether there was one."""
-    res = target.t.run(["sh", "-c", f"[ -e {cmd.q(cron_file(target.stack.name))} ] && "
-                                    f"rm -f {cmd.q(cron_file(target.stack.name))} && echo removed || true"])
+    res = target.t.run(["sh", "-c", f"[ -e {shell.q(cron_file(target.stack.name))} ] && "
+                                    f"rm -f {shell.q(cron_file(target.stack.name))} && echo removed || true"])
     return "removed" in res.out
 
 
@@ -540,7 +548,7 @@ def schedule_status(target: Target) -> dict[str, Any]:
         ``finished``).
     """
     sd = status_dir(target.paths)
-    found = parse_tar(target.t.run(cmd.read_tar("/", [cron_file(target.stack.name).lstrip("/"),
+    found = parse_tar(target.t.run(files.read_tar("/", [cron_file(target.stack.name).lstrip("/"),
                                                       f"{sd}/last-run.json".lstrip("/"),
                                                       f"{sd}/last-scheduled.json".lstrip("/")])).stdout)
 
@@ -566,10 +574,10 @@ def open_targets(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict
     Raises:
         FerryError: bad inventory, pattern or stack; an unreachable host.
     """
-    from .inventory import Inventory, merge_vars
+    from ferry.controller.inventory import Inventory, merge_vars
     from .roles import DEPLOY_ROLES, all_role_defaults
-    from .stack import load_stack
-    from .transport.ssh import connect_host
+    from .model.stack import load_stack
+    from ferry.host.transport.ssh import connect_host
     inventory = Inventory(inventory_path)
     hosts = inventory.select(pattern)
     stack = load_stack(stack_dir)
@@ -586,10 +594,10 @@ def open_targets(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict
 
 
 def verify_stack(target: Target) -> list:
-    """:func:`ferry.verify.verify_host` on the host's current release (a list of
-    :class:`ferry.verify.Check`)."""
-    from .verify import verify_host
-    found = parse_tar(target.t.run(cmd.read_tar(target.paths.stack_dir, ["current/compose.yml"])).stdout)
+    """:func:`ferry.host.verify.verify_host` on the host's current release (a list of
+    :class:`ferry.host.verify.Check`)."""
+    from ferry.host.verify import verify_host
+    found = parse_tar(target.t.run(files.read_tar(target.paths.stack_dir, ["current/compose.yml"])).stdout)
     if "current/compose.yml" not in found:
         raise HostError(target.host, f"no current release of {target.stack.name}")
     return verify_host(target.t, target.stack, found["current/compose.yml"], target.paths.current)

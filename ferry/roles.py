@@ -4,10 +4,10 @@ A role module defines ``run(ctx: RoleContext) -> RoleResult`` and may define
 ``preflight(ctx) -> None``: read-only checks that raise :class:`ferry.errors.HostError`
 for a host the role cannot serve; deploy runs every role's preflight on every host
 before it changes anything anywhere. It reads facts from the
-host through ``ctx.t`` (a :class:`ferry.transport.Transport`), decides, and changes
+host through ``ctx.t`` (a :class:`ferry.host.transport.Transport`), decides, and changes
 only what is not already right (idempotent); with ``ctx.check`` it changes nothing
 and reports what it would do (check mode). Role defaults are the lowest layer of
-variable precedence (see ``ferry.inventory``).
+variable precedence (see ``ferry.controller.inventory``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from types import ModuleType
 from typing import Any
 
 from .errors import FerryError
-from .inventory import load_yaml_file
+from .resources import data_dir
+from .model.yamlfile import load_yaml_file
 
-ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
+ROLES_DIR = data_dir("roles")
 
 DEPLOY_ROLES = ["upload-bundle", "install-docker-offline", "load-images", "render-config", "compose-up",
                 "prune-releases"]
@@ -53,9 +54,9 @@ class RoleContext:
         host: inventory name.
         t: the host's transport (the SSH boundary).
         vars: merged variables (role/stack defaults < group < host < --set).
-        bundle: :class:`ferry.bundle.Bundle` being deployed.
-        stack: :class:`ferry.stack.Stack` from the bundle.
-        paths: :class:`ferry.paths.HostPaths` on the host.
+        bundle: :class:`ferry.controller.bundle.Bundle` being deployed.
+        stack: :class:`ferry.model.stack.Stack` from the bundle.
+        paths: :class:`ferry.model.paths.HostPaths` on the host.
         ui: :class:`ferry.ui.UI`.
         check: check mode: report, change nothing.
         state: scratch space shared by the roles of one host run (facts, rendered files).

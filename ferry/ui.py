@@ -78,10 +78,12 @@ class UI:
             yield done
 
     def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
-        """Print a rich table with ``columns`` and string ``rows``."""
+        """Print a rich table with ``columns`` and string ``rows``. Cells are folded onto
+        several lines when the terminal (or a pipe's 80 columns) is too narrow, never
+        cut: the release and backup ids are what ``rollback`` and ``restore`` take."""
         t = Table(title=title, show_lines=False)
         for c in columns:
-            t.add_column(c)
+            t.add_column(c, overflow="fold")
         for r in rows:
             t.add_row(*r)
         self.console.print(t)

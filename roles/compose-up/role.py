@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import time
 
-from ferry import commands as cmd
 from ferry.errors import HostError
-from ferry.facts import parse_compose_ps, parse_project_containers
+from ferry.host.containers import parse_compose_ps, parse_project_containers
 from ferry.roles import RoleContext, RoleResult
-from ferry.stack import compose_services
+from ferry.model.compose import compose_services
+from ferry.host import containers, files
 
 
 def show_logs(ctx: RoleContext, services: list[str]) -> None:
@@ -32,12 +32,12 @@ def show_logs(ctx: RoleContext, services: list[str]) -> None:
     compose_file = f"{p.current}/compose.yml"
     lines = int(ctx.vars.get("compose_failure_log_lines", 20))
     states = {c.service: c for c in parse_compose_ps(
-        ctx.t.run(cmd.compose_ps(project, compose_file, p.current), check=False).out)}
+        ctx.t.run(containers.compose_ps(project, compose_file, p.current), check=False).out)}
     for service in services:
         c = states.get(service)
         state = f"{c.state}{'/' + c.health if c.health else ''}" if c else "absent"
         ctx.ui.warn(f"{ctx.host}: {service} is {state}; last {lines} log lines:")
-        logs = ctx.t.run(cmd.compose(project, compose_file, p.current, "logs", "--no-color",
+        logs = ctx.t.run(containers.compose(project, compose_file, p.current, "logs", "--no-color",
                                      "--tail", str(lines), service), check=False)
         for line in (logs.out + logs.err).splitlines()[-lines:]:
             ctx.ui.info(f"    {line}")
@@ -47,7 +47,7 @@ def run(ctx: RoleContext) -> RoleResult:
     """Bring the current release up (or skip when unchanged); see the module docstring."""
     p, project = ctx.paths, ctx.stack.name
     compose_file = f"{p.current}/compose.yml"
-    before = parse_project_containers(ctx.t.run(cmd.project_containers(project)).out)
+    before = parse_project_containers(ctx.t.run(containers.project_containers(project)).out)
     services = set(compose_services(ctx.state["rendered"]["compose.yml"]))
     last = ctx.state.get("last_up") or {}
     unchanged = (not ctx.state.get("release_changed") and not ctx.state.get("images_changed")
@@ -62,15 +62,15 @@ def run(ctx: RoleContext) -> RoleResult:
         return RoleResult(True, "would run compose up" + (f" ({', '.join(bad)} not healthy)" if bad else ""))
     wait = int(ctx.vars.get("compose_wait_timeout", 120))
     started = time.monotonic()
-    res = ctx.t.run(cmd.compose_up(project, compose_file, p.current, wait), check=False, timeout=wait + 120)
+    res = ctx.t.run(containers.compose_up(project, compose_file, p.current, wait), check=False, timeout=wait + 120)
     if not res.ok:
-        ps = parse_compose_ps(ctx.t.run(cmd.compose_ps(project, compose_file, p.current), check=False).out)
+        ps = parse_compose_ps(ctx.t.run(containers.compose_ps(project, compose_file, p.current), check=False).out)
         bad = [c.service for c in ps if c.state != "running" or c.health not in ("", "healthy")] \
             or [c.service for c in ps]
         show_logs(ctx, bad)
         raise HostError(ctx.host, f"docker compose up did not become healthy: {res.last_error_line()}")
-    after = parse_project_containers(ctx.t.run(cmd.project_containers(project)).out)
-    ctx.t.run(cmd.write_file(f"{p.stack_dir}/up.json", 0o644), input=json.dumps(
+    after = parse_project_containers(ctx.t.run(containers.project_containers(project)).out)
+    ctx.t.run(files.write_file(f"{p.stack_dir}/up.json", 0o644), input=json.dumps(
         {"release": ctx.state.get("release"), "containers": {s: c.id for s, c in after.items()}}).encode())
     recreated = sorted(s for s in after if s not in before or after[s].id != before[s].id)
     restarted = sorted(s for s in after if s in before and after[s].id == before[s].id

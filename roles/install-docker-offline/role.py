@@ -20,14 +20,15 @@ from pathlib import Path
 
 import jinja2
 
-from ferry import commands as cmd
 from ferry.errors import HostError
-from ferry.facts import parse_dpkg_status, parse_host_facts
+from ferry.host.system import parse_dpkg_status, parse_host_facts
+from ferry.resources import data_dir
 from ferry.roles import RoleContext, RoleResult
+from ferry.host import files, system
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 PLUGIN = "/usr/local/lib/docker/cli-plugins/docker-compose"
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = data_dir("templates")
 
 
 def render_daemon_json(variables: dict) -> bytes:
@@ -49,7 +50,7 @@ def preflight(ctx: RoleContext) -> None:
     """Refuse, before any change, a host without systemd, dpkg, or of another CPU
     architecture than the bundle's Docker. Leaves the facts in ``ctx.state``."""
     payload = ctx.bundle.manifest["docker"]
-    facts = parse_host_facts(ctx.t.run(cmd.host_facts()).out)
+    facts = parse_host_facts(ctx.t.run(system.host_facts()).out)
     ctx.state["host_facts"] = facts
     if not facts.systemd:
         raise HostError(ctx.host, "systemd is not PID 1 on this host: install-docker-offline "
@@ -70,7 +71,7 @@ def run(ctx: RoleContext) -> RoleResult:
     daemon = render_daemon_json(ctx.vars)
     current_daemon = ctx.t.run(["cat", DAEMON_JSON], check=False).stdout
     debs = deb_files(ctx.bundle.manifest)
-    installed = parse_dpkg_status(ctx.t.run(cmd.dpkg_status(sorted(debs))).out)
+    installed = parse_dpkg_status(ctx.t.run(system.dpkg_status(sorted(debs))).out)
     core = set(ctx.vars.get("docker_packages") or ["docker.io"])
     wanted = payload["packages"]
     need = sorted(n for n in debs if n not in installed or (n in core and installed[n] != wanted.get(n)))
@@ -85,20 +86,20 @@ def run(ctx: RoleContext) -> RoleResult:
            (["start docker"] if not facts.docker_active else [])
     if ctx.check:
         return RoleResult(True, "would " + ", ".join(todo))
-    ctx.t.run(cmd.write_file(DAEMON_JSON, 0o644), input=daemon)
+    ctx.t.run(files.write_file(DAEMON_JSON, 0o644), input=daemon)
     if need:
-        res = ctx.t.run(cmd.apt_install_local([f"{ctx.paths.bundle_dir}/{debs[n]}" for n in need]),
+        res = ctx.t.run(system.apt_install_local([f"{ctx.paths.bundle_dir}/{debs[n]}" for n in need]),
                         check=False, timeout=900)
         if not res.ok:
             raise HostError(ctx.host, f"installing Docker packages failed: {res.last_error_line()}")
     if not compose_ok:
-        ctx.t.run(cmd.install_file(f"{ctx.paths.bundle_dir}/docker/docker-compose", PLUGIN, 0o755))
-    ctx.t.run(cmd.systemctl("enable", "docker.service"))
+        ctx.t.run(system.install_file(f"{ctx.paths.bundle_dir}/docker/docker-compose", PLUGIN, 0o755))
+    ctx.t.run(system.systemctl("enable", "docker.service"))
     if facts.docker_active and not daemon_ok and not need:
-        ctx.t.run(cmd.systemctl("restart", "docker.service"), timeout=120)
+        ctx.t.run(system.systemctl("restart", "docker.service"), timeout=120)
     else:
-        ctx.t.run(cmd.systemctl("start", "docker.service"), timeout=120)
-    after = parse_host_facts(ctx.t.run(cmd.host_facts()).out)
+        ctx.t.run(system.systemctl("start", "docker.service"), timeout=120)
+    after = parse_host_facts(ctx.t.run(system.host_facts()).out)
     if not after.docker_active or after.compose_version != payload["compose"]:
         raise HostError(ctx.host, f"after install: docker {'active' if after.docker_active else 'not active'}, "
                                   f"compose {after.compose_version} (expected {payload['compose']})")

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import time
 
-from ferry import commands as cmd
 from ferry.errors import HostError
-from ferry.facts import parse_images
+from ferry.host.containers import parse_images
 from ferry.roles import RoleContext, RoleResult
+from ferry.host import containers
 
 
 def run(ctx: RoleContext) -> RoleResult:
     """Load and re-tag what is missing; see the module docstring."""
     images = ctx.bundle.manifest["images"]
-    res = ctx.t.run(cmd.docker_images(), check=not ctx.check)
+    res = ctx.t.run(containers.docker_images(), check=not ctx.check)
     have = parse_images(res.out) if res.ok else {}
     to_load = [i for i in images if i["id"] not in have]
     to_tag = [(i["id"], ref) for i in images if i["id"] in have
@@ -33,11 +33,11 @@ def run(ctx: RoleContext) -> RoleResult:
     if to_load:
         with ctx.ui.steps(f"{ctx.host} docker load", len(to_load)) as done:
             for image in to_load:
-                ctx.t.run(cmd.docker_load(f"{ctx.paths.bundle_dir}/{image['file']}"), timeout=timeout)
+                ctx.t.run(containers.docker_load(f"{ctx.paths.bundle_dir}/{image['file']}"), timeout=timeout)
                 done(image["ref"])
     for image_id, ref in to_tag:
-        ctx.t.run(cmd.docker_tag(image_id, ref))
-    after = parse_images(ctx.t.run(cmd.docker_images()).out)
+        ctx.t.run(containers.docker_tag(image_id, ref))
+    after = parse_images(ctx.t.run(containers.docker_images()).out)
     for image in images:
         if image["id"] not in after:
             raise HostError(ctx.host, f"image {image['ref']} ({image['id'][:19]}) absent after docker load")

@@ -12,12 +12,12 @@ import json
 import posixpath
 import re
 
-from ferry import commands as cmd
-from ferry.facts import parse_lines, parse_links, parse_tar
-from ferry.releases import plan_prune, read_releases
+from ferry.host.files import parse_lines, parse_links, parse_tar
+from ferry.model.releases import plan_prune, read_releases
 from ferry.roles import RoleContext, RoleResult
+from ferry.host import files, shell
 
-q = cmd.q
+q = shell.q
 
 
 def _protected_images(ctx: RoleContext) -> set[str]:
@@ -27,9 +27,9 @@ def _protected_images(ctx: RoleContext) -> set[str]:
               f"for f; do case $f in {q(stack)}/*) shift;; *) [ -e \"$f\" ] || shift;; esac; done; "
               "[ $# -eq 0 ] || tar -cf - -- \"$@\"")
     ids: set[str] = set()
-    for data in parse_tar(ctx.t.run(cmd.sh(script)).stdout).values():
+    for data in parse_tar(ctx.t.run(shell.sh(script)).stdout).values():
         ids |= {i["id"] for i in json.loads(data).get("images", [])}
-    used = ctx.t.run(cmd.sh("docker ps -aq --no-trunc | xargs -r docker inspect --format '{{.Image}}'"),
+    used = ctx.t.run(shell.sh("docker ps -aq --no-trunc | xargs -r docker inspect --format '{{.Image}}'"),
                      check=False).out
     return ids | set(parse_lines(used))
 
@@ -50,8 +50,8 @@ def run(ctx: RoleContext) -> RoleResult:
     for image in plan.images:
         if ctx.t.run(["docker", "rmi", image], check=False).ok:
             removed_images.append(image)
-    linked = {posixpath.basename(t) for t in parse_links(ctx.t.run(cmd.list_links(f"{root}/bundles")).out).values()}
-    stored = set(parse_lines(ctx.t.run(cmd.list_dir(ctx.paths.store)).out))
+    linked = {posixpath.basename(t) for t in parse_links(ctx.t.run(files.list_links(f"{root}/bundles")).out).values()}
+    stored = set(parse_lines(ctx.t.run(files.list_dir(ctx.paths.store)).out))
     orphans = sorted(s for s in stored - linked if re.fullmatch(r"[0-9a-f]{64}", s))
     if orphans:
         ctx.t.run(["rm", "-f", "--", *(f"{ctx.paths.store}/{s}" for s in orphans)])

@@ -23,12 +23,13 @@ import socket
 import tarfile
 import time
 
-from ferry import commands as cmd
-from ferry.facts import config_values, parse_tar
+from ferry.model.configdiff import config_values
+from ferry.host.files import parse_tar
 from ferry.roles import RoleContext, RoleResult
-from ferry.stack import render, template_context
+from ferry.model.render import render, template_context
+from ferry.host import files, shell
 
-q = cmd.q
+q = shell.q
 
 
 def _diff(name: str, old: bytes | None, new: bytes, secret: bool, max_lines: int) -> list[str]:
@@ -67,7 +68,7 @@ def run(ctx: RoleContext) -> RoleResult:
     """Render, diff, and write a new release when anything changed; see the module docstring."""
     stack, p = ctx.stack, ctx.paths
     wanted = [f"current/{d}" for d in stack.release_files()] + ["current/release.json", "secrets.json", "up.json"]
-    found = parse_tar(ctx.t.run(cmd.read_tar(p.stack_dir, wanted)).stdout)
+    found = parse_tar(ctx.t.run(files.read_tar(p.stack_dir, wanted)).stdout)
     ctx.state["last_up"] = json.loads(found.get("up.json", b"{}") or b"{}")
     kept = json.loads(found.get("secrets.json", b"{}") or b"{}")
     new_secrets = {k: pysecrets.token_hex(32) for k in stack.generated_secrets if k not in kept}
@@ -106,8 +107,8 @@ def run(ctx: RoleContext) -> RoleResult:
               f"if [ -e {q(rel)} ]; then echo {q('release ' + rid + ' exists already')} >&2; exit 17; fi; "
               f"tar --no-same-owner -xf -; chmod 0755 {q(rel)}; "
               f"cp {q(p.bundle_dir + '/manifest.json')} {q(rel + '/manifest.json')}")
-    ctx.t.run(cmd.sh(script), input=_tar(entries))
-    ctx.t.run(cmd.switch_symlink(p.current, rel))
+    ctx.t.run(shell.sh(script), input=_tar(entries))
+    ctx.t.run(files.switch_symlink(p.current, rel))
     ctx.state["release"] = rid
     ctx.state["release_changed"] = True
     extra = f"; generated {', '.join(sorted(new_secrets))}" if new_secrets else ""

@@ -2,7 +2,7 @@
 
 Files are content-addressed on the host (``store/<sha256>``), so a file already there
 from any earlier bundle is not sent again. The missing files go in ONE stream over SSH
-to one receiver on the host (``commands.receive_files``), which hashes each file while
+to one receiver on the host (``ferry.host.files.receive_files``), which hashes each file while
 writing it and renames it into place only when size and sha256 match; a mismatch stops
 the deploy. The bundle's own layout is then recreated under
 ``bundles/<stack>-<version>/`` as symlinks.
@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ferry import commands as cmd
 from ferry.errors import FerryError, HostError
-from ferry.facts import parse_lines, parse_links
 from ferry.roles import RoleContext, RoleResult
 from ferry.ui import human_bytes
+from ferry.host import files as hostfiles
 
 
 def plan(ctx: RoleContext) -> tuple[list[dict], dict[str, str], int]:
@@ -27,7 +26,7 @@ def plan(ctx: RoleContext) -> tuple[list[dict], dict[str, str], int]:
     p = ctx.paths
     present = ctx.state.get("store_listing")
     if present is None:
-        present = set(parse_lines(ctx.t.run(cmd.list_dir(p.store)).out))
+        present = set(hostfiles.parse_lines(ctx.t.run(hostfiles.list_dir(p.store)).out))
     files = ctx.bundle.all_files()
     missing, seen = [], set()
     for f in files:
@@ -35,14 +34,14 @@ def plan(ctx: RoleContext) -> tuple[list[dict], dict[str, str], int]:
             missing.append(f)
             seen.add(f["sha256"])
     want = {f["path"]: f"{p.store}/{f['sha256']}" for f in files}
-    have = parse_links(ctx.t.run(cmd.list_links(p.bundle_dir)).out)
+    have = hostfiles.parse_links(ctx.t.run(hostfiles.list_links(p.bundle_dir)).out)
     links = {rel: target for rel, target in want.items() if have.get(rel) != target}
     return missing, links, len(files)
 
 
 def upload_stream(root: Path, files: list[dict], progress: Callable[[int], None] | None = None,
                   block: int = 1 << 20) -> Iterator[bytes]:
-    """The byte stream ``commands.receive_files`` reads: per file ``"<sha256> <size>\\n"``
+    """The byte stream ``ferry.host.files.receive_files`` reads: per file ``"<sha256> <size>\\n"``
     and its bytes (read from ``root/<path>`` in ``block``-byte pieces), then ``END 0``.
 
     Raises:
@@ -75,7 +74,7 @@ def run(ctx: RoleContext) -> RoleResult:
     started = time.monotonic()
     if missing:
         with ctx.ui.transfer(f"{ctx.host} upload", total) as advance:
-            res = ctx.t.send(cmd.receive_files(ctx.paths.store),
+            res = ctx.t.send(hostfiles.receive_files(ctx.paths.store),
                              upload_stream(ctx.bundle.path, missing, advance), check=False)
         if not res.ok:
             sha = res.last_error_line().rsplit(" ", 1)[-1]
@@ -83,7 +82,7 @@ def run(ctx: RoleContext) -> RoleResult:
             raise HostError(ctx.host, f"upload of {name} failed: {res.last_error_line()}")
     seconds = time.monotonic() - started
     if links:
-        ctx.t.run(cmd.make_links(ctx.paths.bundle_dir, links))
+        ctx.t.run(hostfiles.make_links(ctx.paths.bundle_dir, links))
     rate = total / seconds / 1e6 if seconds > 0 and total else 0.0
     return RoleResult(True, f"uploaded {human_bytes(total)} ({len(missing)} of {count} files, "
                             f"sha256 verified on the host) in {seconds:.1f}s, {rate:.0f} MB/s",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ferry.bundle import build_bundle
-from ferry.deploy import deploy, prepare
+from ferry.controller.bundle import build_bundle
+from ferry.actions.deploy import deploy, prepare
 from ferry.roles import role_defaults
 from ferry.ui import UI
 
@@ -20,7 +20,7 @@ DBTEST = ROOT / "tests" / "e2e" / "stacks" / "dbtest"
 
 
 def deploy_stack(inventory: Path, pattern: str, stack_dir: Path, dist: Path) -> str:
-    """Bundle ``stack_dir`` into ``dist`` and deploy it with ferry.deploy; returns the
+    """Bundle ``stack_dir`` into ``dist`` and deploy it with ferry.actions.deploy; returns the
     console output. Asserts every host deployed and verified."""
     quiet = UI(Console(file=io.StringIO()))
     bundle = build_bundle(stack_dir, dist, None, quiet, docker_settings=role_defaults("install-docker-offline"))

@@ -1,18 +1,18 @@
-"""Fixtures for end-to-end tests against real sandbox hosts (see ``ferry.sandbox``).
+"""Fixtures for end-to-end tests against real sandbox hosts (see ``devkit.sandbox``).
 
 The ``sandbox`` fixture brings up 6 *fresh* hosts (``ferry-sandbox-1..6``: no Docker,
 empty ``/var/lib/docker``) once per test session, in the default state directory
 ``<repo>/.sandbox``. It deliberately does NOT tear them down at the end, so a developer
 can inspect the hosts after a run (``ssh -i .sandbox/id_ed25519 -o
 UserKnownHostsFile=.sandbox/known_hosts root@<ip>``, or ``docker exec -it
-ferry-sandbox-1 bash``); remove them with ``ferry.sandbox.down()``.
+ferry-sandbox-1 bash``); remove them with ``devkit.sandbox.down()``.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from ferry import sandbox as sandbox_mod
+from devkit import sandbox as sandbox_mod
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Helpers of the seed-stack end-to-end tests (``test_stack_*.py``): bundle a stack,
-deploy it with the real engine (``ferry.deploy.prepare``/``deploy``) onto a sandbox
+deploy it with the real engine (``ferry.actions.deploy.prepare``/``deploy``) onto a sandbox
 host, and look at the host over Ferry's verified SSH transport.
 
 Host plan (sandbox-1 is llm-chat's, ports 80/8000/3000): sandbox-2 runs
@@ -23,13 +23,13 @@ from typing import Any
 
 from rich.console import Console
 
-from ferry.bundle import build_bundle
-from ferry.deploy import deploy, prepare, summary_lines
-from ferry.inventory import Inventory
+from ferry.controller.bundle import build_bundle
+from ferry.actions.deploy import deploy, prepare, summary_lines
+from ferry.controller.inventory import Inventory
 from ferry.roles import role_defaults
-from ferry.transport.ssh import connect_host
+from ferry.host.transport.ssh import connect_host
 from ferry.ui import UI
-from ferry.verify import infra_host
+from ferry.host.verify import infra_host
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ROOT / "stacks"

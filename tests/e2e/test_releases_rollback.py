@@ -24,13 +24,13 @@ import pytest
 import yaml
 from rich.console import Console
 
-from ferry.bundle import build_bundle
-from ferry.deploy import deploy, prepare, summary_lines
-from ferry.images import derive_image
-from ferry.inventory import Inventory
-from ferry.releases import read_releases
+from ferry.controller.bundle import build_bundle
+from ferry.actions.deploy import deploy, prepare, summary_lines
+from devkit.images import derive_image
+from ferry.controller.inventory import Inventory
+from ferry.host.releases import read_releases
 from ferry.roles import role_defaults
-from ferry.transport.ssh import connect_host
+from ferry.host.transport.ssh import connect_host
 from ferry.ui import UI
 from stack_e2e import inv_cli
 

@@ -22,7 +22,7 @@ import paramiko
 import pytest
 import yaml
 
-from ferry import sandbox as sandbox_mod
+from devkit import sandbox as sandbox_mod
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""The llm-chat stand-in images, built with ferry.images and run on the local engine.
+"""The llm-chat stand-in images, built with devkit.images and run on the local engine.
 
 Each test talks to containers on its own user-defined bridge network through
 ``docker exec`` (python3 in backend/frontend, curl in nginx) and removes them after.
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from ferry.errors import FerryError
-from ferry.images import (RECIPE_LABEL, build_image, build_stack_images, load_recipe,
+from devkit.images import (RECIPE_LABEL, build_image, build_stack_images, load_recipe,
                           recipe_digest)
-from ferry.localdocker import docker, ensure_engine
+from ferry.controller.localdocker import docker, ensure_engine
 
 pytestmark = pytest.mark.e2e
 
@@ -132,7 +132,7 @@ def test_images_built_labelled_and_small(images):
 
 
 def test_second_build_is_skipped_and_cached_tar_reimports(images, monkeypatch):
-    import ferry.images
+    import devkit.images
     recipe = load_recipe(STACK / "images" / "frontend" / "recipe.yml")
     tmp_tag = f"ferry-e2e-reimport:{uuid.uuid4().hex[:8]}"
     recipe.tag = tmp_tag
@@ -142,7 +142,7 @@ def test_second_build_is_skipped_and_cached_tar_reimports(images, monkeypatch):
 
         def no_mmdebstrap(*args, **kwargs):
             raise AssertionError("cache miss: tried to build a root filesystem")
-        monkeypatch.setattr(ferry.images, "_build_rootfs", no_mmdebstrap)
+        monkeypatch.setattr(devkit.images, "_build_rootfs", no_mmdebstrap)
         assert build_stack_images(STACK) == images      # up to date: nothing rebuilt
         image_id = build_image(recipe)          # after `docker rmi`: the cached tar, no mmdebstrap
         assert inspect(tmp_tag)["Config"]["Labels"][RECIPE_LABEL] == recipe_digest(recipe)

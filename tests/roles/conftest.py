@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from ferry.bundle import CHECKSUMS, MANIFEST, load_bundle
-from ferry.inventory import merge_vars
-from ferry.paths import HostPaths
+from ferry.controller.bundle import CHECKSUMS, MANIFEST, load_bundle
+from ferry.controller.inventory import merge_vars
+from ferry.model.paths import HostPaths
 from ferry.roles import RoleContext, all_role_defaults
 from ferry.ui import UI
 

@@ -9,8 +9,8 @@ import pytest
 from ferry import backup as b
 from ferry.errors import HostError
 from ferry.roles import load_role
-from ferry.stack import render, template_context
-from ferry.transport.fake import FakeTransport
+from ferry.model.render import render, template_context
+from ferry.host.transport.fake import FakeTransport
 
 
 def _tar(files: dict[str, bytes]) -> bytes:

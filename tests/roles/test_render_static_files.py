@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from ferry.bundle import load_bundle
-from ferry.inventory import merge_vars
-from ferry.paths import HostPaths
+from ferry.controller.bundle import load_bundle
+from ferry.controller.inventory import merge_vars
+from ferry.model.paths import HostPaths
 from ferry.roles import RoleContext, all_role_defaults, load_role
-from ferry.transport.fake import FakeTransport
+from ferry.host.transport.fake import FakeTransport
 from ferry.ui import UI
 from test_roles_fake import ConfigHost
 

@@ -8,7 +8,7 @@ import pytest
 
 from ferry.errors import HostError
 from ferry.roles import load_role
-from ferry.transport.fake import FakeTransport
+from ferry.host.transport.fake import FakeTransport
 
 FRESH = "x86_64\namd64\nsystemd\nno-docker\nno-compose\ninactive\n"
 READY = "x86_64\namd64\nsystemd\nDocker version 20.10.24, build x\n2.40.3\nactive\n"

@@ -12,10 +12,11 @@ import yaml
 
 from ferry import backup as b
 from ferry.errors import FerryError
-from ferry.inventory import merge_vars
-from ferry.paths import HostPaths
+from ferry.controller.inventory import merge_vars
+from ferry.model.paths import HostPaths
 from ferry.roles import DEPLOY_ROLES, all_role_defaults
-from ferry.stack import load_stack, render, template_context
+from ferry.model.stack import load_stack
+from ferry.model.render import render, template_context
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = dt.timezone.utc

@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from ferry import commands as cmd
-from ferry.facts import parse_links, parse_tar
+from ferry.host.files import parse_links, parse_tar
+from ferry.host import containers, files, system
 
 
 def run(argv, data=b""):
@@ -21,7 +21,7 @@ def stream(*items):
 def test_receive_files_keeps_files_that_check_out(tmp_path):
     a, b = b"image bytes" * 1000, b"\n\x00binary\nEND 0\n" * 50
     sa, sb = hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()
-    r = run(cmd.receive_files(str(tmp_path / "store")), stream((sa, a), (sb, b)))
+    r = run(files.receive_files(str(tmp_path / "store")), stream((sa, a), (sb, b)))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "store" / sa).read_bytes() == a and (tmp_path / "store" / sb).read_bytes() == b
     assert sorted(p.name for p in (tmp_path / "store").iterdir()) == sorted([sa, sb])
@@ -30,7 +30,7 @@ def test_receive_files_keeps_files_that_check_out(tmp_path):
 def test_receive_files_refuses_a_mismatch_and_keeps_nothing_of_it(tmp_path):
     a, b = b"good" * 100, b"evil" * 100
     sa, wrong = hashlib.sha256(a).hexdigest(), "0" * 64
-    r = run(cmd.receive_files(str(tmp_path)), stream((sa, a), (wrong, b)))
+    r = run(files.receive_files(str(tmp_path)), stream((sa, a), (wrong, b)))
     assert r.returncode == 3 and f"mismatch after transfer: {wrong}".encode() in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [sa]       # no .part left
 
@@ -38,9 +38,9 @@ def test_receive_files_refuses_a_mismatch_and_keeps_nothing_of_it(tmp_path):
 def test_receive_files_refuses_a_cut_stream_and_bad_headers(tmp_path):
     data = b"x" * 5000
     sha = hashlib.sha256(data).hexdigest()
-    r = run(cmd.receive_files(str(tmp_path)), f"{sha} {len(data)}\n".encode() + data[:4000])
+    r = run(files.receive_files(str(tmp_path)), f"{sha} {len(data)}\n".encode() + data[:4000])
     assert r.returncode == 4 and b"short file" in r.stderr and not list(tmp_path.iterdir())
-    r = run(cmd.receive_files(str(tmp_path)), b"../../etc/passwd 5\nhello")
+    r = run(files.receive_files(str(tmp_path)), b"../../etc/passwd 5\nhello")
     assert r.returncode == 5 and not list(tmp_path.iterdir())
 
 
@@ -60,7 +60,7 @@ def test_receive_files_hash_fallbacks_agree(tmp_path, hide):
             os.symlink(path, bindir / tool)
     data = b"payload" * 999
     good = hashlib.sha256(data).hexdigest()
-    r = subprocess.run([str(bindir / "sh"), "-c", cmd.receive_files(str(tmp_path / "s"))[-1]],
+    r = subprocess.run([str(bindir / "sh"), "-c", files.receive_files(str(tmp_path / "s"))[-1]],
                        input=stream((good, data)), capture_output=True, env={"PATH": str(bindir)})
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "s" / good).read_bytes() == data
@@ -68,7 +68,7 @@ def test_receive_files_hash_fallbacks_agree(tmp_path, hide):
 
 def test_hostile_paths_stay_literal(tmp_path):
     evil = tmp_path / "a b'; touch pwned; $(touch pwned2)"
-    r = run(cmd.write_file(str(evil), 0o600), b"secret")
+    r = run(files.write_file(str(evil), 0o600), b"secret")
     assert r.returncode == 0, r.stderr
     assert evil.read_bytes() == b"secret"
     assert oct(evil.stat().st_mode & 0o777) == "0o600"
@@ -79,8 +79,8 @@ def test_switch_symlink_is_a_rename(tmp_path):
     (tmp_path / "r1").mkdir()
     (tmp_path / "r2").mkdir()
     link = tmp_path / "current"
-    assert run(cmd.switch_symlink(str(link), "r1")).returncode == 0
-    assert run(cmd.switch_symlink(str(link), "r2")).returncode == 0
+    assert run(files.switch_symlink(str(link), "r1")).returncode == 0
+    assert run(files.switch_symlink(str(link), "r2")).returncode == 0
     assert link.is_symlink() and str(link.readlink()) == "r2"
 
 
@@ -88,16 +88,16 @@ def test_links_and_tar_round_trip(tmp_path):
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "abc").write_text("x")
     base = tmp_path / "bundle"
-    assert run(cmd.make_links(str(base), {"images/a.tar": str(tmp_path / "store" / "abc")})).returncode == 0
-    links = parse_links(run(cmd.list_links(str(base))).stdout.decode())
+    assert run(files.make_links(str(base), {"images/a.tar": str(tmp_path / "store" / "abc")})).returncode == 0
+    links = parse_links(run(files.list_links(str(base))).stdout.decode())
     assert links == {"images/a.tar": str(tmp_path / "store" / "abc")}
-    out = run(cmd.read_tar(str(base), ["images/a.tar", "missing.txt"])).stdout
+    out = run(files.read_tar(str(base), ["images/a.tar", "missing.txt"])).stdout
     assert parse_tar(out) == {"images/a.tar": b"x"}
-    assert run(cmd.read_tar(str(tmp_path / "nope"), ["x"])).stdout == b""
+    assert run(files.read_tar(str(tmp_path / "nope"), ["x"])).stdout == b""
 
 
 def test_compose_up_never_pulls_and_waits():
-    argv = cmd.compose_up("llm-chat", "/opt/ferry/stacks/llm-chat/current/compose.yml",
+    argv = containers.compose_up("llm-chat", "/opt/ferry/stacks/llm-chat/current/compose.yml",
                           "/opt/ferry/stacks/llm-chat/current", 90)
     assert argv[:4] == ["docker", "compose", "-p", "llm-chat"]
     for flag in ("-d", "--wait", "--remove-orphans"):
@@ -107,5 +107,5 @@ def test_compose_up_never_pulls_and_waits():
 
 
 def test_apt_install_never_uses_network_sources():
-    argv = cmd.apt_install_local(["/b/docker.io_1_amd64.deb"])
+    argv = system.apt_install_local(["/b/docker.io_1_amd64.deb"])
     assert "Dir::Etc::SourceList=/dev/null" in argv and argv[-1] == "/b/docker.io_1_amd64.deb"

@@ -1,7 +1,8 @@
 """Fact parsers against real command output captured from sandbox hosts."""
 
-from ferry.facts import (Container, parse_compose_ps, parse_dotenv, parse_dpkg_status, parse_host_facts,
-                         parse_images, parse_project_containers)
+from ferry.host.containers import Container, parse_compose_ps, parse_images, parse_project_containers
+from ferry.model.configdiff import parse_dotenv
+from ferry.host.system import parse_dpkg_status, parse_host_facts
 
 
 def test_host_facts_fresh_host_and_docker_host():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry import images
+from devkit import images
 
 RECIPE = Path(__file__).resolve().parents[2] / "stacks" / "uni-load" / "images" / "uni-api" / "recipe.yml"
 

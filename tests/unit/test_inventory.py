@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from ferry.errors import FerryError
-from ferry.inventory import Inventory, merge_vars, parse_set_args
+from ferry.controller.inventory import Inventory, merge_vars, parse_set_args
 
 INV = """
 all:

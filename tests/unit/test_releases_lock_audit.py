@@ -6,10 +6,11 @@ import tarfile
 
 import pytest
 
-from ferry import audit, lock
+from ferry.host import audit, lock
 from ferry.errors import FerryError, HostError
-from ferry.releases import History, Release, parse_releases, plan_prune
-from ferry.transport.fake import FakeTransport
+from ferry.host.releases import parse_releases
+from ferry.model.releases import History, Release, plan_prune
+from ferry.host.transport.fake import FakeTransport
 
 
 def rel(i, images, bundle=None):
@@ -100,7 +101,7 @@ def test_lock_commands_in_a_real_shell(tmp_path):
 
 
 def test_rollout_stop_rule_canary_and_max_fail():
-    from ferry.deploy import stop_reason
+    from ferry.actions.deploy import stop_reason
     assert stop_reason(0, 3, 1, 3, 50) == "canary batch failed (1 hosts)"     # canary always stops
     assert stop_reason(0, 1, 1, 3, 0) is None                                # nothing after the last batch
     assert stop_reason(1, 5, 1, 10, 20) is None                              # 10% <= 20%

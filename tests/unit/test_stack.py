@@ -7,7 +7,9 @@ import pytest
 import yaml
 
 from ferry.errors import FerryError
-from ferry.stack import DIGEST_LABEL, load_stack, render, template_context
+from ferry.model.compose import DIGEST_LABEL
+from ferry.model.stack import load_stack
+from ferry.model.render import render, template_context
 
 LLM_CHAT = Path(__file__).resolve().parents[2] / "stacks" / "llm-chat"
 PATHS = {"stack_dir": "/opt/ferry/stacks/llm-chat", "current": "/opt/ferry/stacks/llm-chat/current",

@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from ferry.errors import FerryError
-from ferry.facts import config_values
-from ferry.stack import DIGEST_LABEL, _environment, load_stack, render, template_context
+from ferry.model.configdiff import config_values
+from ferry.model.compose import DIGEST_LABEL
+from ferry.model.render import _environment, render, template_context
+from ferry.model.stack import load_stack
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
 SEED = ["chatgpt-on-wechat", "corp-wechat-gptbot", "xiaozhi-esp32-server", "uni-load"]

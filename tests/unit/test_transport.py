@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ferry.errors import FerryError
-from ferry.transport.ssh import SSHTransport, openssh_argv
+from ferry.host.transport.ssh import SSHTransport, openssh_argv
 
 
 def test_openssh_argv_verifies_host_keys_strictly_and_only_from_ferry_known_hosts():

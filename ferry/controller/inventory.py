@@ -36,7 +36,9 @@ from typing import Any, Iterable
 
 import yaml
 
-from .errors import FerryError
+from ..errors import FerryError
+from ..model.vars import merge_vars, parse_set_args  # noqa: F401 (re-exported)
+from ..model.yamlfile import load_yaml_file
 
 GROUP_KEYS = {"hosts", "vars", "children"}
 
@@ -65,31 +67,6 @@ class Group:
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     children: list[str] = field(default_factory=list)
     parents: set[str] = field(default_factory=set)
-
-
-def load_yaml_file(path: Path, what: str = "YAML") -> Any:
-    """Parse a YAML file, turning syntax errors into one-line :class:`FerryError`.
-
-    Args:
-        path: the file.
-        what: a word for the message ("inventory", "stack").
-
-    Raises:
-        FerryError: missing file, or malformed YAML (message has ``file:line:column``).
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FerryError(f"{path}: {what} file not found") from None
-    except UnicodeDecodeError as exc:
-        raise FerryError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise FerryError(f"{path}{where}: malformed {what} YAML: {problem}") from None
 
 
 class Inventory:
@@ -260,33 +237,3 @@ class Inventory:
         return p if p.is_absolute() else (self.base_dir / p)
 
 
-def parse_set_args(items: Iterable[str]) -> dict[str, Any]:
-    """Parse ``--set key=value`` arguments; values are YAML scalars (``3`` is an int).
-
-    Args:
-        items: strings like ``llm_model=gpt-4o``.
-
-    Raises:
-        FerryError: an item has no ``=`` or an empty key.
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise FerryError(f"--set '{item}': expected key=value")
-        try:
-            parsed = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            parsed = value
-        out[key] = value if isinstance(parsed, (dict, list)) or parsed is None else parsed
-    return out
-
-
-def merge_vars(*layers: dict[str, Any]) -> dict[str, Any]:
-    """Merge variable layers, lowest precedence first (a plain key-by-key override, as
-    Ansible's default ``hash_behaviour=replace``)."""
-    out: dict[str, Any] = {}
-    for layer in layers:
-        out.update(layer)
-    return out

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .errors import FerryError
+from ..errors import FerryError
 
 DOCKERD_LOG = Path("/var/log/ferry-dockerd.log")
 

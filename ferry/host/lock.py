@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from . import commands as cmd
-from .errors import HostError
+from ..errors import HostError
+from ferry.host import shell
 
-q = cmd.q
+q = shell.q
 
 
 def lock_dir(root: str, stack: str) -> str:
@@ -34,7 +34,7 @@ def lock_dir(root: str, stack: str) -> str:
 def acquire_command(path: str) -> list[str]:
     """Create ``path`` atomically and write stdin to ``path/info.json``; if it exists,
     exit 75 and print the holder's info.json."""
-    return cmd.sh(f"mkdir -p {q(posixpath.dirname(path))}; "
+    return shell.sh(f"mkdir -p {q(posixpath.dirname(path))}; "
                   f"if mkdir {q(path)} 2>/dev/null; then cat > {q(path + '/info.json')}; "
                   f"else cat {q(path + '/info.json')} 2>/dev/null || echo '{{}}'; exit 75; fi")
 
@@ -43,12 +43,12 @@ def release_command(path: str, token: str | None) -> list[str]:
     """Remove the lock if its token is ``token`` (or unconditionally with ``None``)."""
     if token is None:
         return ["rm", "-rf", "--", path]
-    return cmd.sh(f"grep -q {q(token)} {q(path + '/info.json')} 2>/dev/null && rm -rf -- {q(path)} || true")
+    return shell.sh(f"grep -q {q(token)} {q(path + '/info.json')} 2>/dev/null && rm -rf -- {q(path)} || true")
 
 
 def status_command(path: str) -> list[str]:
     """The lock's info.json, or nothing when unlocked."""
-    return cmd.sh(f"cat {q(path + '/info.json')} 2>/dev/null || true")
+    return shell.sh(f"cat {q(path + '/info.json')} 2>/dev/null || true")
 
 
 def describe(info: dict[str, Any], now: float | None = None) -> str:

@@ -14,8 +14,8 @@ import posixpath
 import socket
 import time
 from typing import Any
+from ferry.host import shell
 
-from . import commands as cmd
 
 
 def audit_path(root: str) -> str:
@@ -33,7 +33,7 @@ def entry(task: str, stack: str, version: str, release: str | None, result: str,
 def append_command(root: str) -> list[str]:
     """Append stdin (one line) to the audit log."""
     path = audit_path(root)
-    return cmd.sh(f"mkdir -p {cmd.q(root)}; cat >> {cmd.q(path)}")
+    return shell.sh(f"mkdir -p {shell.q(root)}; cat >> {shell.q(path)}")
 
 
 def record(t, root: str, rec: dict[str, Any]) -> None:
@@ -43,7 +43,7 @@ def record(t, root: str, rec: dict[str, Any]) -> None:
 
 def tail_command(root: str, lines: int) -> list[str]:
     """The last ``lines`` lines of the audit log (nothing if there is none)."""
-    return cmd.sh(f"tail -n {int(lines)} {cmd.q(audit_path(root))} 2>/dev/null || true")
+    return shell.sh(f"tail -n {int(lines)} {shell.q(audit_path(root))} 2>/dev/null || true")
 
 
 def parse(text: str) -> list[dict[str, Any]]:

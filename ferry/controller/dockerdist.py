@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import FerryError
+from ..errors import FerryError
 
 DEFAULT_PACKAGES = ["docker.io", "containerd", "runc", "tini"]
 DEFAULT_COMPOSE_VERSION = "2.40.3"
@@ -58,8 +58,8 @@ _TIMEOUT = 900
 
 
 def _cache_root() -> Path:
-    env = os.environ.get("FERRY_CACHE_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / ".cache"
+    from ..resources import cache_dir
+    return cache_dir()
 
 
 def _say(console: Any, message: str) -> None:

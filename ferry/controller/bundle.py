@@ -7,7 +7,7 @@ Layout (one directory per stack version, built on the controller by ``inv bundle
                            bytes, sha256), every image (reference, ID, tags, size)
       checksums.sha256     "<sha256>  <path>" lines, as ``sha256sum -c`` reads them
       images/<ref>.tar     one ``docker save`` tarball per image
-      docker/              the offline Docker installer (ferry.dockerdist): debs/,
+      docker/              the offline Docker installer (ferry.controller.dockerdist): debs/,
                            docker-compose, versions.json
       stack/               the stack definition it was built from (stack.yml,
                            defaults.yml, templates/, files/)
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import FerryError
-from .stack import FILES_DIR, Stack, load_stack
+from ..errors import FerryError
+from ferry.model.stack import FILES_DIR, Stack, load_stack
 
 MANIFEST = "manifest.json"
 CHECKSUMS = "checksums.sha256"
@@ -173,7 +173,7 @@ def find_bundle(dist: Path, stack: str, version: str | None = None) -> Path:
 # -- building --------------------------------------------------------------------------
 
 def _inspect_image(ref: str) -> dict[str, Any]:
-    from .localdocker import docker
+    from ferry.controller.localdocker import docker
     out = docker("image", "inspect", "--format", "{{json .}}", ref, check=False)
     if out.returncode != 0:
         raise FerryError(f"image {ref} is not in the local Docker engine "
@@ -218,7 +218,7 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
         FerryError: invalid stack, an image missing locally, a payload that can't be had.
     """
     from . import dockerdist, images as imagemod
-    from .localdocker import docker
+    from ferry.controller.localdocker import docker
     stack = load_stack(stack_dir)
     version = version or stack.version
     name = f"{stack.name}-{version}"

@@ -24,18 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import commands as cmd
-from .bundle import Bundle, find_bundle, load_bundle
-from .errors import FerryError, HostError
-from .facts import parse_lines, parse_tar
-from .inventory import Host, Inventory, merge_vars
-from .paths import HostPaths
-from . import audit, lock
-from .roles import DEPLOY_ROLES, RoleContext, RoleResult, all_role_defaults, load_role
-from .stack import Stack, render, template_context
-from .transport.ssh import connect_host
-from .ui import UI, human_bytes
-from .verify import Check, verify_host
+from ..controller.bundle import Bundle, find_bundle, load_bundle
+from ..controller.inventory import Host, Inventory
+from ..errors import FerryError, HostError
+from ..host import containers, files
+from ..host.session import Change, HostSession, guarded, open_hosts
+from ..host.transport.ssh import connect_host
+from ..host.verify import Check, verify_host
+from ..model.paths import HostPaths
+from ..model.render import render, template_context
+from ..model.stack import Stack
+from ..roles import DEPLOY_ROLES, RoleContext, RoleResult, load_role
+from ..ui import UI, human_bytes
+from .common import host_variables
 
 
 @dataclass
@@ -80,11 +81,6 @@ class HostReport:
         return self.status != "ok"
 
 
-def host_variables(inventory: Host, stack: Stack, sets: dict[str, Any]) -> dict[str, Any]:
-    """Merged variables for one host: role defaults < stack defaults < group/host vars < --set."""
-    return merge_vars(all_role_defaults(), stack.defaults, inventory.vars, sets)
-
-
 def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Path | None,
             dist: Path, sets: dict[str, Any]) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
@@ -108,28 +104,15 @@ def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Pa
     return plan
 
 
-def connect_all(plan: Plan, ui: UI) -> dict[str, Any]:
-    """Phase 2: an SSH transport per host; on any failure close the others and raise."""
-    transports: dict[str, Any] = {}
-    try:
-        for h in plan.hosts:
-            transports[h.name] = connect_host(h, plan.inventory)
-    except FerryError:
-        for t in transports.values():
-            t.close()
-        raise
-    return transports
-
-
-def check_bundle_files(plan: Plan, transports: dict[str, Any], ui: UI) -> dict[str, set[str]]:
+def check_bundle_files(plan: Plan, sessions: list[HostSession], ui: UI) -> dict[str, set[str]]:
     """Phase 3: list each host's store; verify locally every file some host lacks.
 
     Returns:
         ``{host: {sha256 already in its store}}`` (handed to upload-bundle).
     """
     listings = {}
-    for name, t in transports.items():
-        listings[name] = set(parse_lines(t.run(cmd.list_dir(plan.paths(name).store)).out))
+    for s in sessions:
+        listings[s.name] = set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out))
     needed = {f["path"] for f in plan.bundle.files()
               if any(f["sha256"] not in have for have in listings.values())}
     if needed:
@@ -169,41 +152,43 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
         FerryError: before any change (unreachable host, preflight, held lock, bundle).
     """
     roles = roles or DEPLOY_ROLES
-    transports = connect_all(plan, ui)
     reports = {h.name: HostReport(h.name, status="skipped") for h in plan.hosts}
-    with contextlib.ExitStack() as cleanup:     # unwinds in reverse: locks, then connections
-        cleanup.callback(lambda: [t.close() for t in transports.values()])
-        contexts = {h.name: RoleContext(h.name, transports[h.name], plan.host_vars[h.name], plan.bundle,
-                                        plan.stack, plan.paths(h.name), ui, check) for h in plan.hosts}
+    with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),
+                    lambda h: connect_host(h, plan.inventory)) as sessions:
+        contexts = {s.name: RoleContext(s.name, s.t, s.vars, plan.bundle, plan.stack, s.paths, ui, check)
+                    for s in sessions}
         for ctx in contexts.values():
             for role in roles:
                 preflight = getattr(load_role(role), "preflight", None)
                 if preflight:
                     preflight(ctx)
-        if not check:
-            cleanup.enter_context(lock.holding([(transports[h.name], plan.paths(h.name).root) for h in plan.hosts],
-                                               plan.stack.name, "deploy", plan.bundle.version, message, lock_wait))
-        listings = check_bundle_files(plan, transports, ui)
-        for ctx in contexts.values():
-            ctx.state["store_listing"] = listings[ctx.host]
-        names = [h.name for h in plan.hosts]
-        size = serial if serial and serial > 0 else len(names)
-        batches = [names[i:i + size] for i in range(0, len(names), size)]
-        failed = 0
-        for index, batch in enumerate(batches):
-            if len(batch) == 1:
-                done = [deploy_host(contexts[batch[0]], roles, do_verify)]
-            else:
-                with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-                    done = list(pool.map(lambda n: deploy_host(contexts[n], roles, do_verify, parallel=True), batch))
-            for report in done:
-                reports[report.host] = report
-            failed += sum(r.failed for r in done)
-            reason = stop_reason(index, len(batches), failed, len(names), max_fail)
-            if reason:
-                untouched = sum(len(b) for b in batches[index + 1:])
-                ui.warn(f"{reason}: {untouched} hosts not touched")
-                break
+        with guarded(sessions, plan.stack.name, "deploy", plan.bundle.version, message, lock_wait,
+                     check) as change:
+            listings = check_bundle_files(plan, sessions, ui)
+            for ctx in contexts.values():
+                ctx.state["store_listing"] = listings[ctx.host]
+            names = [h.name for h in plan.hosts]
+            size = serial if serial and serial > 0 else len(names)
+            batches = [names[i:i + size] for i in range(0, len(names), size)]
+            failed = 0
+            for index, batch in enumerate(batches):
+                if len(batch) == 1:
+                    done = [deploy_host(contexts[batch[0]], roles, do_verify, change=change)]
+                else:
+                    with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+                        done = list(pool.map(lambda n: deploy_host(contexts[n], roles, do_verify, parallel=True,
+                                                                   change=change), batch))
+                for report in done:
+                    reports[report.host] = report
+                failed += sum(r.failed for r in done)
+                reason = stop_reason(index, len(batches), failed, len(names), max_fail)
+                if reason:
+                    untouched = sum(len(b) for b in batches[index + 1:])
+                    ui.warn(f"{reason}: {untouched} hosts not touched")
+                    break
+            for name, report in reports.items():
+                if report.status == "skipped":
+                    change.done(name, "skipped", "not touched: an earlier batch failed")
     return [reports[h.name] for h in plan.hosts]
 
 
@@ -223,7 +208,8 @@ def stop_reason(index: int, batches: int, failed: int, total: int, max_fail: flo
     return None
 
 
-def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: bool = False) -> HostReport:
+def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: bool = False,
+                change: Change | None = None) -> HostReport:
     """Run ``roles`` on one host, verification after ``compose-up``, and
     ``prune-releases`` (if listed) only once verification passed. A failed ``compose up``
     or verification switches back to the previous release (see :func:`revert`). Records
@@ -255,7 +241,8 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
         report.status = "failed"
         if health_phase and not ctx.check:
             revert(ctx, report)
-    _audit(ctx, "deploy", report)
+    if change is not None:
+        change.done(ctx.host, report.status, report.error or "", report.release, ctx.bundle.version)
     return report
 
 
@@ -274,7 +261,7 @@ def revert(ctx: RoleContext, report: HostReport) -> None:
     project, current = ctx.stack.name, ctx.paths.current
     if not previous or previous == ctx.state.get("release"):
         ctx.ui.warn(f"{ctx.host}: no previous release to return to: stopping {project}")
-        ctx.t.run(cmd.compose(project, f"{current}/compose.yml", current, "down"), check=False, timeout=300)
+        ctx.t.run(containers.compose(project, f"{current}/compose.yml", current, "down"), check=False, timeout=300)
         report.status = "stopped"
         report.error = f"{report.error}; no previous release: stack stopped"
         return
@@ -296,18 +283,10 @@ def revert(ctx: RoleContext, report: HostReport) -> None:
 def switch_release(ctx: RoleContext, rid: str) -> None:
     """Point ``current`` at ``releases/<rid>`` (atomic rename) and load its compose file
     into ``ctx.state`` for compose-up and verification."""
-    ctx.t.run(cmd.switch_symlink(ctx.paths.current, f"releases/{rid}"))
-    found = parse_tar(ctx.t.run(cmd.read_tar(ctx.paths.stack_dir, ["current/compose.yml"])).stdout)
+    ctx.t.run(files.switch_symlink(ctx.paths.current, f"releases/{rid}"))
+    found = files.parse_tar(ctx.t.run(files.read_tar(ctx.paths.stack_dir, ["current/compose.yml"])).stdout)
     ctx.state.update(rendered={"compose.yml": found["current/compose.yml"]}, release=rid,
                      release_changed=True)
-
-
-def _audit(ctx: RoleContext, task: str, report: HostReport) -> None:
-    if ctx.check:
-        return
-    version = ctx.bundle.version if ctx.bundle is not None else ""
-    audit.record(ctx.t, ctx.paths.root, audit.entry(task, ctx.stack.name, version, report.release,
-                                                   report.status, report.error or ""))
 
 
 def checks_line(checks: list[Check]) -> str:

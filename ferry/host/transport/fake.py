@@ -2,7 +2,7 @@
 
 A test gives a *handler* that plays the host: it receives the argument list (and the
 bytes sent on stdin, or streamed by ``send``) and returns ``(rc, stdout, stderr)``.
-Roles under test cannot tell it from :class:`ferry.transport.ssh.SSHTransport`.
+Roles under test cannot tell it from :class:`ferry.host.transport.ssh.SSHTransport`.
 """
 
 from __future__ import annotations

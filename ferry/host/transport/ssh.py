@@ -22,7 +22,7 @@ from typing import Iterator, Iterable, Sequence
 import paramiko
 from fabric import Connection
 
-from ..errors import FerryError, HostError
+from ...errors import FerryError, HostError
 from . import Result, check_result, join
 
 CHUNK = 1 << 20
@@ -167,7 +167,7 @@ class SSHTransport:
 
     def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
             timeout: float | None = None) -> Result:
-        """Run ``argv`` on the host. See :meth:`ferry.transport.Transport.run`."""
+        """Run ``argv`` on the host. See :meth:`ferry.host.transport.Transport.run`."""
         chan = self._open(argv, timeout)
         try:
             if input:
@@ -260,8 +260,8 @@ def connect_host(host, inventory, timeout: float | None = None) -> SSHTransport:
     """Build and open an :class:`SSHTransport` from an inventory host's Ansible variables.
 
     Args:
-        host: :class:`ferry.inventory.Host` (its merged ``vars`` are read).
-        inventory: :class:`ferry.inventory.Inventory` (relative paths resolve against it).
+        host: :class:`ferry.controller.inventory.Host` (its merged ``vars`` are read).
+        inventory: :class:`ferry.controller.inventory.Inventory` (relative paths resolve against it).
         timeout: connect timeout in seconds; default ``ferry_connect_timeout`` or 10.
     """
     v = host.vars

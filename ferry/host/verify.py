@@ -22,13 +22,14 @@ from typing import Any
 import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 
-from . import commands as cmd
-from .facts import parse_compose_ps
-from .stack import Stack, bind_mounts, compose_services, published_ports
+from ferry.host.containers import parse_compose_ps
+from ferry.model.stack import Stack
+from ferry.model.compose import bind_mounts, compose_services, published_ports
+from ferry.host import containers, shell
 
 
 class FerryBackend(BaseBackend):
-    """A testinfra backend that runs commands on a :class:`ferry.transport.Transport`."""
+    """A testinfra backend that runs commands on a :class:`ferry.host.transport.Transport`."""
 
     NAME = "ferry"
 
@@ -76,7 +77,7 @@ def verify_host(transport: Any, stack: Stack, compose_text: bytes, current_dir: 
     name = transport.host
     services = compose_services(compose_text)
     ps = {c.service: c for c in parse_compose_ps(
-        transport.run(cmd.compose_ps(stack.name, f"{current_dir}/compose.yml", current_dir), check=False).out)}
+        transport.run(containers.compose_ps(stack.name, f"{current_dir}/compose.yml", current_dir), check=False).out)}
     listening = {s for s in host.socket.get_listening_sockets() if s.startswith("tcp://")}
 
     def is_listening(ip: str, port: int) -> bool:
@@ -103,7 +104,7 @@ def verify_host(transport: Any, stack: Stack, compose_text: bytes, current_dir: 
             path = stack.health_paths.get(svc_name)
             if path:
                 url = f"http://127.0.0.1:{port}{path}"
-                code = host.run(" ".join(cmd.q(a) for a in cmd.http_status(url))).stdout.strip()
+                code = host.run(" ".join(shell.q(a) for a in containers.http_status(url))).stdout.strip()
                 checks.append(Check(name, "http", f"{svc_name} {url}", code == "200", f"HTTP {code}"))
         mounts = {m.get("Destination"): m for m in info.get("Mounts") or []}
         for src, target in bind_mounts(svc):

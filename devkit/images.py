@@ -80,8 +80,8 @@ from typing import Any
 
 import yaml
 
-from .errors import FerryError
-from .localdocker import docker, ensure_engine
+from ferry.errors import FerryError
+from ferry.controller.localdocker import docker, ensure_engine
 
 #: Bump when the build method changes so that every recipe digest changes with it.
 BUILD_REV = "1"
@@ -163,11 +163,9 @@ class ImageRecipe:
 
 
 def cache_root() -> Path:
-    """Ferry's cache directory: ``$FERRY_CACHE_DIR`` or ``<repo>/.cache``."""
-    env = os.environ.get("FERRY_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / ".cache"
+    """The controller cache (:func:`ferry.resources.cache_dir`)."""
+    from ferry.resources import cache_dir
+    return cache_dir()
 
 
 def _say(console: Any, message: str) -> None:

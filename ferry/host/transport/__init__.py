@@ -2,9 +2,9 @@
 
 Every role goes through a :class:`Transport`; there are two:
 
-- :class:`ferry.transport.ssh.SSHTransport`: Fabric/paramiko, host keys verified
+- :class:`ferry.host.transport.ssh.SSHTransport`: Fabric/paramiko, host keys verified
   against known_hosts (unknown or changed keys are refused);
-- :class:`ferry.transport.fake.FakeTransport`: scripted, for role tests.
+- :class:`ferry.host.transport.fake.FakeTransport`: scripted, for role tests.
 
 Commands are argument lists (``["docker", "load", "-i", path]``); the transport joins
 them with :func:`shlex.join`, so no word built from inventory or user input reaches a
@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol, Sequence
 
-from ..errors import HostError
+from ...errors import HostError
 
 
 @dataclass
@@ -81,7 +81,7 @@ class Transport(Protocol):
 
     def send(self, argv: Sequence[str], chunks: Iterable[bytes], check: bool = True) -> Result:
         """Stream ``chunks`` (bytes) into the stdin of ``argv`` on the host, e.g. the
-        upload receiver of ``commands.receive_files``. ``check`` as in :meth:`run`."""
+        upload receiver of ``ferry.host.files.receive_files``. ``check`` as in :meth:`run`."""
         ...
 
     def stream(self, argv: Sequence[str], timeout: float | None = None) -> Iterable[bytes]:

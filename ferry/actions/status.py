@@ -1,0 +1,80 @@
+"""``status`` and ``verify``: what runs on each host, and whether it is healthy (read only)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from .. import backup
+from ..errors import HostError
+from ..host import containers, files, lock
+from ..host.releases import read_releases
+from ..host.shell import q, sh
+from ..host.verify import Check, verify_host
+from ..model.stack import load_stack
+from .common import stack_hosts
+
+
+def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[dict[str, Any]]:
+    """``status``: per host, the current release, each service's state, health and
+    published ports, the deploy lock, disk use (bytes) of releases, bundles/store and
+    Docker images, and the backup schedule with its last runs."""
+    stack = load_stack(stack_dir)
+    out = []
+    with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
+        for s in sessions:
+            p = s.paths
+            history = read_releases(s.t, p.stack_dir)
+            running = containers.parse_project_containers(
+                s.t.run(containers.project_containers(stack.name), check=False).out)
+            ps = {c.service: c for c in containers.parse_compose_ps(s.t.run(containers.compose_ps(
+                stack.name, f"{p.current}/compose.yml", p.current), check=False).out)} if history.current else {}
+            du = s.t.run(sh(f"for d in {q(p.releases)} {q(p.root + '/bundles')} {q(p.store)}; do "
+                            "du -sb \"$d\" 2>/dev/null || echo \"0 $d\"; done; "
+                            "docker system df --format '{{.Type}}\t{{.Size}}' 2>/dev/null || true"),
+                         check=False).out.splitlines()
+            disk = {}
+            for line in du:
+                if "\t" in line and not line.split("\t")[0].isdigit():
+                    kind, size = line.split("\t", 1)
+                    disk[f"docker {kind.lower()}"] = size
+                elif line.strip():
+                    size, path = line.split(None, 1)
+                    disk[path.rsplit("/", 1)[-1]] = int(size)
+            current = history.get(history.current) if history.current else None
+            sched = backup.schedule_status(backup.Target(s.t, stack, p, s.vars))
+            out.append({
+                "host": s.name,
+                "release": history.current, "version": current.version if current else None,
+                "releases": len(history.releases),
+                "services": {name: {"state": c.status, "health": c.health or "-",
+                                    "ports": sorted({f"{pub.get('PublishedPort')}->{pub.get('TargetPort')}"
+                                                     for pub in (ps[name].publishers if name in ps else [])
+                                                     if pub.get("PublishedPort")})}
+                             for name, c in sorted(running.items())},
+                "lock": lock.read(s.t, p.root, stack.name),
+                "disk": disk,
+                "backup": {"schedule": dataclasses.asdict(sched["schedule"]), "log": sched["log"],
+                           "last_run": sched["last_run"], "last_scheduled": sched["last_scheduled"],
+                           "summary": backup.status_lines(sched)},
+            })
+    return out
+
+
+def verify_hosts(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[Check]:
+    """``verify``: the checks of :func:`ferry.host.verify.verify_host` on each host's
+    current release (its compose file read from the host).
+
+    Raises:
+        FerryError: bad input, unreachable host, or no current release on a host.
+    """
+    stack = load_stack(stack_dir)
+    checks = []
+    with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
+        for s in sessions:
+            found = files.parse_tar(s.t.run(files.read_tar(s.paths.stack_dir, ["current/compose.yml"])).stdout)
+            if "current/compose.yml" not in found:
+                raise HostError(s.name, f"no current release of '{stack.name}' under {s.paths.stack_dir}")
+            checks += verify_host(s.t, stack, found["current/compose.yml"], s.paths.current)
+    return checks

@@ -1,0 +1,412 @@
+"""Ferry's command line: the ``ferry`` command (``ferry --list``), and the product half of
+the checkout's ``inv`` tasks.
+
+Every task is thin: it parses options, finds the project (:mod:`ferry.controller.project`),
+calls one action (:mod:`ferry.actions`) and turns a :class:`ferry.errors.FerryError`
+into one line on stderr with exit status 1 (Ctrl-C: 130). Listings take ``--json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from invoke import Collection, Exit, Program, task
+
+from . import __version__
+from .errors import FerryError
+from .ui import UI
+
+
+def user_errors(fn):
+    """Report FerryError as ``error: <message>`` (exit 1), Ctrl-C and SIGTERM as exit 130/143."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum, frame):
+            raise Terminated()
+        try:
+            signal.signal(signal.SIGTERM, on_term)
+        except ValueError:          # not the main thread (tests): keep the default
+            previous = None
+        try:
+            return fn(*args, **kwargs)
+        except FerryError as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+        except Terminated:
+            raise Exit("terminated", code=143) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every guard unwinds (locks, audit, releases)."""
+
+
+def project():
+    """The project of this run (see :func:`ferry.controller.project.find_project`)."""
+    from .controller.project import find_project
+    return find_project()
+
+
+def _sets(values) -> dict:
+    from .model.vars import parse_set_args
+    return parse_set_args(values or [])
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+COMMON = {"host": "host or group name, or a comma list", "stack": "stack name (a folder under stacks/)",
+          "inventory": "inventory file (default: $FERRY_INVENTORY, or ferry.cfg's inventory)",
+          "set": "key=value overriding inventory variables (repeatable)"}
+CHANGES = {"lock_wait": "seconds to wait while another run holds the stack's lock",
+           "message": "why: recorded in the lock and the audit log"}
+
+
+# -- project ---------------------------------------------------------------------------
+
+@task(help={"path": "directory to create the project in (default: the current one)"})
+@user_errors
+def init(c, path="."):
+    """Write a starter project: ferry.cfg, inventories/hosts.ini, stacks/, .gitignore."""
+    from .controller.scaffold import init_project
+    ui = UI()
+    for line in init_project(Path(path)):
+        ui.info(line)
+
+
+# -- bundle, deploy, verify ------------------------------------------------------------
+
+@task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
+            "dist": "output directory (default: <project>/dist)"})
+@user_errors
+def bundle(c, stack=None, version=None, dist=None):
+    """Build the offline bundle of a stack from local images: image archives, Docker installer, manifest."""
+    from .controller.bundle import build_bundle
+    from .roles import role_defaults
+    ui = UI()
+    p = project()
+    b = build_bundle(p.stack_dir(stack), Path(dist) if dist else p.dist, version, ui,
+                     docker_settings=role_defaults("install-docker-offline"))
+    size = sum(f["size"] for f in b.files())
+    ui.info(f"bundle {b.path}: {len(b.files())} files, {size / 1e6:.1f} MB, "
+            f"{len(b.manifest['images'])} images, Docker {b.manifest['docker']['docker']}, "
+            f"Compose {b.manifest['docker']['compose']}")
+
+
+@task(iterable=["set"], help={
+    **COMMON, **CHANGES, "bundle": "bundle directory (default: the newest in dist/ for the stack)",
+    "check": "check mode: show what would change, change nothing",
+    "serial": "roll out in batches of N hosts; the first batch is the canary (0: all at once)",
+    "max_fail": "percent of hosts that may fail before the rollout stops (default 0)"})
+@user_errors
+def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=False,
+           serial=0, max_fail=0, lock_wait=0, message=""):
+    """Deploy a stack's bundle: install Docker, upload, load images, render config, compose up, verify."""
+    from .actions.deploy import deploy as run_deploy, prepare, summary_lines
+    ui = UI()
+    p = project()
+    name = p.stack_name(stack)
+    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, _sets(set))
+    ui.info(f"deploying {plan.bundle.name} to {', '.join(h.name for h in plan.hosts)}"
+            + (" (check mode)" if check else ""))
+    reports = run_deploy(plan, ui, check=check, serial=int(serial), max_fail=float(max_fail),
+                         lock_wait=float(lock_wait), message=message)
+    for line in summary_lines(reports):
+        ui.info(line)
+    if any(r.failed for r in reports):
+        raise Exit("error: deploy failed", code=1)
+
+
+@task(iterable=["set"], help={**COMMON, **CHANGES, "to": "release id (default: the one before current)"})
+@user_errors
+def rollback(c, host, stack=None, inventory=None, to=None, set=None, lock_wait=0, message=""):
+    """Switch hosts back to an earlier release (default: the one before current), compose up, verify."""
+    from .actions.rollback import rollback as run_rollback
+    ui = UI()
+    p = project()
+    reports = run_rollback(p.inventory(inventory), host, p.stack_dir(stack), to, _sets(set), ui,
+                           lock_wait=float(lock_wait), message=message)
+    failed = [r for r in reports if r.failed]
+    for r in failed:
+        ui.info(f"{r.host}: FAILED: {r.error}")
+    if failed:
+        raise Exit("error: rollback failed", code=1)
+
+
+@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@user_errors
+def releases(c, host, stack=None, inventory=None, set=None, json_=False):
+    """List each host's releases: version, time, who deployed it, which is current."""
+    from .actions.history import releases_table
+    p = project()
+    columns = ["host", "release", "version", "created", "by", "current"]
+    rows = releases_table(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    if json_:
+        _print_json([dict(zip(columns, r[:5] + [r[5] == "current"])) for r in rows])
+        return
+    UI().table(f"releases of {p.stack_name(stack)}", columns, rows)
+
+
+@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@user_errors
+def status(c, host, stack=None, inventory=None, set=None, json_=False):
+    """Show current release, services (state, health, ports), lock and disk use per host."""
+    from .actions.status import status as host_status
+    from .host import lock
+    from .ui import human_bytes
+    p = project()
+    found = host_status(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    if json_:
+        _print_json(found)
+        return
+    ui = UI()
+    name = p.stack_name(stack)
+    for h in found:
+        ui.table(f"{h['host']}: {name} release {h['release'] or '(none)'} (version {h['version'] or '-'}), "
+                 f"{h['releases']} releases kept", ["service", "state", "health", "ports"],
+                 [[n, v["state"], v["health"], ", ".join(v["ports"])] for n, v in h["services"].items()])
+        disk = ", ".join(f"{k} {human_bytes(v) if isinstance(v, int) else v}" for k, v in h["disk"].items())
+        ui.info(f"  disk: {disk}")
+        ui.info("  lock: " + ("free" if not h["lock"] else lock.describe(h["lock"])))
+        for line in h["backup"]["summary"]:
+            ui.info(f"  backup {line}")
+
+
+@task(iterable=["set"], help={**COMMON, "lines": "entries per host", "json": "print JSON for scripts"})
+@user_errors
+def audit(c, host, stack=None, inventory=None, set=None, lines=20, json_=False):
+    """Show the last entries of each host's audit log (one line per state change)."""
+    from .actions.history import audit_entries
+    p = project()
+    entries = audit_entries(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), int(lines))
+    if json_:
+        _print_json([{"host": h, **r} for h, r in entries])
+        return
+    rows = [[h, r.get("time", ""), r.get("who", ""), r.get("task", ""), r.get("stack", ""), r.get("version", ""),
+             r.get("release", ""), r.get("result", ""), r.get("detail", "")] for h, r in entries]
+    UI().table("audit log", ["host", "time", "who", "task", "stack", "version", "release", "result", "detail"], rows)
+
+
+@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@user_errors
+def lock_status(c, host, stack=None, inventory=None, set=None, json_=False):
+    """Show who holds the stack's lock on each host, since when, doing what."""
+    from .actions.locks import lock_status as read_locks
+    from .host import lock
+    p = project()
+    found = read_locks(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    if json_:
+        _print_json([{"host": name, "locked": info is not None,
+                      "holder": {k: v for k, v in (info or {}).items() if k != "token"} or None}
+                     for name, info in found])
+        return
+    ui = UI()
+    name = p.stack_name(stack)
+    for host_name, info in found:
+        ui.info(f"{host_name}: {name} " + ("is not locked" if info is None else f"is locked: {lock.describe(info)}"))
+
+
+@task(iterable=["set"], help=COMMON)
+@user_errors
+def lock_release(c, host, stack=None, inventory=None, set=None):
+    """Remove a lock left by a dead run (warns: a live run would then interleave)."""
+    from .actions.locks import lock_release as remove_locks
+    p = project()
+    remove_locks(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), UI())
+
+
+@task(iterable=["set"], help={**COMMON, "json": "print the checks as JSON"})
+@user_errors
+def verify(c, host, stack=None, inventory=None, set=None, json_=False):
+    """Verify a deployed stack with testinfra: containers healthy, ports answering, mounts in place."""
+    from .actions.status import verify_hosts
+    p = project()
+    checks = verify_hosts(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    if json_:
+        _print_json([ch.__dict__ for ch in checks])
+    else:
+        UI().table(f"verify {p.stack_name(stack)}", ["host", "check", "target", "result", "detail"],
+                   [[ch.host, ch.kind, ch.target, "[green]ok[/]" if ch.ok else "[red]FAIL[/]", ch.detail]
+                    for ch in checks])
+    if not checks or any(not ch.ok for ch in checks):
+        raise Exit("error: verification failed", code=1)
+
+
+# -- backup, restore, schedules --------------------------------------------------------
+
+def _install(ui, target) -> None:
+    from .backup import install_script
+    changed, msg = install_script(target)
+    ui.host_line(target.host, "backup", msg, changed)
+
+
+@task(iterable=["set"], help={**COMMON, "fetch": "copy the archive to this directory and check its sha256",
+                              "keep_last": "then prune: keep the N newest", "keep_daily": "... and the newest of N days",
+                              "keep_weekly": "... and the newest of N ISO weeks"})
+@user_errors
+def backup(c, host, stack=None, inventory=None, set=None, fetch=None, keep_last=0, keep_daily=0,
+           keep_weekly=0):
+    """Back up a deployed stack on its hosts with the host's own script (consistent per stack.yml's `backup`)."""
+    import time
+    from . import backup as b
+    from .host.session import guarded
+    ui = UI()
+    p = project()
+    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets, \
+            guarded(targets, p.stack_name(stack), "backup") as change:
+        for target in targets:
+            _install(ui, target)
+            started = time.monotonic()
+            with ui.console.status(f"{target.host}: backing up {target.stack.name} into {target.dir}"):
+                try:
+                    result = b.run_backup(target, int(keep_last), int(keep_daily), int(keep_weekly))
+                except FerryError as exc:
+                    change.done(target.host, "failed", str(exc))
+                    raise
+                change.done(target.host, "ok", result["id"])
+            ui.info(b.summary_line(target.host, result, time.monotonic() - started))
+            if fetch:
+                with ui.transfer(f"{target.host}: fetching {result['id']}", int(result["size"])) as advance:
+                    local = b.fetch(target, result["id"], Path(fetch), advance)
+                ui.info(f"{target.host}: fetched to {local} (sha256 checked)")
+
+
+@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@user_errors
+def backups(c, host, stack=None, inventory=None, set=None, json_=False):
+    """List a stack's backups on its hosts, the backup schedule and the last runs."""
+    import dataclasses
+    from . import backup as b
+    from .ui import human_bytes
+    ui = UI()
+    p = project()
+    out = []
+    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
+        for target in targets:
+            items = b.list_backups(target)
+            sched = b.schedule_status(target)
+            if json_:
+                out.append({"host": target.host, "dir": target.dir,
+                            "backups": [dataclasses.asdict(i) for i in items],
+                            "schedule": dataclasses.asdict(sched["schedule"]),
+                            "last_run": sched["last_run"], "last_scheduled": sched["last_scheduled"]})
+                continue
+            ui.table(f"{target.host}: backups of {target.stack.name} in {target.dir}",
+                     ["id", "size", "verified", "release", "source data", "created"],
+                     [[i.id, human_bytes(i.size), "yes" if i.good else "[red]no[/]", i.release,
+                       human_bytes(i.source_bytes), i.created] for i in items])
+            for line in b.status_lines(sched):
+                ui.info(f"{target.host}: {line}")
+    if json_:
+        _print_json(out)
+
+
+@task(iterable=["set"], help={**COMMON, "backup": "backup ID or 'latest'",
+                              "from_": "a local archive (fetched earlier) to upload and restore",
+                              "no_safety_backup": "do not back up the current state first"})
+@user_errors
+def restore(c, host, stack=None, inventory=None, set=None, backup="latest", from_=None,
+            no_safety_backup=False):
+    """Restore a stack from a backup: verify every checksum, back up the current state, stop, restore, start, verify."""
+    import time
+    from . import backup as b
+    from .host.session import guarded
+    ui = UI()
+    p = project()
+    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets, \
+            guarded(targets, p.stack_name(stack), "restore") as change:
+        for target in targets:
+            _install(ui, target)
+            bid = b.upload(target, Path(from_)) if from_ else b.resolve_id(target, backup)
+            started = time.monotonic()
+            with ui.console.status(f"{target.host}: restoring {bid}"):
+                try:
+                    result = b.restore(target, bid, safety=not no_safety_backup)
+                except FerryError as exc:
+                    change.done(target.host, "failed", f"{bid}: {exc}")
+                    raise
+            ui.info(f"{target.host}: restored {bid} (release {result.get('release')}) in "
+                    f"{time.monotonic() - started:.1f} s" + (f"; the state before is backup {result['safety']}"
+                                                             if result.get("safety") else ""))
+            checks = b.verify_stack(target)
+            bad = [ch for ch in checks if not ch.ok]
+            ui.info(f"{target.host}: verify: " + (f"{len(checks)} checks passed" if not bad else
+                    "; ".join(f"{ch.kind} {ch.target}: {ch.detail}" for ch in bad)))
+            change.done(target.host, "ok" if not bad else "failed", bid, result.get("release"))
+            if bad:
+                raise Exit("error: the restored stack does not verify", code=1)
+
+
+@task(iterable=["set"], help={**COMMON, "cron": "five cron fields, e.g. '0 2 * * *'",
+                              "keep": "keep-last N", "keep_daily": "keep-daily N", "keep_weekly": "keep-weekly N"})
+@user_errors
+def schedule_backup(c, host, cron, stack=None, inventory=None, set=None, keep=7, keep_daily=0, keep_weekly=0):
+    """Install an /etc/cron.d entry running the host's backup script under the stack's lock, logging to a file."""
+    from . import backup as b
+    ui = UI()
+    p = project()
+    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
+        for target in targets:
+            _install(ui, target)
+            b.schedule(target, cron, int(keep), int(keep_daily), int(keep_weekly))
+            ui.info(f"{target.host}: scheduled '{cron}' keep-last {keep} keep-daily {keep_daily} keep-weekly "
+                    f"{keep_weekly} -> {b.cron_file(target.stack.name)}, log {b.log_file(target.vars, target.stack.name)}")
+
+
+@task(iterable=["set"], help=COMMON)
+@user_errors
+def unschedule_backup(c, host, stack=None, inventory=None, set=None):
+    """Remove the scheduled backup's cron entry (archives are kept)."""
+    from . import backup as b
+    ui = UI()
+    p = project()
+    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
+        for target in targets:
+            ui.info(f"{target.host}: " + ("schedule removed" if b.unschedule(target) else "no schedule"))
+
+
+def namespace(*extra: Collection | object) -> Collection:
+    """The product's task collection, plus ``extra`` tasks/collections (the checkout's
+    ``tasks.py`` adds the devkit's ``sandbox.*``, ``demo`` and ``test``); an extra task
+    with a product task's name replaces it (the devkit's ``bundle`` builds stand-ins first)."""
+    locks = Collection("lock")
+    locks.add_task(lock_status, "status")
+    locks.add_task(lock_release, "release")
+    replaced = {t.name for t in extra if not isinstance(t, Collection)}
+    ns = Collection(*[t for t in (init, bundle, deploy, verify, rollback, releases, status, audit, backup, backups,
+                                  restore, schedule_backup, unschedule_backup) if t.name not in replaced], locks)
+    for item in extra:
+        if isinstance(item, Collection):
+            ns.add_collection(item)
+        else:
+            ns.add_task(item)
+    return ns
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``ferry`` console command: ``ferry [--project DIR] TASK [OPTIONS]``."""
+    argv = list(sys.argv if argv is None else argv)
+    for i, arg in enumerate(argv[1:], start=1):
+        if arg == "--project" and i + 1 < len(argv):
+            os.environ["FERRY_PROJECT"] = argv[i + 1]
+            del argv[i:i + 2]
+            break
+        if arg.startswith("--project="):
+            os.environ["FERRY_PROJECT"] = arg.split("=", 1)[1]
+            del argv[i]
+            break
+        if not arg.startswith("-"):
+            break
+    Program(namespace=namespace(), name="ferry", binary="ferry", version=__version__).run(argv)

@@ -1,0 +1,174 @@
+"""Rendering uses Jinja2 with ``StrictUndefined``: a variable with no value is an error
+naming the template, the variable and the host, raised before anything reaches a host.
+Text files (rendered or static) reach the host with LF line endings (CRLF and CR are
+normalised); a file with a NUL byte is binary and shipped as it is. A rendered
+``*.json`` must parse as JSON (UTF-8) and a ``*.yaml``/``*.yml`` as YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import jinja2
+import yaml
+
+from ..errors import FerryError
+from .compose import add_config_digests, check_compose
+from .stack import COMPOSE_FILE, FILES_DIR, Stack
+
+def dotenv_value(value: Any) -> str:
+    """Jinja2 filter ``dotenv``: a value quoted for a Compose ``env_file`` line.
+
+    Single quotes make Compose take the value literally (no ``$`` interpolation).
+
+    Raises:
+        FerryError: the value contains a newline or a single quote, which a one-line
+            ``.env`` entry cannot carry literally.
+    """
+    s = "" if value is None else str(value)
+    if "\n" in s or "'" in s:
+        raise FerryError("a .env value may not contain a newline or a single quote")
+    return f"'{s}'"
+
+
+def to_json(value: Any, indent: int | None = None) -> str:
+    """Jinja2 filter ``to_json``: ``value`` as JSON text, non-ASCII characters kept as
+    they are (UTF-8 on the host, e.g. Chinese text stays readable).
+
+    Args:
+        value: any JSON-serialisable value (str, number, bool, None, list, mapping).
+        indent: spaces per level, or None for one line.
+
+    Raises:
+        FerryError: the value cannot be represented in JSON (e.g. a date or a set).
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, indent=indent)
+    except (TypeError, ValueError) as exc:
+        raise FerryError(f"to_json: {exc}") from None
+
+
+def required(value: Any, name: str = "value") -> Any:
+    """Jinja2 filter ``required(NAME)``: ``value`` unchanged, or an error when it is
+    empty (``""``, ``None``, an empty list or mapping): a setting the stack cannot run
+    without, such as an account token, refused on the controller.
+
+    Raises:
+        FerryError: the value is empty (names ``name``).
+    """
+    if value is None or value == "" or value == [] or value == {}:
+        raise FerryError(f"variable '{name}' is empty and the stack needs it (set it in the inventory "
+                         f"or with --set {name}=...)")
+    return value
+
+
+@jinja2.pass_context
+def _lookup(context: jinja2.runtime.Context, kind: str, name: str, *default: Any) -> Any:
+    """Jinja2 global ``lookup('vars', NAME[, DEFAULT])``, as in Ansible: the variable
+    whose name is computed, e.g. ``lookup('vars', instance ~ '_port')``."""
+    if kind != "vars":
+        raise FerryError(f"lookup('{kind}', ...): only lookup('vars', NAME) is supported")
+    value = context.resolve_or_missing(name)
+    if value is jinja2.utils.missing:
+        if default:
+            return default[0]
+        raise jinja2.UndefinedError(f"'{name}' is undefined")
+    return value
+
+
+def _environment(stack: Stack) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(stack.dir / "templates")),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    env.filters["dotenv"] = dotenv_value
+    env.filters["to_json"] = to_json
+    env.filters["required"] = required
+    env.globals["lookup"] = _lookup
+    return env
+
+
+def normalize_newlines(data: bytes) -> bytes:
+    """LF line endings for text (CRLF and lone CR become LF); binary data (a NUL byte
+    in it) is returned unchanged."""
+    if b"\0" in data:
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def check_file_syntax(dest: str, data: bytes) -> str | None:
+    """Why release file ``dest`` is malformed, or None: ``*.json`` must be UTF-8 JSON,
+    ``*.yaml``/``*.yml`` UTF-8 YAML; other files are not checked."""
+    if not dest.endswith((".json", ".yaml", ".yml")):
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 ({exc.reason} at byte {exc.start})"
+    try:
+        json.loads(text) if dest.endswith(".json") else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return f"not valid YAML: {getattr(exc, 'problem', exc)}" + (f" at line {mark.line + 1}" if mark else "")
+    return None
+
+
+def render(stack: Stack, context: dict[str, Any], host: str) -> dict[str, bytes]:
+    """Render every template of ``stack`` for one host and add its static files.
+
+    Args:
+        stack: the stack.
+        context: merged variables (defaults < group < host < --set) plus ``stack``,
+            ``paths``, ``images`` and the generated secrets.
+        host: inventory name, for error messages.
+
+    Returns:
+        ``{dest: content_bytes}`` in :meth:`Stack.release_files` order, text with LF line
+        endings; ``compose.yml`` carries the config-digest labels.
+
+    Raises:
+        FerryError: an undefined variable (named, with template and host), a template
+            syntax error, a ``*.json``/``*.yaml`` file that does not parse, a static file
+            that cannot be read, or a ``compose.yml`` that fails :func:`check_compose`.
+    """
+    env = _environment(stack)
+    out: dict[str, bytes] = {}
+    for t in stack.templates:
+        where = stack.dir / "templates" / t.src
+        try:
+            text = env.get_template(t.src).render(**{**context, **t.vars})
+        except jinja2.UndefinedError as exc:
+            m = re.search(r"'([^']+)' is undefined", str(exc))
+            var = m.group(1) if m else str(exc)
+            raise FerryError(f"{where}: variable '{var}' has no value "
+                             f"for host {host} (set it in the inventory or with --set)") from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise FerryError(f"{where}:{exc.lineno}: template error: {exc.message}") from None
+        except FerryError as exc:
+            raise FerryError(f"{where}: {exc} (host {host})") from None
+        out[t.dest] = normalize_newlines(text.encode("utf-8"))
+    for f in stack.files:
+        try:
+            out[f.dest] = normalize_newlines((stack.dir / FILES_DIR / f.src).read_bytes())
+        except OSError as exc:
+            raise FerryError(f"{stack.dir / FILES_DIR / f.src}: cannot read: {exc.strerror}") from None
+    for dest, data in out.items():
+        problem = check_file_syntax(dest, data)
+        if problem:
+            raise FerryError(f"{stack.template_file(dest)}: renders {dest} for host {host}, {problem}")
+    out[COMPOSE_FILE] = add_config_digests(out, context["paths"]["current"], stack, host)
+    check_compose(out, context["paths"], stack, host)
+    return out
+
+
+def template_context(variables: dict[str, Any], stack: Stack, paths: dict[str, str],
+                     secrets: dict[str, str], host: str) -> dict[str, Any]:
+    """The variables a template sees: the merged inventory variables, the generated
+    secrets by name (``SECRET_KEY``), and ``stack`` (name, version), ``images``
+    (service -> reference), ``paths`` (``stack_dir``, ``current``, ``data`` on the host)
+    and ``inventory_hostname`` (as in Ansible)."""
+    return {**variables, **secrets, "stack": {"name": stack.name, "version": stack.version},
+            "images": dict(stack.images), "paths": dict(paths), "inventory_hostname": host}
