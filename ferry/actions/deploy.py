@@ -24,15 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..controller import composecli
 from ..controller.bundle import Bundle, find_bundle, load_bundle
 from ..controller.inventory import Host, Inventory
 from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.session import Change, HostSession, guarded, open_hosts
 from ..host.transport.ssh import connect_host
-from ..host.verify import Check, verify_host
+from ..host.verify import Check, settle_seconds, verify_host
 from ..model.paths import HostPaths
-from ..model.render import render, template_context
+from ..model.compose import ComposeModel
+from ..model.render import render_release, template_context
 from ..model.stack import Stack
 from ..roles import DEPLOY_ROLES, RoleContext, RoleResult, load_role
 from ..ui import UI, human_bytes
@@ -41,13 +43,15 @@ from .common import host_variables
 
 @dataclass
 class Plan:
-    """What a deploy will do, resolved on the controller before any host is contacted."""
+    """What a deploy will do, resolved on the controller before any host is contacted
+    (``models``: each host's Compose model from the trial render, for preflight)."""
 
     inventory: Inventory
     hosts: list[Host]
     bundle: Bundle
     stack: Stack
     host_vars: dict[str, dict[str, Any]]
+    models: dict[str, ComposeModel] = field(default_factory=dict)
 
     def paths(self, host: str) -> HostPaths:
         """Paths on ``host`` for this plan's stack and bundle (``ferry_root`` from its vars)."""
@@ -100,7 +104,7 @@ def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Pa
         placeholders = {k: "(generated on the host)" for k in stack.generated_secrets}
         context = template_context(host_vars[h.name], stack, plan.paths(h.name).for_templates(),
                                    placeholders, h.name)
-        render(stack, context, h.name)
+        plan.models[h.name] = render_release(stack, context, h.name, composecli.resolver(bundle.path)).model
     return plan
 
 
@@ -155,7 +159,8 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
     reports = {h.name: HostReport(h.name, status="skipped") for h in plan.hosts}
     with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),
                     lambda h: connect_host(h, plan.inventory)) as sessions:
-        contexts = {s.name: RoleContext(s.name, s.t, s.vars, plan.bundle, plan.stack, s.paths, ui, check)
+        contexts = {s.name: RoleContext(s.name, s.t, s.vars, plan.bundle, plan.stack, s.paths, ui, check,
+                                        {"planned_model": plan.models.get(s.name)})
                     for s in sessions}
         for ctx in contexts.values():
             for role in roles:
@@ -225,7 +230,7 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
             _run_role(ctx, report, role)
         if do_verify and not ctx.check:
             started = time.monotonic()
-            report.checks = verify_host(ctx.t, ctx.stack, ctx.state["rendered"]["compose.yml"], ctx.paths.current)
+            report.checks = verify_host(ctx.t, ctx.stack, ctx.paths.current, settle_seconds(ctx.vars))
             line = checks_line(report.checks)
             report.results.append(("verify", RoleResult(False, line), time.monotonic() - started))
             ctx.ui.host_line(ctx.host, "verify", line, False)
@@ -270,7 +275,7 @@ def revert(ctx: RoleContext, report: HostReport) -> None:
         switch_release(ctx, previous)
         result = load_role("compose-up").run(ctx)
         ctx.ui.host_line(ctx.host, "rollback", f"back on {previous}: {result.summary}", True)
-        checks = verify_host(ctx.t, ctx.stack, ctx.state["rendered"]["compose.yml"], current)
+        checks = verify_host(ctx.t, ctx.stack, current, settle_seconds(ctx.vars))
         ok = all(c.ok for c in checks)
         ctx.ui.host_line(ctx.host, "verify", checks_line(checks), False)
         report.status = "rolled-back" if ok else "failed"
