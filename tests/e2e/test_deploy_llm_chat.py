@@ -20,11 +20,10 @@ import pytest
 import yaml
 from rich.console import Console
 
-from ferry.controller.bundle import build_bundle
+from devkit.images import bundle_stack
 from ferry.actions.deploy import deploy, prepare, summary_lines
 from ferry.errors import FerryError
 from ferry.controller.inventory import Inventory
-from ferry.roles import role_defaults
 from ferry.host.transport.ssh import connect_host
 from ferry.ui import UI
 from stack_e2e import Hosts as SandboxHosts, inv_cli
@@ -56,8 +55,7 @@ def hosts(sandbox):
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory):
     dist = tmp_path_factory.mktemp("dist")
-    b = build_bundle(ROOT / "stacks" / "llm-chat", dist, None, UI(Console(file=io.StringIO())),
-                     docker_settings=role_defaults("install-docker-offline"))
+    b = bundle_stack(ROOT / "stacks" / "llm-chat", dist, None, UI(Console(file=io.StringIO())))
     return b.path
 
 
