@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 
 from devkit import sandbox as sbx  # noqa: E402
-from ferry.controller.bundle import build_bundle  # noqa: E402
+from devkit.images import build_bundle  # noqa: E402
 from ferry.actions.deploy import deploy, prepare  # noqa: E402
-from devkit.images import bundle_stack, derive_image  # noqa: E402
+from devkit.images import derive_image  # noqa: E402
 from ferry.actions.rollback import rollback  # noqa: E402
 from ferry.controller.inventory import Inventory  # noqa: E402
 from ferry.model.paths import HostPaths  # noqa: E402
@@ -90,7 +90,8 @@ def main() -> None:
     ui.info("sandbox: 2 fresh hosts")
     sb = sbx.up(count=2, fresh=True, console=ui.console)
     inventory = Inventory(sb.inventory)
-    bundle = bundle_stack(ROOT / "stacks" / "llm-chat", ROOT / "dist", None, quiet_ui())
+    bundle = build_bundle(ROOT / "stacks" / "llm-chat", ROOT / "dist", None, quiet_ui(),
+                          docker_settings=role_defaults("install-docker-offline"))
     files = [bundle.path / f["path"] for f in bundle.all_files()]
     size = sum(p.stat().st_size for p in files)
     ip = inventory.hosts["sandbox-2"].vars["ansible_host"]

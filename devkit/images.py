@@ -536,19 +536,6 @@ def build_stack_images(stack_dir: Path, console: Any = None) -> dict[str, str]:
     return {r.tag: build_image(r, console=console) for r in recipes if r.tag in referenced}
 
 
-def bundle_stack(stack_dir: Path, dist: Path, version: str | None = None, ui: Any = None,
-                 sign: Path | None = None):
-    """The checkout's ``inv bundle``: build the referenced stand-in images
-    (:func:`build_stack_images`), then the bundle
-    (:func:`ferry.controller.bundle.build_bundle` with the install-docker-offline
-    role's defaults). Returns the :class:`ferry.controller.bundle.Bundle`."""
-    from ferry.controller.bundle import build_bundle
-    from ferry.roles import role_defaults
-    build_stack_images(Path(stack_dir), console=ui.console if ui is not None else None)
-    return build_bundle(Path(stack_dir), Path(dist), version, ui,
-                        docker_settings=role_defaults("install-docker-offline"), sign=sign)
-
-
 def derive_image(base: str, tag: str, changes: list[str]) -> str:
     """Commit ``base`` with Dockerfile-style ``changes`` (``ENV K=V``, ``CMD [...]``) as
     ``tag``, without a builder: ``docker create`` + ``docker commit --change``.
@@ -573,3 +560,14 @@ def derive_image(base: str, tag: str, changes: list[str]) -> str:
     finally:
         docker("rm", cid)
     return docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.decode().strip()
+
+
+def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui: Any = None,
+                 docker_settings: dict[str, Any] | None = None, sign: Path | None = None):
+    """The devkit's ``inv bundle``: build the stack's stand-in images (its recipes under
+    ``images/``), then the product's bundle (:func:`ferry.controller.bundle.build_bundle`,
+    same arguments and result)."""
+    from ferry.controller.bundle import build_bundle as product_build
+    if (Path(stack_dir) / "images").is_dir():
+        build_stack_images(stack_dir, console=ui.console if ui else None)
+    return product_build(stack_dir, dist, version, ui, docker_settings=docker_settings, sign=sign)

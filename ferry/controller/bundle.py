@@ -232,7 +232,7 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
     """Build ``dist/<stack>-<version>/`` from local images (``inv bundle``).
 
     Every image of ``stack.yml`` must be in the local Docker engine (pulled, or built:
-    in the checkout, ``devkit.images.build_stack_images`` builds stand-ins first). An
+    in the checkout, ``devkit.images.build_bundle`` builds stand-ins first). An
     image tarball of an earlier build of the same version is reused when the image ID
     is unchanged, so rebuilding a bundle is idempotent: same images, same bytes,
     nothing new to upload.

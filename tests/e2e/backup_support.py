@@ -8,8 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from devkit.images import bundle_stack
+from devkit.images import build_bundle
 from ferry.actions.deploy import deploy, prepare
+from ferry.roles import role_defaults
 from ferry.ui import UI
 
 from test_deploy_llm_chat import Hosts, inv_cli  # noqa: F401  (re-exported)
@@ -22,7 +23,7 @@ def deploy_stack(inventory: Path, pattern: str, stack_dir: Path, dist: Path) -> 
     """Bundle ``stack_dir`` into ``dist`` and deploy it with ferry.actions.deploy; returns the
     console output. Asserts every host deployed and verified."""
     quiet = UI(Console(file=io.StringIO()))
-    bundle = bundle_stack(stack_dir, dist, None, quiet)
+    bundle = build_bundle(stack_dir, dist, None, quiet, docker_settings=role_defaults("install-docker-offline"))
     out = io.StringIO()
     plan = prepare(inventory, pattern, bundle.stack_name, bundle.path, dist, {})
     reports = deploy(plan, UI(Console(file=out, width=200)))

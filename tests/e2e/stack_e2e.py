@@ -23,9 +23,10 @@ from typing import Any
 
 from rich.console import Console
 
-from devkit.images import bundle_stack
+from devkit.images import build_bundle
 from ferry.actions.deploy import deploy, prepare, summary_lines
 from ferry.controller.inventory import Inventory
+from ferry.roles import role_defaults
 from ferry.host.transport.ssh import connect_host
 from ferry.ui import UI
 from ferry.host.verify import infra_host
@@ -43,7 +44,8 @@ def bundle(stack_dir: Path, dist: Path, version: str | None = None, base: Path |
         target = dist / f"{json.loads((base / 'manifest.json').read_text())['stack']}-{version or base.name.rsplit('-', 1)[1]}"
         if not target.exists():
             shutil.copytree(base, target, copy_function=os.link)
-    b = bundle_stack(stack_dir, dist, version, UI(Console(file=io.StringIO())))
+    b = build_bundle(stack_dir, dist, version, UI(Console(file=io.StringIO())),
+                     docker_settings=role_defaults("install-docker-offline"))
     return b.path
 
 

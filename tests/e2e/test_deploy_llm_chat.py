@@ -20,10 +20,11 @@ import pytest
 import yaml
 from rich.console import Console
 
-from devkit.images import bundle_stack
+from devkit.images import build_bundle
 from ferry.actions.deploy import deploy, prepare, summary_lines
 from ferry.errors import FerryError
 from ferry.controller.inventory import Inventory
+from ferry.roles import role_defaults
 from ferry.host.transport.ssh import connect_host
 from ferry.ui import UI
 from stack_e2e import Hosts as SandboxHosts, inv_cli
@@ -55,7 +56,8 @@ def hosts(sandbox):
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory):
     dist = tmp_path_factory.mktemp("dist")
-    b = bundle_stack(ROOT / "stacks" / "llm-chat", dist, None, UI(Console(file=io.StringIO())))
+    b = build_bundle(ROOT / "stacks" / "llm-chat", dist, None, UI(Console(file=io.StringIO())),
+                     docker_settings=role_defaults("install-docker-offline"))
     return b.path
 
 

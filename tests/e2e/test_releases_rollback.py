@@ -24,9 +24,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from ferry.controller.bundle import build_bundle
+from devkit.images import build_bundle
 from ferry.actions.deploy import deploy, prepare, summary_lines
-from devkit.images import bundle_stack, derive_image
+from devkit.images import derive_image
 from ferry.controller.inventory import Inventory
 from ferry.host.releases import read_releases
 from ferry.roles import role_defaults
@@ -64,7 +64,7 @@ def bundles(sandbox, tmp_path_factory):
     commit_variant("llm-chat-backend:1.2.0", 'CMD ["sh", "-c", "echo FATAL: model registry unreachable >&2; exec sleep 3600"]')
     settings = role_defaults("install-docker-offline")
     quiet = UI(Console(file=io.StringIO()))
-    out = {"v1": bundle_stack(STACK, dist, None, quiet).path}
+    out = {"v1": build_bundle(STACK, dist, None, quiet, docker_settings=settings).path}
     for key, version in (("v2", "1.1.0"), ("v3", "1.2.0")):
         out[key] = build_bundle(stack_version(tmp, version, f"llm-chat-backend:{version}"), dist, None, quiet,
                                 docker_settings=settings).path
