@@ -89,20 +89,22 @@ def init(c, path="."):
 # -- bundle, deploy, verify ------------------------------------------------------------
 
 @task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
-            "dist": "output directory (default: <project>/dist)"})
+            "dist": "output directory (default: <project>/dist)",
+            "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)"})
 @user_errors
-def bundle(c, stack=None, version=None, dist=None):
-    """Build the offline bundle of a stack from local images: image archives, Docker installer, manifest."""
+def bundle(c, stack=None, version=None, dist=None, sign=None):
+    """Build the offline bundle of a stack from local images: image parts, Docker installer, manifest."""
     from .controller.bundle import build_bundle
     from .roles import role_defaults
     ui = UI()
     p = project()
     b = build_bundle(p.stack_dir(stack), Path(dist) if dist else p.dist, version, ui,
-                     docker_settings=role_defaults("install-docker-offline"))
+                     docker_settings=role_defaults("install-docker-offline"),
+                     sign=Path(sign) if sign else None)
     size = sum(f["size"] for f in b.files())
     ui.info(f"bundle {b.path}: {len(b.files())} files, {size / 1e6:.1f} MB, "
             f"{len(b.manifest['images'])} images, Docker {b.manifest['docker']['docker']}, "
-            f"Compose {b.manifest['docker']['compose']}")
+            f"Compose {b.manifest['docker']['compose']}" + (", signed" if sign else ""))
 
 
 @task(iterable=["set"], help={
@@ -119,7 +121,7 @@ def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=Fal
     ui = UI()
     p = project()
     name = p.stack_name(stack)
-    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, _sets(set))
+    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, _sets(set), ui)
     ui.info(f"deploying {plan.bundle.name} to {', '.join(h.name for h in plan.hosts)}"
             + (" (check mode)" if check else ""))
     reports = run_deploy(plan, ui, check=check, serial=int(serial), max_fail=float(max_fail),

@@ -2,14 +2,15 @@
 
 Deploy runs in phases so that bad input changes nothing on any host:
 
-1. controller only: inventory, host selection, bundle manifest, stack definition,
-   variables, and a trial render of every template for every host (an undefined
-   variable stops here, before any connection);
+1. controller only: inventory, host selection, the bundle end to end (manifest
+   schema, every file listed and nothing else, every file's sha256, the signature when
+   ``ferry_bundle_signers`` is set), stack definition, variables, and a trial render of
+   every template for every host (an undefined variable stops here, before any
+   connection);
 2. connect to every selected host (unreachable hosts and unknown or changed host keys
    stop here), run every role's read-only ``preflight`` (no systemd, wrong CPU
    architecture...) and list each host's store;
-3. check the sha256 of every bundle file some host is missing against the manifest
-   (a damaged bundle stops here);
+3. list each host's store (what it already holds, by sha256);
 4. per host (batches: ``--serial``), the roles in :data:`ferry.roles.DEPLOY_ROLES`
    with verification before ``prune-releases``; a failed health gate switches the
    host back to its previous release.
@@ -83,17 +84,28 @@ class HostReport:
 
 
 def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Path | None,
-            dist: Path, sets: dict[str, Any]) -> Plan:
+            dist: Path, sets: dict[str, Any], ui: UI | None = None) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
 
+    The bundle is checked end to end here: manifest schema, the listing (every file
+    listed, nothing else), the sha256 of every file (cached by file identity, see
+    :mod:`ferry.controller.hashcache`) and, when any selected host's inventory sets
+    ``ferry_bundle_signers``, the manifest's signature. Only then is the stack read
+    from the bundle's ``stack/`` copy.
+
     Raises:
-        FerryError: any bad input (inventory, host pattern, bundle, stack, templates).
+        FerryError: any bad input (inventory, host pattern, bundle, signature, stack,
+            templates).
     """
     inventory = Inventory(inventory_path)
     hosts = inventory.select(pattern)
     bundle = load_bundle(bundle_path or find_bundle(dist, stack_name))
     if bundle.stack_name != stack_name:
         raise FerryError(f"{bundle.path}: bundle is for stack '{bundle.stack_name}', not '{stack_name}'")
+    check_signature(bundle, inventory, hosts)
+    total = sum(f["size"] for f in bundle.files())
+    with (ui.transfer("checking bundle sha256", total) if ui else contextlib.nullcontext(None)) as advance:
+        bundle.verify(progress=advance)
     stack = bundle.stack()
     host_vars = {h.name: host_variables(h, stack, sets) for h in hosts}
     plan = Plan(inventory, hosts, bundle, stack, host_vars)
@@ -105,22 +117,38 @@ def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Pa
     return plan
 
 
-def check_bundle_files(plan: Plan, sessions: list[HostSession], ui: UI) -> dict[str, set[str]]:
-    """Phase 3: list each host's store; verify locally every file some host lacks.
+def check_signature(bundle: Bundle, inventory: Inventory, hosts: list[Host]) -> list[str]:
+    """Verify the bundle's signature against every ``ferry_bundle_signers`` file the
+    selected hosts' inventory variables name (relative to the inventory file).
+
+    Only the inventory is read for this (never the bundle's own stack defaults, nor
+    ``--set``): the bundle must not choose who may sign it.
+
+    Returns:
+        The verified principals (empty when no host sets ``ferry_bundle_signers``).
+
+    Raises:
+        FerryError: unsigned, or signed by no allowed signer (names the host's file).
+    """
+    from ..controller.signing import verify_manifest
+    files = {}
+    for h in hosts:
+        value = h.vars.get("ferry_bundle_signers")
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            raise FerryError(f"{h.name}: ferry_bundle_signers must be a file path, not {type(value).__name__}")
+        files.setdefault(inventory.resolve_path(value), h.name)
+    return [verify_manifest(bundle.path, signers) for signers in files]
+
+
+def list_stores(sessions: list[HostSession]) -> dict[str, set[str]]:
+    """Phase 3: each host's store listing (the bundle itself was checked in :func:`prepare`).
 
     Returns:
         ``{host: {sha256 already in its store}}`` (handed to upload-bundle).
     """
-    listings = {}
-    for s in sessions:
-        listings[s.name] = set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out))
-    needed = {f["path"] for f in plan.bundle.files()
-              if any(f["sha256"] not in have for have in listings.values())}
-    if needed:
-        total = sum(f["size"] for f in plan.bundle.files() if f["path"] in needed)
-        with ui.transfer("checking bundle sha256", total) as advance:
-            plan.bundle.verify(needed, advance)
-    return listings
+    return {s.name: set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out)) for s in sessions}
 
 
 def foreign_project(s: HostSession, stack: str) -> str | None:
@@ -184,7 +212,7 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                     preflight(ctx)
         with guarded(sessions, plan.stack.name, "deploy", plan.bundle.version, message, lock_wait,
                      check) as change:
-            listings = check_bundle_files(plan, sessions, ui)
+            listings = list_stores(sessions)
             for ctx in contexts.values():
                 ctx.state.store_listing = listings[ctx.host]
             names = [h.name for h in plan.hosts]
