@@ -116,6 +116,7 @@ class Container:
     started: float = 0.0
     image: str = ""
     ports: tuple = ()  # ((host_ip, host_port, "tcp"|"udp"), ...)
+    config_hash: str = ""   # Compose's hash of the service config the container was made from
 
     @property
     def healthy(self) -> bool:
@@ -146,7 +147,8 @@ def container_from_inspect(info: dict) -> tuple[str, Container]:
         id=str(info.get("Id", "")), started_at=str(state.get("StartedAt", "")), status=str(state.get("Status", "")),
         health=str((state.get("Health") or {}).get("Status", "")), name=str(info.get("Name", "")).lstrip("/"),
         restarts=int(info.get("RestartCount") or 0), exit_code=int(state.get("ExitCode") or 0),
-        started=_epoch(str(state.get("StartedAt", ""))), image=str(info.get("Image", "")), ports=tuple(ports))
+        started=_epoch(str(state.get("StartedAt", ""))), image=str(info.get("Image", "")), ports=tuple(ports),
+        config_hash=str(labels.get("com.docker.compose.config-hash", "")))
 
 
 def parse_inspect(text: str) -> list[dict]:
@@ -226,3 +228,34 @@ def parse_host_facts(text: str) -> dict:
 def http_status(url: str, timeout: int = 5) -> list[str]:
     """The HTTP status code of ``GET url`` requested on the host (``000`` if no answer)."""
     return ["curl", "-s", "-o", "/dev/null", "-m", str(timeout), "-w", "%{http_code}", url]
+
+
+def remove_containers(ids: Sequence[str]) -> list[str]:
+    """``docker rm -f`` the containers ``ids`` (stop and remove)."""
+    return ["docker", "rm", "-f", "--", *ids]
+
+
+def project_dirs(project: str) -> list[str]:
+    """The Compose project directory (label ``com.docker.compose.project.working_dir``)
+    of every container of ``project``, one per line, sorted and unique; nothing when
+    Docker is absent."""
+    return sh("docker ps -a --filter " + q(f"label=com.docker.compose.project={project}")
+              + " --format " + q('{{.Label "com.docker.compose.project.working_dir"}}')
+              + " 2>/dev/null | sort -u || true")
+
+
+def config_hashes(project: str, compose_file: str, project_dir: str) -> list[str]:
+    """``SERVICE HASH`` per line: the config hash Compose would give each service of
+    ``compose_file`` (``docker compose config --hash '*'``), to compare with the
+    ``config_hash`` of the running containers: equal means they run that file."""
+    return compose(project, compose_file, project_dir, "config", "--hash", "*")
+
+
+def parse_config_hashes(text: str) -> dict[str, str]:
+    """``{service: hash}`` from :func:`config_hashes`."""
+    out = {}
+    for line in parse_lines(text):
+        service, _, value = line.partition(" ")
+        if value.strip():
+            out[service] = value.strip()
+    return out

@@ -1,5 +1,13 @@
-"""compose-up: ``docker compose up -d --wait --pull never --remove-orphans`` in the
-current release, then the readiness rules, then count what Compose recreated.
+"""compose-up: make the release the running one with ``docker compose up -d --wait
+--pull never --remove-orphans``, then count what Compose recreated or restarted.
+
+The switch of ``current`` and the ``up`` run on the host as ONE unit
+(:mod:`ferry.host.activate`, ``files/ferry-activate``): if ``up`` does not become
+healthy, the host switches ``current`` back to the previous release and brings it up
+again (or, on a first deploy, removes only the containers this run created) before the
+controller hears of it, and the controller going away (Ctrl-C, kill, SSH loss) cannot
+stop that half way. So ``current`` always names what runs. The failing services' states
+and last log lines are printed.
 
 Compose itself decides what to recreate: a service whose configuration (image ID,
 environment from ``.env``, ports, the ``ferry.config-digest`` label of its mounted
@@ -10,14 +18,17 @@ a service's ``pull_policy`` says (the summary names the policies it overrode).
 container without a healthcheck must then also *stay* running for
 ``compose_settle_seconds`` (same container, same start time: no restart loop); a
 one-shot service that others wait for with ``service_completed_successfully`` must have
-exited 0. On failure, the failing containers' last log lines are shown and the role
-raises.
+exited 0. A container that restarts meanwhile fails the role (its logs shown) after the
+release was activated, so deploy switches back to the previous release.
+
+Preflight (read-only, before any host changes): the ports, container names and network
+subnets the release needs must not be held by another stack or process on the host.
 
 After a successful ``up`` the role records, in ``<stack_dir>/up.json``, the release and
 the container of each service. When the next deploy finds the same release, no image
 change, and exactly those containers still running and healthy, ``up`` would have
-nothing to do and is skipped (0.05 s instead of 1.4 s). Anything else - a container
-stopped, removed or recreated by hand - runs ``up``.
+nothing to do and is skipped. Anything else - a container stopped, removed or
+recreated by hand - runs ``up``.
 """
 
 from __future__ import annotations
@@ -26,36 +37,22 @@ import json
 import time
 
 from ferry.errors import HostError
-from ferry.host.containers import parse_compose_ps, parse_project_state
+from ferry.host import containers, files
+from ferry.host.activate import ActivationFailed, activate, parse_activation
 from ferry.host.verify import one_shot_services
 from ferry.model.compose import ComposeModel, host_conflicts, parse_model
 from ferry.roles import RoleContext, RoleResult
-from ferry.host import containers, files
-
-
-def show_logs(ctx: RoleContext, services: list[str]) -> None:
-    """Print the last ``compose_failure_log_lines`` log lines of each of ``services``
-    (with their state), from the current release's Compose project."""
-    p, project = ctx.paths, ctx.stack.name
-    compose_file = f"{p.current}/compose.yml"
-    lines = int(ctx.vars.get("compose_failure_log_lines", 20))
-    states = {c.service: c for c in parse_compose_ps(
-        ctx.t.run(containers.compose_ps(project, compose_file, p.current), check=False).out)}
-    for service in services:
-        c = states.get(service)
-        state = f"{c.state}{'/' + c.health if c.health else ''}" if c else "absent"
-        ctx.ui.warn(f"{ctx.host}: {service} is {state}; last {lines} log lines:")
-        logs = ctx.t.run(containers.compose(project, compose_file, p.current, "logs", "--no-color",
-                                     "--tail", str(lines), service), check=False)
-        for line in (logs.out + logs.err).splitlines()[-lines:]:
-            ctx.ui.info(f"    {line}")
 
 
 def preflight(ctx: RoleContext) -> None:
     """Read-only, before any change on any host: refuse a deploy whose ports, container
     names or network subnets another stack or process on the host already holds
-    (``ctx.state["planned_model"]``: the model of the trial render)."""
-    model = ctx.state.get("planned_model")
+    (``ctx.state.planned_model``: the model of the trial render).
+
+    Raises:
+        HostError: naming both stacks (or the process) for each clash.
+    """
+    model = ctx.state.planned_model
     if model is None:
         return
     facts = containers.parse_host_facts(ctx.t.run(containers.host_facts(), check=False).out)
@@ -65,13 +62,13 @@ def preflight(ctx: RoleContext) -> None:
 
 
 def host_model(ctx: RoleContext) -> ComposeModel:
-    """The current release's model: from render-config (``ctx.state["model"]``), else as
-    Compose on the host resolves it (rollback)."""
-    if ctx.state.get("model") is None:
-        p = ctx.paths
-        res = ctx.t.run(containers.compose_config(ctx.stack.name, f"{p.current}/compose.yml", p.current))
-        ctx.state["model"] = parse_model(json.loads(res.stdout))
-    return ctx.state["model"]
+    """The model of the release to activate: render-config's, else (rollback) as Compose
+    on the host resolves ``releases/<release>/compose.yml``."""
+    if ctx.state.model is None:
+        rel = f"{ctx.paths.releases}/{ctx.state.release}"
+        res = ctx.t.run(containers.compose_config(ctx.stack.name, f"{rel}/compose.yml", rel))
+        ctx.state.model = parse_model(json.loads(res.stdout))
+    return ctx.state.model
 
 
 def pull_note(model: ComposeModel) -> str:
@@ -95,14 +92,14 @@ def settle(ctx: RoleContext, model: ComposeModel) -> dict[str, containers.Contai
         HostError: a container restarted, stopped or was replaced meanwhile (its logs shown).
     """
     project, wait = ctx.stack.name, float(ctx.vars.get("compose_settle_seconds", 10))
-    now, found = parse_project_state(ctx.t.run(containers.project_containers(project)).out)
+    now, found = containers.parse_project_state(ctx.t.run(containers.project_containers(project)).out)
     one_shot = one_shot_services(model)
     watched = {s: c for s, c in found.items() if s not in one_shot and not c.health}
     left = max([wait - (now - c.started) for c in watched.values() if c.started] + [0.0])
     if left <= 0:
         return found
     time.sleep(left + 0.2)
-    _, again = parse_project_state(ctx.t.run(containers.project_containers(project)).out)
+    _, again = containers.parse_project_state(ctx.t.run(containers.project_containers(project)).out)
     bad = {s: again.get(s) for s, c in watched.items()
            if s not in again or again[s].id != c.id or again[s].started_at != c.started_at
            or again[s].status != "running"}
@@ -113,16 +110,31 @@ def settle(ctx: RoleContext, model: ComposeModel) -> dict[str, containers.Contai
     return again
 
 
-def run(ctx: RoleContext) -> RoleResult:
-    """Bring the current release up (or skip when unchanged); see the module docstring."""
+def show_logs(ctx: RoleContext, services: list[str]) -> None:
+    """Print the last ``compose_failure_log_lines`` log lines of each of ``services``."""
     p, project = ctx.paths, ctx.stack.name
-    compose_file = f"{p.current}/compose.yml"
-    _, before = parse_project_state(ctx.t.run(containers.project_containers(project)).out)
+    lines = int(ctx.vars.get("compose_failure_log_lines", 20))
+    for service in services:
+        ctx.ui.warn(f"{ctx.host}: {service}: last {lines} log lines:")
+        logs = ctx.t.run(containers.compose(project, f"{p.current}/compose.yml", p.current, "logs", "--no-color",
+                                            "--tail", str(lines), service), check=False)
+        for line in (logs.out + logs.err).splitlines()[-lines:]:
+            ctx.ui.info(f"    {line}")
+
+
+def run(ctx: RoleContext) -> RoleResult:
+    """Bring the release up (or skip when unchanged); see the module docstring.
+
+    Raises:
+        ActivationFailed: the release did not come up healthy (the host already reverted).
+    """
+    p, project, state = ctx.paths, ctx.stack.name, ctx.state
+    before = containers.parse_project_containers(ctx.t.run(containers.project_containers(project)).out)
     model = host_model(ctx)
     services = set(model.services)
-    last = ctx.state.get("last_up") or {}
-    unchanged = (not ctx.state.get("release_changed") and not ctx.state.get("images_changed")
-                 and last.get("release") == ctx.state.get("release") and set(before) == services
+    last = state.last_up
+    unchanged = (not state.release_changed and not state.images_changed
+                 and last.get("release") == state.release and set(before) == services
                  and last.get("containers") == {s: c.id for s, c in before.items()}
                  and all(c.healthy for c in before.values()))
     if unchanged:
@@ -133,17 +145,26 @@ def run(ctx: RoleContext) -> RoleResult:
         return RoleResult(True, "would run compose up" + (f" ({', '.join(bad)} not healthy)" if bad else "")
                           + f"; {pull_note(model)}")
     wait = int(ctx.vars.get("compose_wait_timeout", 120))
+    lines = int(ctx.vars.get("compose_failure_log_lines", 20))
+    state.containers_before = [c.id for c in before.values()]
+    previous = state.previous_release if state.release_changed else state.release
     started = time.monotonic()
-    res = ctx.t.run(containers.compose_up(project, compose_file, p.current, wait), check=False, timeout=wait + 120)
-    if not res.ok:
-        ps = parse_compose_ps(ctx.t.run(containers.compose_ps(project, compose_file, p.current), check=False).out)
-        bad = [c.service for c in ps if c.state != "running" or c.health not in ("", "healthy")] \
-            or [c.service for c in ps]
-        show_logs(ctx, bad)
-        raise HostError(ctx.host, f"docker compose up did not become healthy: {res.last_error_line()}")
+    res = ctx.t.run(activate(p.root, project, state.release, previous, wait, lines), check=False,
+                    timeout=2 * wait + 300)
+    act = parse_activation(res.out)
+    if not act.ok:
+        ctx.ui.warn(f"{ctx.host}: release {state.release} did not come up healthy:")
+        for line in (act.log.splitlines() or res.err.splitlines())[-(lines * max(1, len(services)) + 20):]:
+            ctx.ui.info(f"    {line}")
+        what = {"reverted": f"the host switched back to {previous}, which runs again",
+                "stopped": "nothing to return to: the containers it created were removed",
+                }.get(act.result, "and nothing could be brought back up" if previous else "")
+        raise ActivationFailed(ctx.host, f"docker compose up did not become healthy; {what}".rstrip("; "),
+                               act.result)
+    state.activated = True
     after = settle(ctx, model)
     ctx.t.run(files.write_file(f"{p.stack_dir}/up.json", 0o644), input=json.dumps(
-        {"release": ctx.state.get("release"), "containers": {s: c.id for s, c in after.items()}}).encode())
+        {"release": state.release, "containers": {s: c.id for s, c in after.items()}}).encode())
     recreated = sorted(s for s in after if s not in before or after[s].id != before[s].id)
     restarted = sorted(s for s in after if s in before and after[s].id == before[s].id
                        and after[s].started_at != before[s].started_at)
@@ -155,5 +176,7 @@ def run(ctx: RoleContext) -> RoleResult:
         parts.append(f"removed {', '.join(removed)}")
     parts.append(f"{len(after)} running, ready in {time.monotonic() - started:.1f}s")
     parts.append(pull_note(model))
-    return RoleResult(bool(recreated or restarted or removed), "; ".join(parts),
+    if state.release_changed:
+        parts.append(f"current -> {state.release}")
+    return RoleResult(bool(recreated or restarted or removed or state.release_changed), "; ".join(parts),
                       {"recreated": len(recreated), "restarted": len(restarted)})

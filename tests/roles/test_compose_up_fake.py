@@ -1,8 +1,10 @@
 """compose-up against a fake host: facts in (Docker 20.10 inspect JSON), exact commands out.
 
-The readiness rules: a container with a healthcheck must be healthy (``up --wait``); one
-without must stay the same running container for ``compose_settle_seconds``; a restart
-loop fails the role with the logs shown. Check mode runs nothing but reads.
+The readiness rules: a container with a healthcheck must be healthy (``up --wait`` in
+``ferry-activate``); one without must stay the same running container for
+``compose_settle_seconds``; a restart loop fails the role with the logs shown, marked
+activated so that deploy switches back. Check mode runs nothing but reads. Preflight
+refuses ports another stack holds.
 """
 
 import json
@@ -12,13 +14,14 @@ import pytest
 from ferry.controller.composecli import resolver
 from ferry.errors import HostError
 from ferry.host import containers
+from ferry.host.activate import activate
 from ferry.host.transport.fake import FakeTransport
 from ferry.model.render import render_release, template_context
 from ferry.roles import load_role
 
 PROJECT = "llm-chat"
 CURRENT = "/opt/ferry/stacks/llm-chat/current"
-UP = containers.compose_up(PROJECT, f"{CURRENT}/compose.yml", CURRENT, 120)
+UP = activate("/opt/ferry", PROJECT, "r1", None, 120, 20)
 STATE = containers.project_containers(PROJECT)
 
 
@@ -43,7 +46,7 @@ class Host:
             self.seen += 1
             return 0, f"{now}\n{json.dumps(items)}\n", ""
         if argv == UP:
-            return self.up_rc, "", "" if not self.up_rc else "dependency failed to start: container exited (1)"
+            return self.up_rc, f"ferry-activate: {'ok' if not self.up_rc else 'stopped'}\n", ""
         if argv[:2] == ["docker", "compose"] and "ps" in argv:
             return 0, "", ""
         if argv[:2] == ["docker", "compose"] and "logs" in argv:
@@ -59,7 +62,9 @@ def ctx_for(make_ctx):
         ctx = make_ctx(FakeTransport(host), check=check, compose_settle_seconds=1, **over)
         rel = render_release(ctx.stack, template_context(ctx.vars, ctx.stack, ctx.paths.for_templates(),
                                                          {"SECRET_KEY": "k"}, ctx.host), ctx.host, resolver())
-        ctx.state.update(model=rel.model, rendered=rel.files, release="r1", release_changed=True)
+        ctx.state.model, ctx.state.rendered, ctx.state.release, ctx.state.release_changed = \
+            rel.model, rel.files, "r1", True
+        ctx.state.planned_model = rel.model
         return ctx
     return make
 
@@ -75,10 +80,10 @@ def test_first_up_waits_the_settle_time_for_a_container_without_healthcheck(ctx_
     result = load_role("compose-up").run(ctx)
     argvs = ctx.t.commands()
     assert argvs[:4] == [STATE, UP, STATE, STATE] and "up.json" in argvs[4][-1] and len(argvs) == 5
-    assert "--pull" in UP and UP[UP.index("--pull") + 1] == "never"
+    assert "--pull never" in UP[2]                 # ferry-activate's up never reaches for a registry
     up_json = json.loads(ctx.t.calls[4].input)
     assert up_json == {"release": "r1", "containers": {"backend": "b1", "frontend": "f1", "nginx": "n1"}}
-    assert result.changed and "recreated 3 containers" in result.summary
+    assert result.changed and "recreated 3 containers" in result.summary and ctx.state.activated
     assert "images from the bundle only (--pull never)" in result.summary
 
 
@@ -98,6 +103,7 @@ def test_a_restart_loop_without_healthcheck_fails_with_logs(ctx_for, out):
                                         r"frontend: running, 1 restarts"):
         load_role("compose-up").run(ctx)
     assert not any("up.json" in c[-1] for c in ctx.t.commands())          # not recorded as a good up
+    assert ctx.state.activated                                             # so deploy switches back
     assert any("logs" in c for c in ctx.t.commands()) and "Bad directive" in out.getvalue()
 
 
@@ -112,8 +118,8 @@ def test_check_mode_reads_only(ctx_for):
 def test_unchanged_release_and_containers_skip_up(ctx_for):
     host = Host([(T0, READY)])
     ctx = ctx_for(host)
-    ctx.state.update(release_changed=False, last_up={"release": "r1", "containers": {
-        "backend": "b1", "frontend": "f1", "nginx": "n1"}})
+    ctx.state.release_changed = False
+    ctx.state.last_up = {"release": "r1", "containers": {"backend": "b1", "frontend": "f1", "nginx": "n1"}}
     result = load_role("compose-up").run(ctx)
     assert ctx.t.commands() == [STATE] and not result.changed
 
@@ -121,6 +127,22 @@ def test_unchanged_release_and_containers_skip_up(ctx_for):
 def test_pull_policy_always_is_overridden_and_said(ctx_for):
     host = Host([BEFORE, (T0, READY), (T0 + 2, READY)])
     ctx = ctx_for(host)
-    ctx.state["model"].services["backend"].raw["pull_policy"] = "always"
+    ctx.state.model.services["backend"].raw["pull_policy"] = "always"
     result = load_role("compose-up").run(ctx)
     assert "--pull never; pull_policy always of backend overridden" in result.summary
+
+
+def test_preflight_refuses_a_port_another_stack_publishes(ctx_for):
+    other = inspect("x1", "web", started="2026-11-22T01:00:00Z")
+    other["Config"]["Labels"]["com.docker.compose.project"] = "shop"
+    other["Name"] = "/shop-web-1"
+    other["NetworkSettings"]["Ports"] = {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "80"}]}
+
+    def host(argv, data):
+        assert argv == containers.host_facts(), argv                     # one read-only command
+        return 0, "==containers\n" + json.dumps([other]) + "\n==networks\n[]\n==sockets\n", ""
+    ctx = ctx_for(Host([BEFORE]))
+    ctx.t.handler = host
+    with pytest.raises(HostError, match=r"llm-chat: host port 80/tcp \(service nginx\) is already published by "
+                                        r"stack 'shop' \(container shop-web-1\).*nothing was changed"):
+        load_role("compose-up").preflight(ctx)
