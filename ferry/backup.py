@@ -566,7 +566,7 @@ def schedule_status(target: Target) -> dict[str, Any]:
 # -- controller side: hosts, summaries -------------------------------------------------
 
 @contextlib.contextmanager
-def open_targets(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> Iterator[list[Target]]:
+def open_targets(inventory_path: Any, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> Iterator[list[Target]]:
     """Connect to every host ``pattern`` selects and yield a :class:`Target` per host
     (closed on exit). Variables: role defaults (deploy roles + backup) < stack
     defaults < group/host vars < ``sets``.
@@ -574,18 +574,18 @@ def open_targets(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict
     Raises:
         FerryError: bad inventory, pattern or stack; an unreachable host.
     """
-    from ferry.controller.inventory import Inventory, merge_vars
+    from ferry.controller.inventory import load_inventory, merge_vars
     from .roles import DEPLOY_ROLES, all_role_defaults
     from .model.stack import load_stack
     from ferry.host.transport.ssh import connect_host
-    inventory = Inventory(inventory_path)
+    inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
     stack = load_stack(stack_dir)
     defaults = all_role_defaults(DEPLOY_ROLES + ["backup"])
     out: list[Target] = []
     try:
         for h in hosts:
-            v = merge_vars(defaults, stack.defaults, h.vars, sets)
+            v = h.resolve(merge_vars(defaults, stack.defaults), sets)
             out.append(Target(connect_host(h, inventory), stack, HostPaths(str(v["ferry_root"]), stack.name, ""), v))
         yield out
     finally:

@@ -63,13 +63,27 @@ def _sets(values) -> dict:
     return parse_set_args(values or [])
 
 
+def _inventory(p, given, vault_password_files):
+    """The run's inventory, resolved once, up front; its warnings (ansible-core's, and
+    connection variables Ferry ignores) go to stderr through Ferry's UI, so that
+    ``--json`` output stays clean."""
+    from rich.console import Console
+    from .controller.inventory import Inventory
+    return Inventory(p.inventory(given), vault_password_files or (), warn=UI(Console(stderr=True, highlight=False)).warn)
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-COMMON = {"host": "host or group name, or a comma list", "stack": "stack name (a folder under stacks/)",
-          "inventory": "inventory file (default: $FERRY_INVENTORY, or ferry.cfg's inventory)",
+COMMON = {"host": "Ansible host pattern: a host, a group, 'a,b', 'prod:&web', 'all'",
+          "stack": "stack name (a folder under stacks/)",
+          "inventory": "inventory file or directory, any format Ansible reads "
+                       "(default: $FERRY_INVENTORY, or ferry.cfg's inventory)",
+          "vault_password_file": "Ansible vault password file (repeatable; default: $ANSIBLE_VAULT_PASSWORD_FILE)",
           "set": "key=value overriding inventory variables (repeatable)"}
+#: Options of the inventory-reading tasks that may be given several times.
+INVENTORY_LISTS = ["set", "vault_password_file"]
 CHANGES = {"lock_wait": "seconds to wait while another run holds the stack's lock",
            "message": "why: recorded in the lock and the audit log"}
 
@@ -84,6 +98,34 @@ def init(c, path="."):
     ui = UI()
     for line in init_project(Path(path)):
         ui.info(line)
+
+
+# -- inventory -------------------------------------------------------------------------
+
+@task(name="inventory", iterable=INVENTORY_LISTS, help={
+    **COMMON, "host": "Ansible host pattern of the hosts to show (default: all)",
+    "stack": "stack whose defaults the inventory's Jinja may use (default: ferry.cfg's, or the only one)",
+    "json": "print JSON in the shape of ansible-inventory --list"})
+@user_errors
+def show_inventory(c, host="all", stack=None, inventory=None, vault_password_file=None, set=None, json_=False):
+    """Show the hosts, groups and variables a deploy will use, as Ansible resolves them (secrets masked)."""
+    from .controller.inventory import inventory_table
+    from .roles import all_role_defaults
+    from .model.stack import load_stack
+    from .model.vars import merge_vars
+    p = project()
+    inv = _inventory(p, inventory, vault_password_file)
+    try:
+        lower = merge_vars(all_role_defaults(), load_stack(p.stack_dir(stack)).defaults)
+    except FerryError:
+        if stack:
+            raise
+        lower = all_role_defaults()
+    data = inv.listing(host, lower=lower, sets=_sets(set))
+    if json_:
+        _print_json(data)
+        return
+    UI().table(f"inventory {inv.path}", ["host", "groups", "variables"], inventory_table(data))
 
 
 # -- bundle, deploy, verify ------------------------------------------------------------
@@ -105,20 +147,20 @@ def bundle(c, stack=None, version=None, dist=None):
             f"Compose {b.manifest['docker']['compose']}")
 
 
-@task(iterable=["set"], help={
+@task(iterable=INVENTORY_LISTS, help={
     **COMMON, **CHANGES, "bundle": "bundle directory (default: the newest in dist/ for the stack)",
     "check": "check mode: show what would change, change nothing",
     "serial": "roll out in batches of N hosts; the first batch is the canary (0: all at once)",
     "max_fail": "percent of hosts that may fail before the rollout stops (default 0)"})
 @user_errors
-def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=False,
+def deploy(c, host, stack=None, inventory=None, vault_password_file=None, bundle=None, set=None, check=False,
            serial=0, max_fail=0, lock_wait=0, message=""):
     """Deploy a stack's bundle: install Docker, upload, load images, render config, compose up, verify."""
     from .actions.deploy import deploy as run_deploy, prepare, summary_lines
     ui = UI()
     p = project()
     name = p.stack_name(stack)
-    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, _sets(set))
+    plan = prepare(_inventory(p, inventory, vault_password_file), host, name, Path(bundle) if bundle else None, p.dist, _sets(set))
     ui.info(f"deploying {plan.bundle.name} to {', '.join(h.name for h in plan.hosts)}"
             + (" (check mode)" if check else ""))
     reports = run_deploy(plan, ui, check=check, serial=int(serial), max_fail=float(max_fail),
@@ -129,14 +171,14 @@ def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=Fal
         raise Exit("error: deploy failed", code=1)
 
 
-@task(iterable=["set"], help={**COMMON, **CHANGES, "to": "release id (default: the one before current)"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, **CHANGES, "to": "release id (default: the one before current)"})
 @user_errors
-def rollback(c, host, stack=None, inventory=None, to=None, set=None, lock_wait=0, message=""):
+def rollback(c, host, stack=None, inventory=None, vault_password_file=None, to=None, set=None, lock_wait=0, message=""):
     """Switch hosts back to an earlier release (default: the one before current), compose up, verify."""
     from .actions.rollback import rollback as run_rollback
     ui = UI()
     p = project()
-    reports = run_rollback(p.inventory(inventory), host, p.stack_dir(stack), to, _sets(set), ui,
+    reports = run_rollback(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), to, _sets(set), ui,
                            lock_wait=float(lock_wait), message=message)
     failed = [r for r in reports if r.failed]
     for r in failed:
@@ -145,29 +187,29 @@ def rollback(c, host, stack=None, inventory=None, to=None, set=None, lock_wait=0
         raise Exit("error: rollback failed", code=1)
 
 
-@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
-def releases(c, host, stack=None, inventory=None, set=None, json_=False):
+def releases(c, host, stack=None, inventory=None, vault_password_file=None, set=None, json_=False):
     """List each host's releases: version, time, who deployed it, which is current."""
     from .actions.history import releases_table
     p = project()
     columns = ["host", "release", "version", "created", "by", "current"]
-    rows = releases_table(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    rows = releases_table(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set))
     if json_:
         _print_json([dict(zip(columns, r[:5] + [r[5] == "current"])) for r in rows])
         return
     UI().table(f"releases of {p.stack_name(stack)}", columns, rows)
 
 
-@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
-def status(c, host, stack=None, inventory=None, set=None, json_=False):
+def status(c, host, stack=None, inventory=None, vault_password_file=None, set=None, json_=False):
     """Show current release, services (state, health, ports), lock and disk use per host."""
     from .actions.status import status as host_status
     from .host import lock
     from .ui import human_bytes
     p = project()
-    found = host_status(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    found = host_status(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set))
     if json_:
         _print_json(found)
         return
@@ -184,13 +226,13 @@ def status(c, host, stack=None, inventory=None, set=None, json_=False):
             ui.info(f"  backup {line}")
 
 
-@task(iterable=["set"], help={**COMMON, "lines": "entries per host", "json": "print JSON for scripts"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "lines": "entries per host", "json": "print JSON for scripts"})
 @user_errors
-def audit(c, host, stack=None, inventory=None, set=None, lines=20, json_=False):
+def audit(c, host, stack=None, inventory=None, vault_password_file=None, set=None, lines=20, json_=False):
     """Show the last entries of each host's audit log (one line per state change)."""
     from .actions.history import audit_entries
     p = project()
-    entries = audit_entries(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), int(lines))
+    entries = audit_entries(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), int(lines))
     if json_:
         _print_json([{"host": h, **r} for h, r in entries])
         return
@@ -199,14 +241,14 @@ def audit(c, host, stack=None, inventory=None, set=None, lines=20, json_=False):
     UI().table("audit log", ["host", "time", "who", "task", "stack", "version", "release", "result", "detail"], rows)
 
 
-@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
-def lock_status(c, host, stack=None, inventory=None, set=None, json_=False):
+def lock_status(c, host, stack=None, inventory=None, vault_password_file=None, set=None, json_=False):
     """Show who holds the stack's lock on each host, since when, doing what."""
     from .actions.locks import lock_status as read_locks
     from .host import lock
     p = project()
-    found = read_locks(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    found = read_locks(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set))
     if json_:
         _print_json([{"host": name, "locked": info is not None,
                       "holder": {k: v for k, v in (info or {}).items() if k != "token"} or None}
@@ -218,22 +260,22 @@ def lock_status(c, host, stack=None, inventory=None, set=None, json_=False):
         ui.info(f"{host_name}: {name} " + ("is not locked" if info is None else f"is locked: {lock.describe(info)}"))
 
 
-@task(iterable=["set"], help=COMMON)
+@task(iterable=INVENTORY_LISTS, help=COMMON)
 @user_errors
-def lock_release(c, host, stack=None, inventory=None, set=None):
+def lock_release(c, host, stack=None, inventory=None, vault_password_file=None, set=None):
     """Remove a lock left by a dead run (warns: a live run would then interleave)."""
     from .actions.locks import lock_release as remove_locks
     p = project()
-    remove_locks(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), UI())
+    remove_locks(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), UI())
 
 
-@task(iterable=["set"], help={**COMMON, "json": "print the checks as JSON"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "json": "print the checks as JSON"})
 @user_errors
-def verify(c, host, stack=None, inventory=None, set=None, json_=False):
+def verify(c, host, stack=None, inventory=None, vault_password_file=None, set=None, json_=False):
     """Verify a deployed stack with testinfra: containers healthy, ports answering, mounts in place."""
     from .actions.status import verify_hosts
     p = project()
-    checks = verify_hosts(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    checks = verify_hosts(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set))
     if json_:
         _print_json([ch.__dict__ for ch in checks])
     else:
@@ -252,11 +294,11 @@ def _install(ui, target) -> None:
     ui.host_line(target.host, "backup", msg, changed)
 
 
-@task(iterable=["set"], help={**COMMON, "fetch": "copy the archive to this directory and check its sha256",
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "fetch": "copy the archive to this directory and check its sha256",
                               "keep_last": "then prune: keep the N newest", "keep_daily": "... and the newest of N days",
                               "keep_weekly": "... and the newest of N ISO weeks"})
 @user_errors
-def backup(c, host, stack=None, inventory=None, set=None, fetch=None, keep_last=0, keep_daily=0,
+def backup(c, host, stack=None, inventory=None, vault_password_file=None, set=None, fetch=None, keep_last=0, keep_daily=0,
            keep_weekly=0):
     """Back up a deployed stack on its hosts with the host's own script (consistent per stack.yml's `backup`)."""
     import time
@@ -264,7 +306,7 @@ def backup(c, host, stack=None, inventory=None, set=None, fetch=None, keep_last=
     from .host.session import guarded
     ui = UI()
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets, \
+    with b.open_targets(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set)) as targets, \
             guarded(targets, p.stack_name(stack), "backup") as change:
         for target in targets:
             _install(ui, target)
@@ -283,9 +325,9 @@ def backup(c, host, stack=None, inventory=None, set=None, fetch=None, keep_last=
                 ui.info(f"{target.host}: fetched to {local} (sha256 checked)")
 
 
-@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
-def backups(c, host, stack=None, inventory=None, set=None, json_=False):
+def backups(c, host, stack=None, inventory=None, vault_password_file=None, set=None, json_=False):
     """List a stack's backups on its hosts, the backup schedule and the last runs."""
     import dataclasses
     from . import backup as b
@@ -293,7 +335,7 @@ def backups(c, host, stack=None, inventory=None, set=None, json_=False):
     ui = UI()
     p = project()
     out = []
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
+    with b.open_targets(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set)) as targets:
         for target in targets:
             items = b.list_backups(target)
             sched = b.schedule_status(target)
@@ -313,11 +355,11 @@ def backups(c, host, stack=None, inventory=None, set=None, json_=False):
         _print_json(out)
 
 
-@task(iterable=["set"], help={**COMMON, "backup": "backup ID or 'latest'",
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "backup": "backup ID or 'latest'",
                               "from_": "a local archive (fetched earlier) to upload and restore",
                               "no_safety_backup": "do not back up the current state first"})
 @user_errors
-def restore(c, host, stack=None, inventory=None, set=None, backup="latest", from_=None,
+def restore(c, host, stack=None, inventory=None, vault_password_file=None, set=None, backup="latest", from_=None,
             no_safety_backup=False):
     """Restore a stack from a backup: verify every checksum, back up the current state, stop, restore, start, verify."""
     import time
@@ -325,7 +367,7 @@ def restore(c, host, stack=None, inventory=None, set=None, backup="latest", from
     from .host.session import guarded
     ui = UI()
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets, \
+    with b.open_targets(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set)) as targets, \
             guarded(targets, p.stack_name(stack), "restore") as change:
         for target in targets:
             _install(ui, target)
@@ -349,15 +391,15 @@ def restore(c, host, stack=None, inventory=None, set=None, backup="latest", from
                 raise Exit("error: the restored stack does not verify", code=1)
 
 
-@task(iterable=["set"], help={**COMMON, "cron": "five cron fields, e.g. '0 2 * * *'",
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "cron": "five cron fields, e.g. '0 2 * * *'",
                               "keep": "keep-last N", "keep_daily": "keep-daily N", "keep_weekly": "keep-weekly N"})
 @user_errors
-def schedule_backup(c, host, cron, stack=None, inventory=None, set=None, keep=7, keep_daily=0, keep_weekly=0):
+def schedule_backup(c, host, cron, stack=None, inventory=None, vault_password_file=None, set=None, keep=7, keep_daily=0, keep_weekly=0):
     """Install an /etc/cron.d entry running the host's backup script under the stack's lock, logging to a file."""
     from . import backup as b
     ui = UI()
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
+    with b.open_targets(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set)) as targets:
         for target in targets:
             _install(ui, target)
             b.schedule(target, cron, int(keep), int(keep_daily), int(keep_weekly))
@@ -365,14 +407,14 @@ def schedule_backup(c, host, cron, stack=None, inventory=None, set=None, keep=7,
                     f"{keep_weekly} -> {b.cron_file(target.stack.name)}, log {b.log_file(target.vars, target.stack.name)}")
 
 
-@task(iterable=["set"], help=COMMON)
+@task(iterable=INVENTORY_LISTS, help=COMMON)
 @user_errors
-def unschedule_backup(c, host, stack=None, inventory=None, set=None):
+def unschedule_backup(c, host, stack=None, inventory=None, vault_password_file=None, set=None):
     """Remove the scheduled backup's cron entry (archives are kept)."""
     from . import backup as b
     ui = UI()
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
+    with b.open_targets(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set)) as targets:
         for target in targets:
             ui.info(f"{target.host}: " + ("schedule removed" if b.unschedule(target) else "no schedule"))
 
@@ -385,7 +427,7 @@ def namespace(*extra: Collection | object) -> Collection:
     locks.add_task(lock_status, "status")
     locks.add_task(lock_release, "release")
     replaced = {t.name for t in extra if not isinstance(t, Collection)}
-    ns = Collection(*[t for t in (init, bundle, deploy, verify, rollback, releases, status, audit, backup, backups,
+    ns = Collection(*[t for t in (init, show_inventory, bundle, deploy, verify, rollback, releases, status, audit, backup, backups,
                                   restore, schedule_backup, unschedule_backup) if t.name not in replaced], locks)
     for item in extra:
         if isinstance(item, Collection):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..controller.bundle import Bundle, find_bundle, load_bundle
-from ..controller.inventory import Host, Inventory
+from ..controller.inventory import Host, Inventory, load_inventory
 from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.session import Change, HostSession, guarded, open_hosts
@@ -81,14 +81,14 @@ class HostReport:
         return self.status != "ok"
 
 
-def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Path | None,
+def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bundle_path: Path | None,
             dist: Path, sets: dict[str, Any]) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
 
     Raises:
         FerryError: any bad input (inventory, host pattern, bundle, stack, templates).
     """
-    inventory = Inventory(inventory_path)
+    inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
     bundle = load_bundle(bundle_path or find_bundle(dist, stack_name))
     if bundle.stack_name != stack_name:
