@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ..controller.inventory import Inventory
 from .. import backup
 from ..errors import HostError
 from ..host import containers, files, lock
@@ -16,7 +17,7 @@ from ..model.stack import load_stack
 from .common import stack_hosts
 
 
-def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[dict[str, Any]]:
+def status(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[dict[str, Any]]:
     """``status``: per host, the current release, each service's state, health and
     published ports, the deploy lock, disk use (bytes) of releases, bundles/store and
     Docker images, and the backup schedule with its last runs."""
@@ -28,8 +29,11 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
             history = read_releases(s.t, p.stack_dir)
             running = containers.parse_project_containers(
                 s.t.run(containers.project_containers(stack.name), check=False).out)
+            compose_file = f"{p.current}/compose.yml"
             ps = {c.service: c for c in containers.parse_compose_ps(s.t.run(containers.compose_ps(
-                stack.name, f"{p.current}/compose.yml", p.current), check=False).out)} if history.current else {}
+                stack.name, compose_file, p.current), check=False).out)} if history.current else {}
+            wanted = containers.parse_config_hashes(s.t.run(containers.config_hashes(
+                stack.name, compose_file, p.current), check=False).out) if history.current else {}
             du = s.t.run(sh(f"for d in {q(p.releases)} {q(p.root + '/bundles')} {q(p.store)}; do "
                             "du -sb \"$d\" 2>/dev/null || echo \"0 $d\"; done; "
                             "docker system df --format '{{.Type}}\t{{.Size}}' 2>/dev/null || true"),
@@ -44,15 +48,21 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
                     disk[path.rsplit("/", 1)[-1]] = int(size)
             current = history.get(history.current) if history.current else None
             sched = backup.schedule_status(backup.Target(s.t, stack, p, s.vars))
+            services = {name: {"state": c.status, "health": c.health or "-",
+                               "in_sync": wanted.get(name) == c.config_hash if name in wanted else False,
+                               "ports": sorted({f"{pub.get('PublishedPort')}->{pub.get('TargetPort')}"
+                                                for pub in (ps[name].publishers if name in ps else [])
+                                                if pub.get("PublishedPort")})}
+                        for name, c in sorted(running.items())}
+            for name in sorted(set(wanted) - set(running)):
+                services[name] = {"state": "absent", "health": "-", "in_sync": False, "ports": []}
+            problems = status_problems(history.current, services)
             out.append({
                 "host": s.name,
                 "release": history.current, "version": current.version if current else None,
                 "releases": len(history.releases),
-                "services": {name: {"state": c.status, "health": c.health or "-",
-                                    "ports": sorted({f"{pub.get('PublishedPort')}->{pub.get('TargetPort')}"
-                                                     for pub in (ps[name].publishers if name in ps else [])
-                                                     if pub.get("PublishedPort")})}
-                             for name, c in sorted(running.items())},
+                "healthy": not problems, "problems": problems,
+                "services": services,
                 "lock": lock.read(s.t, p.root, stack.name),
                 "disk": disk,
                 "backup": {"schedule": dataclasses.asdict(sched["schedule"]), "log": sched["log"],
@@ -62,7 +72,24 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
     return out
 
 
-def verify_hosts(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[Check]:
+def status_problems(current: str | None, services: dict[str, dict[str, Any]]) -> list[str]:
+    """What is wrong with a host's stack, one phrase each (empty: healthy): no current
+    release; a service of the current release absent, not running, unhealthy, or whose
+    container was made from another configuration than ``current``'s (``in_sync``)."""
+    if not current:
+        return ["no current release"]
+    out = []
+    for name, svc in services.items():
+        if svc["state"] != "running":
+            out.append(f"{name} is {svc['state']}")
+        elif svc["health"] not in ("-", "healthy"):
+            out.append(f"{name} is {svc['health']}")
+        if svc["state"] != "absent" and not svc["in_sync"]:
+            out.append(f"{name} does not run current's configuration")
+    return out
+
+
+def verify_hosts(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[Check]:
     """``verify``: the checks of :func:`ferry.host.verify.verify_host` on each host's
     current release (its compose file read from the host).
 
