@@ -25,9 +25,10 @@ from .model.yamlfile import load_yaml_file
 ROLES_DIR = data_dir("roles")
 
 DEPLOY_ROLES = ["upload-bundle", "install-docker-offline", "load-images", "render-config", "compose-up",
-                "prune-releases"]
+                "backup", "prune-releases"]
 """The roles ``inv deploy`` runs, in order; verification runs before ``prune-releases``,
-which only runs when it passed."""
+which only runs when it passed. ``backup`` there installs the backup program and the new
+release's settings (scheduled backups follow the release that runs)."""
 
 
 @dataclass

@@ -6,20 +6,20 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .. import backup
 from ..errors import HostError
 from ..host import containers, files, lock
 from ..host.releases import read_releases
 from ..host.shell import q, sh
 from ..host.verify import Check, verify_host
 from ..model.stack import load_stack
+from .backup import schedule_status, status_lines
 from .common import stack_hosts
 
 
 def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[dict[str, Any]]:
     """``status``: per host, the current release, each service's state, health and
     published ports, the deploy lock, disk use (bytes) of releases, bundles/store and
-    Docker images, and the backup schedule with its last runs."""
+    Docker images, and the backup schedule with its next run and last runs."""
     stack = load_stack(stack_dir)
     out = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
@@ -43,7 +43,7 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
                     size, path = line.split(None, 1)
                     disk[path.rsplit("/", 1)[-1]] = int(size)
             current = history.get(history.current) if history.current else None
-            sched = backup.schedule_status(backup.Target(s.t, stack, p, s.vars))
+            sched, nxt = schedule_status(s, stack)
             out.append({
                 "host": s.name,
                 "release": history.current, "version": current.version if current else None,
@@ -55,9 +55,9 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
                              for name, c in sorted(running.items())},
                 "lock": lock.read(s.t, p.root, stack.name),
                 "disk": disk,
-                "backup": {"schedule": dataclasses.asdict(sched["schedule"]), "log": sched["log"],
-                           "last_run": sched["last_run"], "last_scheduled": sched["last_scheduled"],
-                           "summary": backup.status_lines(sched)},
+                "backup": {"schedule": dataclasses.asdict(sched.schedule), "next_run": nxt, "log": sched.log,
+                           "last_run": sched.last_run, "last_scheduled": sched.last_scheduled,
+                           "summary": status_lines(sched, nxt)},
             })
     return out
 

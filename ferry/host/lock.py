@@ -1,9 +1,12 @@
-"""The deploy lock: one per stack per host, so two people never interleave changes.
+"""The stack's lock: one per stack per host, shared by deploy, rollback, backup (started
+by the controller or by cron), restore and remove, so no two of them ever interleave.
 
 Taken atomically with ``mkdir`` (it fails if the directory exists), then described in
 ``info.json`` (who, when, task, version, message, a random token). Released only by the
 holder (token match), on success, failure and Ctrl-C; a lock left by a killed run is
-explained by ``inv lock.status`` and cleared by ``inv lock.release``.
+explained by ``inv lock.status`` and cleared by ``inv lock.release``. The host-side
+backup program (``files/ferry-backup``) takes the same lock with the same protocol
+when cron runs it, and waits for it (``backup_lock_wait``) rather than interleave.
 
 Layout: ``<ferry_root>/locks/<stack>/info.json``.
 """
@@ -123,18 +126,19 @@ def read(t, root: str, stack: str) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def holding(hosts: list[tuple[Any, str]], stack: str, task: str, version: str = "", message: str = "",
-            wait: float = 0.0) -> Iterator[None]:
+            wait: float = 0.0) -> Iterator[list[Lock]]:
     """Hold the stack's lock on every ``(transport, ferry_root)`` for the ``with`` block.
 
     All locks are taken before the block runs (a held one raises :class:`HostError`
     after releasing those already taken) and all are released after it, also on errors
-    and Ctrl-C.
+    and Ctrl-C. Yields the held locks in the order of ``hosts`` (a host-side program the
+    block runs can be told a lock's token: ``ferry-backup --locked-by``).
     """
     held: list[Lock] = []
     try:
         for t, root in hosts:
             held.append(acquire(t, root, stack, task, version, message, wait))
-        yield
+        yield held
     finally:
         for h in held:
             h.release()

@@ -105,6 +105,8 @@ class Change:
     stack: str
     version: str
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    """host -> token of the stack's lock held there (none in check mode)."""
 
     def done(self, host: str, result: str = "ok", detail: str = "", release: str | None = None,
              version: str | None = None) -> None:
@@ -135,7 +137,8 @@ def guarded(sessions: Sequence[HostSession], stack: str, task: str, version: str
     if check:
         yield change
         return
-    with lock.holding([(s.t, s.paths.root) for s in sessions], stack, task, version, message, wait):
+    with lock.holding([(s.t, s.paths.root) for s in sessions], stack, task, version, message, wait) as held:
+        change.tokens = {s.name: h.token for s, h in zip(sessions, held)}
         failure = ""
         try:
             yield change
