@@ -65,6 +65,11 @@ class HostState:
             directory was written, or rollback chose another one).
         containers_before: IDs of the stack's containers before this run's ``up``
             (a failed first deploy removes only the others).
+        backup_request: :class:`ferry.model.backup.BackupRequest` (``inv backup``): the
+            backup role runs a backup after installing the program.
+        restore_request: :class:`ferry.model.backup.RestoreRequest` (``inv restore``).
+        backup_plan: :class:`ferry.model.backup.BackupPlan` the backup role computed
+            (None when the settings on the host were up to date).
     """
 
     store_listing: set[str] | None = None
@@ -76,6 +81,9 @@ class HostState:
     release: str | None = None
     release_changed: bool = False
     containers_before: list[str] = field(default_factory=list)
+    backup_request: Any = None
+    restore_request: Any = None
+    backup_plan: Any = None
 
 
 @dataclass

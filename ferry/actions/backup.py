@@ -49,7 +49,7 @@ def backup(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
             guarded(sessions, stack.name, "backup", message=message, wait=lock_wait) as change:
         for s in sessions:
             ctx = context(s, stack, ui)
-            ctx.state["backup_request"] = BackupRequest(keep_last, keep_daily, keep_weekly,
+            ctx.state.backup_request = BackupRequest(keep_last, keep_daily, keep_weekly,
                                                       locked_by=change.tokens.get(s.name))
             started = time.monotonic()
             with ui.console.status(f"{s.name}: backing up {stack.name} into {hb.backup_dir(s.vars, stack.name)}"):

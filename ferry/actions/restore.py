@@ -39,7 +39,7 @@ def restore(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str,
             guarded(sessions, stack.name, "restore", message=message, wait=lock_wait) as change:
         for s in sessions:
             ctx = context(s, stack, ui)
-            ctx.state["restore_request"] = RestoreRequest(backup, local, safety, change.tokens.get(s.name))
+            ctx.state.restore_request = RestoreRequest(backup, local, safety, change.tokens.get(s.name))
             started = time.monotonic()
             with ui.console.status(f"{s.name}: restoring {local.name if local else backup}"):
                 try:

@@ -11,7 +11,7 @@ an older Ferry is rewritten in the current form (same schedule and counts).
 
 Deploy runs this role after ``compose-up``, so scheduled backups always follow the
 release that runs. ``inv backup`` runs it with a :class:`BackupRequest` in
-``ctx.state["backup_request"]`` (:class:`ferry.model.backup.BackupRequest`): then, after installing, it runs the program under the
+``ctx.state.backup_request`` (:class:`ferry.model.backup.BackupRequest`): then, after installing, it runs the program under the
 stack's lock that the action holds (``--locked-by``).
 """
 
@@ -54,7 +54,7 @@ def current_release(ctx: RoleContext) -> str:
     Raises:
         HostError: the stack is not deployed on the host.
     """
-    release = ctx.state.get("release") or hb.parse_current_release(
+    release = ctx.state.release or hb.parse_current_release(
         ctx.t.run(hb.current_release_command(ctx.paths)).out)
     if not release:
         raise HostError(ctx.host, f"'{ctx.stack.name}' is not deployed here (no {ctx.paths.current})")
@@ -78,7 +78,7 @@ def install(ctx: RoleContext) -> RoleResult:
                            {"stack_dir": p.stack_dir, "data": p.data, "lock_dir": lock.lock_dir(p.root, ctx.stack.name),
                             "audit_log": audit.audit_path(p.root)}, ctx.vars)
         new_settings = settings_text(plan) + f"fingerprint\t{fp}\n".encode()
-        ctx.state["backup_plan"] = plan
+        ctx.state.backup_plan = plan
     changes = []
     if found.get(script.lstrip("/")) != program():
         changes.append((files.write_file(script, 0o700), program(), "program"))
@@ -108,14 +108,14 @@ def install(ctx: RoleContext) -> RoleResult:
 
 def run(ctx: RoleContext) -> RoleResult:
     """Install (see :func:`install`); with a :class:`BackupRequest` in
-    ``ctx.state["backup_request"]``, then run a backup.
+    ``ctx.state.backup_request``, then run a backup.
 
     Raises:
         HostError: not deployed; the program's error line (a stopped database, an
             undumpable database running, too little disk, the lock held...).
     """
     installed = install(ctx)
-    request: BackupRequest | None = ctx.state.get("backup_request")
+    request: BackupRequest | None = ctx.state.backup_request
     if request is None or ctx.check:
         return installed
     result = hb.run_program(ctx.t, hb.backup_command(hb.script_path(ctx.paths), request.keep_last,

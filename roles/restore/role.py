@@ -1,6 +1,6 @@
 """restore: put a stack back as a backup holds it.
 
-With a :class:`ferry.model.backup.RestoreRequest` in ``ctx.state["restore_request"]``: installs the backup
+With a :class:`ferry.model.backup.RestoreRequest` in ``ctx.state.restore_request``: installs the backup
 program and settings (the ``backup`` role's :func:`install`), uploads a local archive
 (``--from``: checked against its ``.sha256``, verified on the host, adopted under its
 manifest's ID) or resolves ``latest``/an ID, then runs ``ferry-backup restore`` under
@@ -20,7 +20,7 @@ from ferry.roles import RoleContext, RoleResult, load_role
 
 
 def run(ctx: RoleContext) -> RoleResult:
-    """Restore per ``ctx.state["restore_request"]`` (module docstring).
+    """Restore per ``ctx.state.restore_request`` (module docstring).
 
     Returns:
         ``metrics``: the program's summary (``restored``, ``release``, ``safety``,
@@ -30,7 +30,7 @@ def run(ctx: RoleContext) -> RoleResult:
         HostError: the program's error line, e.g. ``... member data/db.tar.gz is damaged``
             (refused before anything changed), or an unknown backup ID.
     """
-    request: RestoreRequest = ctx.state.get("restore_request") or RestoreRequest()
+    request: RestoreRequest = ctx.state.restore_request or RestoreRequest()
     installed = load_role("backup").install(ctx)
     script = hb.script_path(ctx.paths)
     where = hb.backup_dir(ctx.vars, ctx.stack.name)
