@@ -86,6 +86,21 @@ def init(c, path="."):
         ui.info(line)
 
 
+@task(help={"path": "the project's docker-compose.yml (or compose.yaml)",
+            "env": "its .env (default: the .env next to it, if any)",
+            "name": "stack name (default: the compose file's `name:` or its directory's name)",
+            "force": "replace an existing stacks/NAME/"})
+@user_errors
+def stack_import(c, path, env=None, name=None, force=False):
+    """Import an existing compose project as stacks/NAME/: compose file unchanged, stack.yml and defaults.yml derived."""
+    from .controller.importer import import_stack
+    ui = UI()
+    p = project()
+    result = import_stack(Path(path), Path(env) if env else None, name, p.root / "stacks", force=force)
+    for line in result.lines:
+        ui.info(line)
+
+
 # -- bundle, deploy, verify ------------------------------------------------------------
 
 @task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
@@ -255,6 +270,28 @@ def verify(c, host, stack=None, inventory=None, set=None, json_=False):
         raise Exit("error: verification failed", code=1)
 
 
+@task(iterable=["set"], help={**COMMON, **CHANGES,
+                              "purge_data": "also delete the data dir, named volumes, secrets and backups",
+                              "yes": "do not ask for the stack name to confirm --purge-data"})
+@user_errors
+def remove(c, host, stack=None, inventory=None, set=None, purge_data=False, yes=False, lock_wait=0, message=""):
+    """Remove a stack from hosts: its containers, networks and releases; data and backups are kept."""
+    from .actions.remove import remove as run_remove
+    ui = UI()
+    p = project()
+    name = p.stack_name(stack)
+    if purge_data and not yes:
+        if not sys.stdin.isatty():
+            raise FerryError(f"--purge-data deletes the data and backups of '{name}' on {host}: "
+                             "confirm with --yes (no terminal to ask)")
+        answer = input(f"--purge-data deletes the data and backups of '{name}' on {host}. "
+                       f"Type the stack name to confirm: ")
+        if answer.strip() != name:
+            raise FerryError(f"'{answer.strip()}' is not '{name}': nothing was removed")
+    run_remove(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), ui, purge_data=purge_data,
+               lock_wait=float(lock_wait), message=message)
+
+
 # -- backup, restore, schedules --------------------------------------------------------
 
 @task(iterable=["set"], help={**COMMON, **CHANGES, "fetch": "copy the archive to this directory and check its sha256",
@@ -344,8 +381,11 @@ def namespace(*extra: Collection | object) -> Collection:
     locks.add_task(lock_status, "status")
     locks.add_task(lock_release, "release")
     replaced = {t.name for t in extra if not isinstance(t, Collection)}
-    ns = Collection(*[t for t in (init, bundle, deploy, verify, rollback, releases, status, audit, backup, backups,
-                                  restore, schedule_backup, unschedule_backup) if t.name not in replaced], locks)
+    stacks = Collection("stack")
+    stacks.add_task(stack_import, "import")
+    ns = Collection(*[t for t in (init, bundle, deploy, verify, rollback, releases, status, audit, remove, backup,
+                                  backups, restore, schedule_backup, unschedule_backup) if t.name not in replaced],
+                    locks, stacks)
     for item in extra:
         if isinstance(item, Collection):
             ns.add_collection(item)

@@ -65,6 +65,11 @@ class HostState:
             directory was written, or rollback chose another one).
         containers_before: IDs of the stack's containers before this run's ``up``
             (a failed first deploy removes only the others).
+        model: Compose's model of ``release`` (:class:`ferry.model.compose.ComposeModel`;
+            render-config's, or read from the host by compose-up after a rollback).
+        planned_model: the model of deploy's trial render (compose-up's preflight).
+        activated: compose-up switched ``current`` and brought the release up (a
+            failure after that, such as a restart loop, must switch back).
         backup_request: :class:`ferry.model.backup.BackupRequest` (``inv backup``): the
             backup role runs a backup after installing the program.
         restore_request: :class:`ferry.model.backup.RestoreRequest` (``inv restore``).
@@ -81,6 +86,9 @@ class HostState:
     release: str | None = None
     release_changed: bool = False
     containers_before: list[str] = field(default_factory=list)
+    model: Any = None
+    planned_model: Any = None
+    activated: bool = False
     backup_request: Any = None
     restore_request: Any = None
     backup_plan: Any = None

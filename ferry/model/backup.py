@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FerryError
+from .compose import ComposeModel, named_volumes
 
 ARCHIVE_SUFFIX = ".ferry-backup.tar"
 EXIT_DAMAGED = 3
@@ -193,59 +194,50 @@ class BackupPlan:
         return out
 
 
-def service_mounts(service: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ``volumes`` of a service in Compose's normalized model (long syntax:
-    ``{"type": "volume"|"bind"|"tmpfs", "source", "target"}``)."""
-    return [m for m in service.get("volumes") or [] if isinstance(m, dict)]
-
-
 def _under(path: str, roots: tuple[str, ...]) -> bool:
     path = posixpath.normpath(path)
     return any(path == r or path.startswith(r + "/") for r in roots)
 
 
-def _data_rel(source: str, data_dir: str) -> str | None:
+def _data_rel(source: str, data_dir: str, release_dir: str, release_files: list[str]) -> str | None:
+    """The data-dir-relative path a bind source stands for: a source under the data dir;
+    or a ``./x`` source under the release that no release file provides (Compose's
+    model resolves it inside the release, which links it to ``<data_dir>/x``)."""
     source = posixpath.normpath(source)
-    base = data_dir.rstrip("/")
-    return source[len(base) + 1:] if source.startswith(base + "/") else None
+    for base in (data_dir.rstrip("/"), release_dir.rstrip("/")):
+        if source.startswith(base + "/"):
+            rel = source[len(base) + 1:]
+            if base == data_dir.rstrip("/") or not any(f == rel or f.startswith(rel + "/") or rel.startswith(f + "/")
+                                                       for f in release_files):
+                return rel
+    return None
 
 
-def _container_path(mounts: list[dict[str, Any]], host_path: str) -> str | None:
-    """The path inside a container of ``host_path``, through its longest bind mount."""
-    best: tuple[str, str] | None = None
-    for m in mounts:
-        if m.get("type") != "bind" or not m.get("source") or not m.get("target"):
-            continue
-        src = posixpath.normpath(str(m["source"]))
-        if host_path.startswith(src + "/") and (best is None or len(src) > len(best[0])):
-            best = (src, str(m["target"]))
-    return posixpath.join(best[1], host_path[len(best[0]) + 1:]) if best else None
-
-
-def plan_backup(stack: Any, model: dict[str, Any], release: str, host_paths: dict[str, str],
+def plan_backup(stack: Any, model: ComposeModel, release: str, host_paths: dict[str, str],
                 variables: dict[str, Any]) -> BackupPlan:
     """The backup plan of ``stack`` for one host (pure; see the module docstring).
 
     Args:
-        stack: :class:`ferry.model.stack.Stack` (its ``backup`` key).
-        model: Compose's normalized model of the release (``docker compose config
-            --format json``): ``name``, ``services`` (``image``, long-syntax
-            ``volumes``, ``environment``), ``volumes`` (``name``, ``external``).
+        stack: :class:`ferry.model.stack.Stack` (its ``backup`` key, images, release files).
+        model: Compose's model of the release (:func:`ferry.model.compose.parse_model`
+            of ``docker compose config --format json`` run on the host).
         release: the release id the model is of.
-        host_paths: ``stack_dir``, ``data``, ``lock_dir``, ``audit_log`` on the host.
+        host_paths: ``stack_dir``, ``data``, ``release_dir``, ``lock_dir``, ``audit_log``
+            on the host.
         variables: merged variables (``backup_dir``, ``backup_min_free_bytes``...).
 
     Raises:
-        FerryError: a ``backup`` entry naming a service or volume the model lacks, a
-            declared SQLite file outside every bind mount of its service, a value that
-            cannot be written as a settings field.
+        FerryError: a ``backup`` entry naming a volume the model lacks, a declared SQLite
+            file outside every bind mount of its service, ``backup_compress`` not
+            ``auto``/``gzip``.
     """
     spec = stack.backup
-    services: dict[str, dict[str, Any]] = model.get("services") or {}
     data_dir = host_paths["data"]
+    release_dir = host_paths.get("release_dir") or posixpath.join(host_paths["stack_dir"], "releases", release)
+    release_files = list(stack.release_files())
     where = f"{stack.file}"
     plan = BackupPlan(
-        stack=stack.name, project=str(model.get("name") or stack.name), release=release,
+        stack=stack.name, project=model.name or stack.name, release=release,
         stack_dir=host_paths["stack_dir"], data_dir=data_dir,
         backup_dir=posixpath.join(str(variables.get("backup_dir", "/var/backups/ferry")), stack.name),
         status_dir=posixpath.join(host_paths["stack_dir"], "backup-status"), lock_dir=host_paths["lock_dir"],
@@ -260,45 +252,41 @@ def plan_backup(stack: Any, model: dict[str, Any], release: str, host_paths: dic
     if getattr(spec, "none", False):
         plan.scope = "config"
         return plan
-    volumes = model.get("volumes") or {}
+    vol_name = named_volumes(model)
     for key in spec.volumes:
-        if key not in volumes:
+        if key not in vol_name:
             raise FerryError(f"{where}: key 'backup.volumes': '{key}' is not a volume in compose.yml")
-    plan.volumes = [(str(k), str((v or {}).get("name") or f"{plan.project}_{k}")) for k, v in sorted(volumes.items())]
-    vol_name = dict(plan.volumes)
+    plan.volumes = sorted(vol_name.items())
     plan.stop = list(spec.stop)
     plan.exclude = list(spec.exclude)
     declared = {e["service"]: ("mysql", e.get("user", "root"), e.get("password_env", "")) for e in spec.mysql}
     declared.update({e["service"]: ("redis", "", "") for e in spec.redis})
-    for name in sorted(services):
-        svc = services[name] or {}
-        image = str(svc.get("image") or stack.images.get(name, ""))
+    for name in sorted(model.services):
+        svc = model.services[name]
+        image = svc.image or stack.images.get(name, "")
         kind = declared.get(name, (database_kind(image), "", ""))[0]
-        mounts = service_mounts(svc)
+        binds = [(b.target, _data_rel(b.source, data_dir, release_dir, release_files)) for b in svc.binds]
         if kind and name not in plan.stop:
             user, pwenv = declared.get(name, (kind, "", ""))[1:]
             plan.dumps.append((kind, name, user if kind == "mysql" else "", pwenv))
             roots = DATA_PATHS[kind]
-            env = svc.get("environment") or {}
-            if kind == "postgres" and isinstance(env, dict) and env.get("PGDATA"):
-                roots = roots + (posixpath.normpath(str(env["PGDATA"])),)
-            for m in mounts:
-                if not m.get("target") or not _under(str(m["target"]), roots):
-                    continue
-                if m.get("type") == "volume" and m.get("source") in vol_name:
-                    plan.at_rest.append((name, "volume", vol_name[m["source"]]))
-                elif m.get("type") == "bind" and (rel := _data_rel(str(m.get("source", "")), data_dir)):
-                    plan.at_rest.append((name, "data", rel))
+            plan.at_rest += [(name, "volume", vol_name[v]) for v, target in svc.volumes
+                             if v in vol_name and _under(target, roots)]
+            plan.at_rest += [(name, "data", rel) for target, rel in binds if rel and _under(target, roots)]
         elif not kind and undumpable_database(image) and name not in plan.stop:
-            for m in mounts:
-                if m.get("type") == "volume" and m.get("source") in vol_name:
-                    plan.refuse.append((name, image, f"volume {vol_name[m['source']]}"))
-                elif m.get("type") == "bind" and (rel := _data_rel(str(m.get("source", "")), data_dir)) \
-                        and not any(rel == x or rel.startswith(x + "/") for x in plan.exclude):
-                    plan.refuse.append((name, image, f"data dir {rel}"))
+            plan.refuse += [(name, image, f"volume {vol_name[v]}") for v, _ in svc.volumes if v in vol_name]
+            plan.refuse += [(name, image, f"data dir {rel}") for _, rel in binds
+                            if rel and not any(rel == x or rel.startswith(x + "/") for x in plan.exclude)]
     for i, e in enumerate(spec.sqlite):
         host_path = posixpath.join(data_dir, e["file"])
-        inside = _container_path(service_mounts(services.get(e["service"]) or {}), host_path)
+        svc = model.services.get(e["service"])
+        inside = None
+        best = -1
+        for b in svc.binds if svc else []:
+            rel = _data_rel(b.source, data_dir, release_dir, release_files)
+            src = posixpath.join(data_dir, rel) if rel else b.source
+            if host_path.startswith(src.rstrip("/") + "/") and len(src) > best:
+                best, inside = len(src), posixpath.join(b.target, host_path[len(src.rstrip("/")) + 1:])
         if inside is None:
             raise FerryError(f"{where}: key 'backup.sqlite[{i}].file': {host_path} is not inside a bind mount of "
                              f"service '{e['service']}'")

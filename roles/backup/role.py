@@ -27,6 +27,7 @@ from ferry.host import audit, backup as hb, files, lock
 from ferry.host.shell import q, sh
 from ferry.model.backup import (SETTINGS_FORMAT, BackupRequest, cron_text, parse_settings, plan_backup,
                                 settings_text)
+from ferry.model.compose import parse_model
 from ferry.resources import data_dir
 from ferry.roles import RoleContext, RoleResult
 
@@ -72,11 +73,12 @@ def install(ctx: RoleContext) -> RoleResult:
     new_settings = old_settings
     if not old_settings or parse_settings(old_settings).get("fingerprint") != [[fp]]:
         release_dir = posixpath.join(p.releases, release)
-        model = hb.parse_compose_config(ctx.t.run(hb.compose_config_command(ctx.stack.name, release_dir)).out,
-                                        ctx.host)
+        model = parse_model(hb.parse_compose_config(
+            ctx.t.run(hb.compose_config_command(ctx.stack.name, release_dir)).out, ctx.host))
         plan = plan_backup(ctx.stack, model, release,
-                           {"stack_dir": p.stack_dir, "data": p.data, "lock_dir": lock.lock_dir(p.root, ctx.stack.name),
-                            "audit_log": audit.audit_path(p.root)}, ctx.vars)
+                           {"stack_dir": p.stack_dir, "data": p.data, "release_dir": release_dir,
+                            "lock_dir": lock.lock_dir(p.root, ctx.stack.name), "audit_log": audit.audit_path(p.root)},
+                           ctx.vars)
         new_settings = settings_text(plan) + f"fingerprint\t{fp}\n".encode()
         ctx.state.backup_plan = plan
     changes = []

@@ -23,6 +23,7 @@ import yaml
 from ferry.errors import FerryError
 from ferry.host import backup as hb
 from ferry.model import backup as mb
+from ferry.model.compose import parse_model
 from ferry.model.stack import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -282,13 +283,13 @@ def test_plan_covers_every_volume_and_dumps_databases_recognised_by_image(tmp_pa
     model = {"name": "app", "services": {
         "db": {"image": images["db"], "volumes": [vol("dbdata", "/var/lib/mysql")]},
         "cache": {"image": images["cache"], "volumes": [bind("/opt/ferry/stacks/app/data/redis", "/data")]},
-        "pg": {"image": images["pg"], "environment": {"PGDATA": "/pgdata"}, "volumes": [vol("pgdata", "/pgdata")]},
+        "pg": {"image": images["pg"], "volumes": [vol("pgdata", "/var/lib/postgresql/data")]},
         "app": {"image": images["app"], "volumes": [vol("files", "/files"),
                                                     bind("/opt/ferry/stacks/app/data/uploads", "/up")]},
         "mongo": {"image": images["mongo"], "volumes": [vol("mongodata", "/data/db")]}},
         "volumes": {"dbdata": {"name": "app_dbdata"}, "pgdata": {"name": "app_pgdata"}, "files": {"name": "app_files"},
                     "mongodata": {"name": "custom-mongo", "external": True}}}
-    plan = mb.plan_backup(stack, model, "r1", PATHS, {"backup_dir": "/b"})
+    plan = mb.plan_backup(stack, parse_model(model), "r1", PATHS, {"backup_dir": "/b"})
     assert plan.volumes == [("dbdata", "app_dbdata"), ("files", "app_files"), ("mongodata", "custom-mongo"),
                             ("pgdata", "app_pgdata")]
     assert sorted(plan.dumps) == [("mongo", "mongo", "", ""), ("mysql", "db", "", ""), ("postgres", "pg", "", ""),
@@ -304,9 +305,9 @@ def test_plan_refuses_an_undumpable_database_unless_it_is_stopped_during_the_cop
     model = {"services": {"vec": {"image": images["vec"], "volumes": [
         vol("qd", "/qdrant/storage"), bind("/opt/ferry/stacks/app/data/snap", "/snap")]}, "app": {"image": "app:1"}},
         "volumes": {"qd": {"name": "app_qd"}}}
-    plan = mb.plan_backup(stack_with(tmp_path, images), model, "r1", PATHS, {})
+    plan = mb.plan_backup(stack_with(tmp_path, images), parse_model(model), "r1", PATHS, {})
     assert plan.refuse == [("vec", "qdrant/qdrant:v1.9", "volume app_qd"), ("vec", "qdrant/qdrant:v1.9", "data dir snap")]
-    stopped = mb.plan_backup(stack_with(tmp_path, images, {"stop": ["vec"]}), model, "r1", PATHS, {})
+    stopped = mb.plan_backup(stack_with(tmp_path, images, {"stop": ["vec"]}), parse_model(model), "r1", PATHS, {})
     assert stopped.refuse == [] and stopped.stop == ["vec"]
 
 
@@ -318,22 +319,22 @@ def test_plan_declared_entries_and_backup_none(tmp_path):
     stack = stack_with(tmp_path, images, {"sqlite": [{"service": "backend", "file": "db/chat.db"}],
                                           "mysql": [{"service": "db", "user": "backup", "password_env": "PW"}],
                                           "stop": ["worker"]})
-    plan = mb.plan_backup(stack, model, "r1", PATHS, {})
+    plan = mb.plan_backup(stack, parse_model(model), "r1", PATHS, {})
     assert plan.sqlite == [("backend", "db/chat.db", "/app/db/chat.db")]
     assert plan.dumps == [("mysql", "db", "backup", "PW")]          # worker is stopped: its files are at rest
-    none = mb.plan_backup(stack_with(tmp_path, images, "none"), model, "r1", PATHS, {})
+    none = mb.plan_backup(stack_with(tmp_path, images, "none"), parse_model(model), "r1", PATHS, {})
     assert none.scope == "config" and not none.volumes and not none.dumps
     assert none.coverage() == ["backup: none in stack.yml: config and secrets only, no data"]
     with pytest.raises(FerryError, match=r"backup.volumes.*'ghost' is not a volume"):
-        mb.plan_backup(stack_with(tmp_path, images, {"volumes": ["ghost"]}), model, "r1", PATHS, {})
+        mb.plan_backup(stack_with(tmp_path, images, {"volumes": ["ghost"]}), parse_model(model), "r1", PATHS, {})
     with pytest.raises(FerryError, match=r"backup.sqlite\[0\].file.*not inside a bind mount"):
-        mb.plan_backup(stack_with(tmp_path, images, {"sqlite": [{"service": "db", "file": "x.db"}]}), model, "r1",
+        mb.plan_backup(stack_with(tmp_path, images, {"sqlite": [{"service": "db", "file": "x.db"}]}), parse_model(model), "r1",
                        PATHS, {})
 
 
 def test_settings_are_written_as_data_and_refuse_control_characters(tmp_path):
     stack = stack_with(tmp_path, {"app": "app:1"})
-    plan = mb.plan_backup(stack, {"services": {}, "volumes": {"v": {"name": "app_v"}}}, "r1",
+    plan = mb.plan_backup(stack, parse_model({"services": {}, "volumes": {"v": {"name": "app_v"}}}), "r1",
                           {**PATHS, "stack_dir": "/opt/my dir/stacks/app"}, {"backup_dir": "/srv/b'; touch x; '"})
     text = mb.settings_text(plan)
     parsed = mb.parse_settings(text)
