@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import backup
-from ..errors import HostError
-from ..host import containers, files, lock
+from ..host import containers, lock
 from ..host.releases import read_releases
 from ..host.shell import q, sh
 from ..host.verify import Check, verify_host
 from ..model.stack import load_stack
-from .common import stack_hosts
+from .common import current_compose, current_services, stack_hosts
 
 
 def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,11 +42,13 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
                     size, path = line.split(None, 1)
                     disk[path.rsplit("/", 1)[-1]] = int(size)
             current = history.get(history.current) if history.current else None
+            services = current_services(s, stack.name) if history.current else []
             sched = backup.schedule_status(backup.Target(s.t, stack, p, s.vars))
             out.append({
                 "host": s.name,
                 "release": history.current, "version": current.version if current else None,
                 "releases": len(history.releases),
+                "state": containers.stack_state(running, services),
                 "services": {name: {"state": c.status, "health": c.health or "-",
                                     "ports": sorted({f"{pub.get('PublishedPort')}->{pub.get('TargetPort')}"
                                                      for pub in (ps[name].publishers if name in ps else [])
@@ -73,8 +74,5 @@ def verify_hosts(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict
     checks = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
         for s in sessions:
-            found = files.parse_tar(s.t.run(files.read_tar(s.paths.stack_dir, ["current/compose.yml"])).stdout)
-            if "current/compose.yml" not in found:
-                raise HostError(s.name, f"no current release of '{stack.name}' under {s.paths.stack_dir}")
-            checks += verify_host(s.t, stack, found["current/compose.yml"], s.paths.current)
+            checks += verify_host(s.t, stack, current_compose(s, stack.name), s.paths.current)
     return checks

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import FerryError
 from ..model.paths import HostPaths
@@ -113,13 +113,16 @@ class Change:
 
 
 @contextlib.contextmanager
-def guarded(sessions: Sequence[HostSession], stack: str, task: str, version: str = "", message: str = "",
-            wait: float = 0.0, check: bool = False) -> Iterator[Change]:
+def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[str]], task: str, version: str = "",
+            message: str = "", wait: float = 0.0, check: bool = False) -> Iterator[Change]:
     """Lock the stack on every host, run the block, audit every host.
 
     Args:
         sessions: the hosts (from :func:`open_hosts`).
-        stack: stack name (the lock and the audit line are per stack).
+        stack: stack name (the lock and the audit line are per stack); or, for a
+            command that spans the stacks of a host (``prune``, ``uninstall``),
+            ``{host name: [stack names]}``: each host's stacks are all locked (in name
+            order, so two such runs cannot deadlock) and its audit line names them all.
         task: ``deploy``, ``rollback``, ``backup``...
         version: recorded in the lock and the audit line.
         message: ``--message``, recorded in the lock and the audit line.
@@ -131,11 +134,17 @@ def guarded(sessions: Sequence[HostSession], stack: str, task: str, version: str
             taken are released); and whatever the block raises, after the audit lines
             are written.
     """
-    change = Change(task, stack, version)
+    def stacks_of(s: HostSession) -> list[str]:
+        return [stack] if isinstance(stack, str) else sorted(set(stack.get(s.name, ())))
+
+    change = Change(task, stack if isinstance(stack, str) else "", version)
     if check:
         yield change
         return
-    with lock.holding([(s.t, s.paths.root) for s in sessions], stack, task, version, message, wait):
+    with contextlib.ExitStack() as locks:
+        for name in sorted({n for s in sessions for n in stacks_of(s)}):
+            locks.enter_context(lock.holding([(s.t, s.paths.root) for s in sessions if name in stacks_of(s)],
+                                             name, task, version, message, wait))
         failure = ""
         try:
             yield change
@@ -152,5 +161,5 @@ def guarded(sessions: Sequence[HostSession], stack: str, task: str, version: str
                     o = Outcome("interrupted" if failure == "interrupted" else ("failed" if failure else "ok"),
                                 "" if failure == "interrupted" else failure)
                 detail = " ".join(x for x in (o.detail, f'"{message}"' if message else "") if x)
-                audit.record(s.t, s.paths.root, audit.entry(task, stack, o.version or version, o.release,
-                                                           o.result, detail))
+                audit.record(s.t, s.paths.root, audit.entry(task, ",".join(stacks_of(s)), o.version or version,
+                                                           o.release, o.result, detail))
