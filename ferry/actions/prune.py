@@ -52,6 +52,17 @@ class PruneReport:
                 f"{len(self.plan.store_files)} store files ({human_bytes(self.store_bytes)} of store)")
 
 
+def _stack_of(found, bundle: str, locked: list[str]) -> str | None:
+    """The stack a bundle directory belongs to: its manifest's ``stack``; without a
+    readable manifest (an upload cut short), the locked stack its name starts with
+    (bundle directories are named ``<stack>-<version>``; the longest name wins)."""
+    stack = found.bundle_stack(bundle)
+    if stack:
+        return stack
+    prefixed = [s for s in locked if bundle.startswith(s + "-")]
+    return max(prefixed, key=len) if prefixed else None
+
+
 def prune(inventory_path: Path, pattern: str, sets: dict[str, Any], ui: UI, check: bool = False,
           lock_wait: float = 0.0, message: str = "") -> list[PruneReport]:
     """Prune each selected host (see the module docstring).
@@ -71,7 +82,7 @@ def prune(inventory_path: Path, pattern: str, sets: dict[str, Any], ui: UI, chec
             for s in sessions:
                 root = s.paths.root
                 facts = role.host_facts(s.t, root)
-                removable = [b for b in facts.releases.bundles if facts.releases.bundle_stack(b) in stacks[s.name]]
+                removable = [b for b in facts.links if _stack_of(facts.releases, b, stacks[s.name]) in stacks[s.name]]
                 present = set(facts.images)
                 plan = plan_host_prune(facts.releases.releases(), facts.releases.known_images() & present,
                                        facts.container_images, facts.links, facts.stored, removable)

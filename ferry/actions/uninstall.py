@@ -93,10 +93,12 @@ def uninstall(inventory_path: Path, pattern: str, sets: dict[str, Any], ui: UI, 
             reports[s.name] = _plan(s, found[s.name], purge_docker, purge_data)
         running = {n: f.running() for n, f in found.items() if f.running()}
         if running and not force:
-            where = "; ".join(f"{n}: {', '.join(f'{st} ({c} containers)' for st, c in sorted(r.items()))}"
+            first = next(iter(running))
+            where = "; ".join((f"{n}: " if n != first else "")
+                              + ", ".join(f"{st} ({c} containers running)" for st, c in sorted(r.items()))
                               for n, r in running.items())
-            raise HostError(next(iter(running)), f"stacks still run ({where}): stop them first "
-                                                 f"(ferry stop) or bring them down with --force; nothing was changed")
+            raise HostError(first, f"stacks still run: {where}; stop them first (ferry stop) or bring them "
+                                   f"down with --force; nothing was changed")
         if check:
             for r in reports.values():
                 _show(ui, r, check=True)

@@ -172,7 +172,7 @@ def remove_last(root: str) -> list[str]:
     """After the last audit line: remove ``audit.log`` and the (released) lock
     directories, then every directory left empty up to ``ferry_root`` itself."""
     r = q(root)
-    return sh(f"rm -f -- {r}/audit.log; rmdir -- {r}/locks/* {r}/locks 2>/dev/null; "
+    return sh(f"rm -f -- {r}/audit.log {r}/locks/*.activating; rmdir -- {r}/locks/* {r}/locks 2>/dev/null; "
               f"rmdir -- {r}/stacks/* {r}/stacks 2>/dev/null; rmdir -- {r} 2>/dev/null; true")
 
 
