@@ -51,10 +51,12 @@ def bundle_links(t, root: str) -> dict[str, set[str]]:
 
 def host_facts(t, root: str) -> HostFacts:
     """Read :class:`HostFacts` from the host behind ``t`` (``root``: ``ferry_root``)."""
-    used = files.parse_lines(t.run(containers.container_images(), check=False).out)
-    return HostFacts(read_host(t, root), containers.parse_images(t.run(containers.docker_images()).out),
-                     set(used), bundle_links(t, root),
-                     files.parse_sizes(t.run(files.list_dir_sizes(f"{root}/store")).out))
+    releases = read_host(t, root)
+    images = containers.parse_images(t.run(containers.docker_images()).out)
+    used = set(files.parse_lines(t.run(containers.container_images(), check=False).out))
+    links = bundle_links(t, root)
+    stored = files.parse_sizes(t.run(files.list_dir_sizes(f"{root}/store")).out)
+    return HostFacts(releases, images, used, links, stored)
 
 
 def remove(t, root: str, paths: list[str], images: list[str], tags: dict[str, set[str]],
