@@ -13,7 +13,6 @@ from ..host import containers, files
 from ..host.session import HostSession, open_hosts
 from ..host.transport import Result, drain
 from ..host.transport.ssh import connect_host
-from ..model.compose import compose_services
 from ..model.paths import HostPaths
 from ..model.stack import Stack
 from ..model.vars import merge_vars
@@ -58,8 +57,17 @@ def current_compose(s: HostSession, stack: str) -> bytes:
 
 
 def current_services(s: HostSession, stack: str) -> list[str]:
-    """The services of the current release's compose file (sorted)."""
-    return sorted(compose_services(current_compose(s, stack), f"{s.name}:{s.paths.current}/compose.yml"))
+    """The services of the current release's compose file (sorted), as Compose on the
+    host reads it.
+
+    Raises:
+        HostError: no current release, or Compose cannot read it.
+    """
+    current_compose(s, stack)
+    res = s.t.run(containers.config_hashes(*compose_args(s, stack)), check=False)
+    if not res.ok:
+        raise HostError(s.name, f"docker compose cannot read the current release of {stack}: {res.last_error_line()}")
+    return sorted(containers.parse_config_hashes(res.out))
 
 
 def compose_args(s: HostSession, stack: str) -> tuple[str, str, str]:

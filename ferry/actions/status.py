@@ -10,7 +10,7 @@ from .. import backup
 from ..host import containers, lock
 from ..host.releases import read_releases
 from ..host.shell import q, sh
-from ..host.verify import Check, verify_host
+from ..host.verify import Check, settle_seconds, verify_host
 from ..model.stack import load_stack
 from .common import current_compose, stack_hosts
 
@@ -101,5 +101,6 @@ def verify_hosts(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict
     checks = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
         for s in sessions:
-            checks += verify_host(s.t, stack, current_compose(s, stack.name), s.paths.current)
+            current_compose(s, stack.name)            # no current release: one clear error
+            checks += verify_host(s.t, stack, s.paths.current, settle_seconds(s.vars))
     return checks
