@@ -63,6 +63,10 @@ def _sets(values) -> dict:
     return parse_set_args(values or [])
 
 
+_ARGV: list[str] | None = None
+"""The ``ferry`` command's argv (``None`` under ``inv``: then :data:`sys.argv`)."""
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
@@ -373,6 +377,128 @@ def unschedule_backup(c, host, stack=None, inventory=None, set=None):
         ui.info(f"{host_name}: " + ("schedule removed" if removed else "no schedule"))
 
 
+# -- day 2: logs, exec, restart/stop/start, prune, uninstall ----------------------------
+
+def _out(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _err(data: bytes) -> None:
+    sys.stderr.buffer.write(data)
+    sys.stderr.buffer.flush()
+
+
+@task(iterable=["set", "service"], help={
+    **COMMON, "service": "only this service (repeatable; default: all)",
+    "follow": "keep streaming new lines until Ctrl-C", "since": "from this time on: 10m, 2h, 2026-11-22T02:00:00Z",
+    "tail": "lines per container from the end (a number or 'all')"})
+@user_errors
+def logs(c, host, stack=None, inventory=None, set=None, service=None, follow=False, since=None, tail=None):
+    """Show the Compose logs of the stack's current release (several hosts: lines prefixed with the host)."""
+    from .actions.logs import logs as stream_logs
+    p = project()
+    try:
+        stream_logs(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), _out, service or [], follow,
+                    since, tail)
+    except BrokenPipeError:          # `ferry logs ... | head`: the reader left
+        sys.stderr.close()
+
+
+def argv_after_ddash(argv: list[str] | None = None) -> list[str]:
+    """The words after the first ``--`` of the command line, exactly as the shell gave
+    them (Invoke's own remainder joins them with spaces, losing word boundaries)."""
+    argv = list(sys.argv if argv is None else argv)
+    return argv[argv.index("--") + 1:] if "--" in argv else []
+
+
+@task(name="exec", iterable=["set"], help={
+    **COMMON, "service": "the service whose container runs the command (required)"})
+@user_errors
+def exec_(c, host, service, stack=None, inventory=None, set=None):
+    """Run a command in a service's container: ferry exec --host H --service S -- CMD [ARG...] (no TTY, stdin closed; exit status passed through)."""
+    from .actions.execute import execute
+    p = project()
+    rc = execute(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), service, argv_after_ddash(_ARGV),
+                 _out, _err)
+    if rc:
+        raise Exit(code=rc)
+
+
+def _lifecycle(action: str, host, stack, inventory, set, service, lock_wait, message, timeout) -> None:
+    from .actions.services import lifecycle
+    p = project()
+    lifecycle(action, p.inventory(inventory), host, p.stack_dir(stack), _sets(set), UI(), service or [],
+              float(lock_wait), message, int(timeout) if timeout not in (None, "") else None)
+
+
+SERVICES = {"service": "only this service (repeatable; default: all)",
+            "timeout": "seconds a container gets to stop before it is killed (default 10)"}
+
+
+@task(iterable=["set", "service"], help={**COMMON, **CHANGES, **SERVICES})
+@user_errors
+def restart(c, host, stack=None, inventory=None, set=None, service=None, lock_wait=0, message="", timeout=None):
+    """Restart the services of the current release, one host after the other, and wait until they are healthy."""
+    _lifecycle("restart", host, stack, inventory, set, service, lock_wait, message, timeout)
+
+
+@task(iterable=["set", "service"], help={**COMMON, **CHANGES, **SERVICES})
+@user_errors
+def stop(c, host, stack=None, inventory=None, set=None, service=None, lock_wait=0, message="", timeout=None):
+    """Stop the services of the current release (containers kept; `start` or `deploy` brings them back)."""
+    _lifecycle("stop", host, stack, inventory, set, service, lock_wait, message, timeout)
+
+
+@task(iterable=["set", "service"], help={**COMMON, **CHANGES, "service": SERVICES["service"]})
+@user_errors
+def start(c, host, stack=None, inventory=None, set=None, service=None, lock_wait=0, message=""):
+    """Start the stopped services of the current release and wait until they are healthy."""
+    _lifecycle("start", host, stack, inventory, set, service, lock_wait, message, None)
+
+
+@task(iterable=["set"], help={"host": COMMON["host"], "inventory": COMMON["inventory"], "set": COMMON["set"],
+                              **CHANGES, "check": "check mode: show what would be removed, remove nothing"})
+@user_errors
+def prune(c, host, inventory=None, set=None, check=False, lock_wait=0, message=""):
+    """Remove the images, bundles and store files that no release of any stack on the host uses."""
+    from .actions.prune import prune as run_prune
+    p = project()
+    run_prune(p.inventory(inventory), host, _sets(set), UI(), check, float(lock_wait), message)
+
+
+def confirm(what: list[str], hosts: str, yes: bool) -> None:
+    """Ask before a destructive option (``--purge-*``): ``--yes``, or type ``yes`` at a
+    terminal. Raises FerryError when neither."""
+    if not what or yes:
+        return
+    question = f"{' and '.join(what)} on {hosts} cannot be undone"
+    if not sys.stdin.isatty():
+        raise FerryError(f"{question}: confirm with --yes")
+    answer = input(f"{question}. Type 'yes' to go on: ")
+    if answer.strip() != "yes":
+        raise FerryError("not confirmed: nothing was changed")
+
+
+@task(iterable=["set"], help={
+    "host": COMMON["host"], "inventory": COMMON["inventory"], "set": COMMON["set"], **CHANGES,
+    "force": "bring running stacks down instead of refusing", "purge_docker": "also remove Docker (asks first)",
+    "purge_data": "also remove the stacks' data, secrets, volumes and backups (asks first)",
+    "yes": "answer the --purge-* confirmation", "check": "check mode: show what would go, change nothing",
+    "audit_dir": "where the hosts' audit logs are copied (default: <project>/audit)"})
+@user_errors
+def uninstall(c, host, inventory=None, set=None, force=False, purge_docker=False, purge_data=False, yes=False,
+              check=False, lock_wait=0, message="", audit_dir=None):
+    """Take Ferry's files off hosts; Docker and the stacks' data stay unless --purge-docker/--purge-data."""
+    from .actions.uninstall import uninstall as run_uninstall
+    p = project()
+    if not check:
+        confirm([w for w, on in (("removing Docker", purge_docker), ("deleting the stacks' data", purge_data)) if on],
+                host, yes)
+    run_uninstall(p.inventory(inventory), host, _sets(set), UI(), Path(audit_dir) if audit_dir else p.root / "audit",
+                  force, purge_docker, purge_data, check, float(lock_wait), message)
+
+
 def namespace(*extra: Collection | object) -> Collection:
     """The product's task collection, plus ``extra`` tasks/collections (the checkout's
     ``tasks.py`` adds the devkit's ``sandbox.*``, ``demo`` and ``test``); an extra task
@@ -384,7 +510,8 @@ def namespace(*extra: Collection | object) -> Collection:
     stacks = Collection("stack")
     stacks.add_task(stack_import, "import")
     ns = Collection(*[t for t in (init, bundle, deploy, verify, rollback, releases, status, audit, remove, backup,
-                                  backups, restore, schedule_backup, unschedule_backup) if t.name not in replaced],
+                                  backups, restore, schedule_backup, unschedule_backup, logs, exec_, restart, stop,
+                                  start, prune, uninstall) if t.name not in replaced],
                     locks, stacks)
     for item in extra:
         if isinstance(item, Collection):
@@ -396,7 +523,9 @@ def namespace(*extra: Collection | object) -> Collection:
 
 def main(argv: list[str] | None = None) -> None:
     """The ``ferry`` console command: ``ferry [--project DIR] TASK [OPTIONS]``."""
+    global _ARGV
     argv = list(sys.argv if argv is None else argv)
+    _ARGV = list(argv)
     for i, arg in enumerate(argv[1:], start=1):
         if arg == "--project" and i + 1 < len(argv):
             os.environ["FERRY_PROJECT"] = argv[i + 1]

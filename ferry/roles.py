@@ -13,6 +13,7 @@ variable precedence (see ``ferry.controller.inventory``).
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -139,6 +140,7 @@ def load_role(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"ferry_roles.{name.replace('-', '_')}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module        # as an import does: dataclasses in a role need it
     spec.loader.exec_module(module)
     _cache[name] = module
     return module
