@@ -94,3 +94,8 @@ def install_file(src: str, dest: str, mode: int) -> list[str]:
 def systemctl(*args: str) -> list[str]:
     """``systemctl ARGS...`` (e.g. ``enable docker.service``)."""
     return ["systemctl", *args]
+
+
+def unit_log(unit: str, lines: int) -> list[str]:
+    """The last ``lines`` lines of a systemd unit's journal, messages only."""
+    return ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"]
