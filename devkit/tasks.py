@@ -10,7 +10,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from ferry.cli import user_errors
+from ferry.cli import BUNDLE_HELP, user_errors
 from ferry.ui import UI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,16 +70,17 @@ def standins(c, stack):
         ui.info(f"{tag}: {image_id[:19]}")
 
 
-@task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
-            "dist": "output directory (default: <project>/dist)"})
+@task(help=BUNDLE_HELP)
 @user_errors
-def bundle(c, stack=None, version=None, dist=None):
+def bundle(c, stack=None, version=None, dist=None, docker_static=None):
     """Build stand-in images for the stack's recipes (devkit), then the offline bundle (ferry bundle)."""
     from devkit.images import build_stack_images
     from ferry import cli
     from ferry.controller.project import find_project
-    build_stack_images(find_project().stack_dir(stack), console=UI().console)
-    cli.bundle.body(c, stack=stack, version=version, dist=dist)
+    stack_dir = find_project().stack_dir(stack)
+    if (stack_dir / "images").is_dir():
+        build_stack_images(stack_dir, console=UI().console)
+    cli.bundle.body(c, stack=stack, version=version, dist=dist, docker_static=docker_static)
 
 
 @task(help={"count": "sandbox hosts to start"})

@@ -230,6 +230,11 @@ def engine_id(version: str, sha256: str) -> str:
     return f"{version}-{sha256[:12]}"
 
 
+def is_engine_id(name: str) -> bool:
+    """``name`` is an :func:`engine_id` (a directory Ferry made), e.g. ``24.0.7-0a1b2c3d4e5f``."""
+    return re.fullmatch(r"\d+\.\d+\.\d+[A-Za-z0-9.+~-]*-[0-9a-f]{12}", name) is not None
+
+
 def extract_static(tarball: str, engine: str, names: Sequence[str]) -> list[str]:
     """Unpack ``docker/<name>`` for each of ``names`` from ``tarball`` into
     ``STATIC_DIR/<engine>`` (via ``<engine>.partial``, renamed when complete; nothing
@@ -257,11 +262,17 @@ def link_binaries(names: Sequence[str]) -> list[str]:
         f"mv -T -f {q(BIN_DIR + '/.' + n + '.ferry')} {q(BIN_DIR + '/' + n)}" for n in names))
 
 
-def prune_static(keep: Sequence[str]) -> list[str]:
-    """Remove engine directories under ``STATIC_DIR`` other than ``keep``."""
-    names = " ".join(q(k) for k in keep)
-    return sh(f"cd {q(STATIC_DIR)} 2>/dev/null || exit 0; for d in *; do [ -L \"$d\" ] && continue; "
-              f"case \" {names} \" in *\" $d \"*) ;; *) rm -rf -- \"$d\";; esac; done")
+def remove_static(engines: Sequence[str]) -> list[str]:
+    """Remove the engine directories ``engines`` under ``STATIC_DIR``.
+
+    Raises:
+        ValueError: a name that is not a plain directory name (they come from the host's
+            answer).
+    """
+    bad = [e for e in engines if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]*", e)]
+    if bad:
+        raise ValueError(f"not an engine directory name: {bad[0]!r}")
+    return ["rm", "-rf", "--", *(f"{STATIC_DIR}/{e}" for e in engines)]
 
 
 def save_files(paths: Sequence[str]) -> list[str]:

@@ -25,7 +25,7 @@ logs with rotation; ``templates/daemon.json.j2``), enable and start the units, a
 everything when the same engine, Compose, daemon.json (and units) already run.
 
 Facts come from ONE remote command (:func:`ferry.host.engine.engine_facts`), gathered in
-``preflight`` and kept in ``ctx.state["engine_facts"]``. Preflight refuses, before any
+``preflight`` and kept in ``ctx.state.host_facts``. Preflight refuses, before any
 change on any host, with one line: an invalid ``docker_install``; another CPU
 architecture than the bundle's; what the engine needs and the host lacks (kernel >=
 3.10, cgroups, systemd as PID 1; for the static engine also an iptables command, tar
@@ -121,7 +121,7 @@ def _no_static_engine(ctx: RoleContext, facts: EngineFacts, why: str) -> HostErr
 
 def preflight(ctx: RoleContext) -> None:
     """Refuse, before any change, a host this role cannot serve (see the module
-    docstring). Leaves ``engine_facts`` and ``docker_layout`` in ``ctx.state``."""
+    docstring). Leaves ``host_facts`` and ``docker_layout`` in ``ctx.state``."""
     payload = ctx.bundle.manifest["docker"]
     facts = gather(ctx)
     layout = layout_for(ctx, facts)
@@ -158,15 +158,15 @@ def preflight(ctx: RoleContext) -> None:
         if facts.ferry_units:
             raise HostError(ctx.host, f"Ferry's static Docker engine is installed here ({engine.STATIC_DIR}): "
                                       f"docker_install: deb would install packages over it; use static or auto")
-    ctx.state["engine_facts"] = facts
-    ctx.state["docker_layout"] = layout
+    ctx.state.host_facts = facts
+    ctx.state.docker_layout = layout
 
 
 def files_needed(ctx: RoleContext) -> list[str]:
     """Bundle paths of the Docker payload this host needs (after :func:`preflight`):
     empty when its engine and Compose are already the bundle's; otherwise the files of
     its layout (the .debs, or the static tarball) and the Compose plugin."""
-    facts, layout = ctx.state["engine_facts"], ctx.state["docker_layout"]
+    facts, layout = ctx.state.host_facts, ctx.state.docker_layout
     payload = ctx.bundle.manifest["docker"]
     need = [] if facts.compose_version == payload["compose"] else ["docker/docker-compose"]
     if layout == "static":
@@ -183,23 +183,23 @@ def files_needed(ctx: RoleContext) -> list[str]:
 
 def run(ctx: RoleContext) -> RoleResult:
     """Install or confirm Docker and Compose from the bundle; see the module docstring."""
-    if "engine_facts" not in ctx.state:
+    if ctx.state.host_facts is None:
         preflight(ctx)
-    if ctx.state["docker_layout"] == "static":
+    if ctx.state.docker_layout == "static":
         return run_static(ctx)
     return run_deb(ctx)
 
 
 def _after(ctx: RoleContext) -> EngineFacts:
     facts = gather(ctx)
-    ctx.state["engine_facts"] = facts
+    ctx.state.host_facts = facts
     return facts
 
 
 def run_deb(ctx: RoleContext) -> RoleResult:
     """The Debian-package layout (see the module docstring)."""
     payload = ctx.bundle.manifest["docker"]
-    facts = ctx.state["engine_facts"]
+    facts = ctx.state.host_facts
     daemon = render_daemon_json(ctx.vars)
     debs = deb_files(ctx.bundle.manifest)
     need = [Path(p).name.split("_")[0] for p in files_needed(ctx) if p.startswith("docker/debs/")]
@@ -244,7 +244,7 @@ def run_static(ctx: RoleContext) -> RoleResult:
     """Docker's static engine (see the module docstring)."""
     payload = ctx.bundle.manifest["docker"]
     static = payload["static"]
-    facts: EngineFacts = ctx.state["engine_facts"]
+    facts: EngineFacts = ctx.state.host_facts
     eid = engine.engine_id(static["version"], static["sha256"])
     target = f"{engine.STATIC_DIR}/{eid}"
     names = sorted(static["binaries"])
@@ -277,8 +277,10 @@ def run_static(ctx: RoleContext) -> RoleResult:
     todo += [f"Compose {payload['compose']}"] if not compose_ok else []
     todo += ["write " + ", ".join(Path(p).name for p in stale)] if stale else []
     todo += [f"link {len(links)} executables into {engine.BIN_DIR}"] if links else []
-    if engine_up and (restart_docker or restart_containerd):
-        todo.append("restart the engine (running containers are stopped and started again)")
+    if engine_up and restart_containerd:
+        todo.append("restart containerd and docker (running containers are stopped and started again)")
+    elif engine_up and restart_docker:
+        todo.append("restart docker (running containers are stopped and started again)")
     elif restart_docker:
         todo.append("start containerd and docker")
     if ctx.check:
@@ -291,8 +293,9 @@ def run_static(ctx: RoleContext) -> RoleResult:
         t.run(system.install_file(f"{ctx.paths.bundle_dir}/docker/docker-compose", PLUGIN, 0o755))
     running = files.parse_lines(t.run(engine.running_containers()).out) \
         if facts.running("docker") and restart_docker else []
-    managed = list(want) + [f"{engine.BIN_DIR}/{n}" for n in links]
-    t.run(engine.save_files(managed))
+    managed = list(want) + [f"{engine.BIN_DIR}/{n}" for n in links] if engine_up else []
+    if managed:                     # something runs: keep what it runs on, to go back to
+        t.run(engine.save_files(managed))
     try:
         if restart_docker and facts.running("docker"):
             t.run(system.systemctl("stop", "docker.service"), timeout=180)
@@ -306,8 +309,10 @@ def run_static(ctx: RoleContext) -> RoleResult:
             t.run(engine.link_binaries(names))
         if units_stale:
             t.run(system.systemctl("daemon-reload"))
-        t.run(system.systemctl("enable", "containerd.service", "docker.service"))
-        _start(ctx, "containerd.service")
+        if not enabled:
+            t.run(system.systemctl("enable", "containerd.service", "docker.service"))
+        if restart_containerd:
+            _start(ctx, "containerd.service")
         _start(ctx, "docker.service")
     except HostError as exc:
         back = _revert(ctx, facts, managed, running)
@@ -316,8 +321,11 @@ def run_static(ctx: RoleContext) -> RoleResult:
         res = t.run(engine.start_containers(running), check=False, timeout=300)
         if not res.ok:
             ctx.ui.warn(f"{ctx.host}: some containers that ran before did not start again: {res.last_error_line()}")
-    t.run(engine.drop_saved(managed))
-    t.run(engine.prune_static([eid] + ([facts.static_current] if facts.static_current != eid else [])))
+    if managed:
+        t.run(engine.drop_saved(managed))
+    old = [d for d in facts.static_dirs if engine.is_engine_id(d) and d not in (eid, facts.static_current)]
+    if old:                         # keep the new engine and the one before it
+        t.run(engine.remove_static(old))
     after = _after(ctx)
     if after.exe.get("docker") != f"{target}/dockerd" or after.compose_version != payload["compose"]:
         raise HostError(ctx.host, f"after install: dockerd runs {after.exe.get('docker') or 'nothing'}, compose "
@@ -338,7 +346,8 @@ def _revert(ctx: RoleContext, facts: EngineFacts, managed: list[str], containers
     what it did, for the error line."""
     t = ctx.t
     t.run(system.systemctl("stop", "docker.service", "containerd.service"), check=False, timeout=180)
-    t.run(engine.restore_files(managed), check=False)
+    if managed:
+        t.run(engine.restore_files(managed), check=False)
     if facts.static_current:
         t.run(engine.switch_static(facts.static_current), check=False)
     t.run(system.systemctl("daemon-reload"), check=False)
