@@ -936,7 +936,6 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> Sandbox | None:
         ip = _container_ip(c)
         if (c.get("State") or {}).get("Running") and ip:
             hosts.append(SandboxHost(name=_host_name(i), ip=ip, container=_container_name(i)))
-        extra = _ensure_nodpkg(nodpkg, base, console)
         _prune_old_images()
     if not hosts:
         return None

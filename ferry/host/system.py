@@ -27,5 +27,6 @@ def systemctl(*args: str) -> list[str]:
 
 
 def unit_log(unit: str, lines: int) -> list[str]:
-    """The last ``lines`` lines of a systemd unit's journal, messages only."""
-    return ["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"]
+    """The last ``lines`` lines the unit's own processes wrote to the journal (not
+    systemd's lines about the unit), messages only."""
+    return ["journalctl", f"_SYSTEMD_UNIT={unit}", "-n", str(lines), "--no-pager", "-o", "cat"]

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import jinja2
 
-from ferry.controller.dockerstatic import DOWNLOAD_HINT, validate_static_entry
+from ferry.model.engine import DOWNLOAD_HINT, validate_static_entry
 from ferry.errors import HostError
 from ferry.host import engine, files, system
 from ferry.host.engine import EngineFacts, parse_engine_facts
