@@ -72,7 +72,7 @@ def standins(c, stack):
 
 @task(help=BUNDLE_HELP)
 @user_errors
-def bundle(c, stack=None, version=None, dist=None, docker_static=None):
+def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None):
     """Build stand-in images for the stack's recipes (devkit), then the offline bundle (ferry bundle)."""
     from devkit.images import build_stack_images
     from ferry import cli
@@ -80,7 +80,7 @@ def bundle(c, stack=None, version=None, dist=None, docker_static=None):
     stack_dir = find_project().stack_dir(stack)
     if (stack_dir / "images").is_dir():
         build_stack_images(stack_dir, console=UI().console)
-    cli.bundle.body(c, stack=stack, version=version, dist=dist, docker_static=docker_static)
+    cli.bundle.body(c, stack=stack, version=version, dist=dist, sign=sign, docker_static=docker_static)
 
 
 @task(help={"count": "sandbox hosts to start"})

@@ -63,6 +63,10 @@ def _sets(values) -> dict:
     return parse_set_args(values or [])
 
 
+_ARGV: list[str] | None = None
+"""The ``ferry`` command's argv (``None`` under ``inv``: then :data:`sys.argv`)."""
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
@@ -86,36 +90,53 @@ def init(c, path="."):
         ui.info(line)
 
 
+@task(help={"path": "the project's docker-compose.yml (or compose.yaml)",
+            "env": "its .env (default: the .env next to it, if any)",
+            "name": "stack name (default: the compose file's `name:` or its directory's name)",
+            "force": "replace an existing stacks/NAME/"})
+@user_errors
+def stack_import(c, path, env=None, name=None, force=False):
+    """Import an existing compose project as stacks/NAME/: compose file unchanged, stack.yml and defaults.yml derived."""
+    from .controller.importer import import_stack
+    ui = UI()
+    p = project()
+    result = import_stack(Path(path), Path(env) if env else None, name, p.root / "stacks", force=force)
+    for line in result.lines:
+        ui.info(line)
+
+
 # -- bundle, deploy, verify ------------------------------------------------------------
 
 BUNDLE_HELP = {"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
                "dist": "output directory (default: <project>/dist)",
+               "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)",
                "docker_static": "Docker's static tarball docker-<version>.tgz (from download.docker.com/linux/"
                                 "static/stable/<arch>/) for hosts without dpkg"}
 
 
 @task(help=BUNDLE_HELP)
 @user_errors
-def bundle(c, stack=None, version=None, dist=None, docker_static=None):
-    """Build the offline bundle of a stack from local images: image archives, Docker installer, manifest."""
+def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None):
+    """Build the offline bundle of a stack from local images: image parts, Docker installer, manifest."""
     from .controller.bundle import build_bundle
     from .roles import role_defaults
     ui = UI()
     p = project()
     b = build_bundle(p.stack_dir(stack), Path(dist) if dist else p.dist, version, ui,
                      docker_settings=role_defaults("install-docker-offline"),
+                     sign=Path(sign) if sign else None,
                      docker_static=Path(docker_static) if docker_static else None)
-    report_bundle(ui, b)
+    report_bundle(ui, b, signed=bool(sign))
 
 
-def report_bundle(ui: UI, b) -> None:
+def report_bundle(ui: UI, b, signed: bool = False) -> None:
     """The line ``inv bundle`` ends with: files, size, images, the Docker payload."""
     size = sum(f["size"] for f in b.files())
     docker = b.manifest["docker"]
     static = f", static Docker {docker['static']['version']}" if docker.get("static") else ""
     ui.info(f"bundle {b.path}: {len(b.files())} files, {size / 1e6:.1f} MB, "
             f"{len(b.manifest['images'])} images, Docker {docker['docker']} (debs){static}, "
-            f"Compose {docker['compose']}")
+            f"Compose {docker['compose']}" + (", signed" if signed else ""))
 
 
 @task(iterable=["set"], help={
@@ -132,7 +153,7 @@ def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=Fal
     ui = UI()
     p = project()
     name = p.stack_name(stack)
-    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, _sets(set))
+    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, _sets(set), ui)
     ui.info(f"deploying {plan.bundle.name} to {', '.join(h.name for h in plan.hosts)}"
             + (" (check mode)" if check else ""))
     reports = run_deploy(plan, ui, check=check, serial=int(serial), max_fail=float(max_fail),
@@ -264,6 +285,28 @@ def verify(c, host, stack=None, inventory=None, set=None, json_=False):
                     for ch in checks])
     if not checks or any(not ch.ok for ch in checks):
         raise Exit("error: verification failed", code=1)
+
+
+@task(iterable=["set"], help={**COMMON, **CHANGES,
+                              "purge_data": "also delete the data dir, named volumes, secrets and backups",
+                              "yes": "do not ask for the stack name to confirm --purge-data"})
+@user_errors
+def remove(c, host, stack=None, inventory=None, set=None, purge_data=False, yes=False, lock_wait=0, message=""):
+    """Remove a stack from hosts: its containers, networks and releases; data and backups are kept."""
+    from .actions.remove import remove as run_remove
+    ui = UI()
+    p = project()
+    name = p.stack_name(stack)
+    if purge_data and not yes:
+        if not sys.stdin.isatty():
+            raise FerryError(f"--purge-data deletes the data and backups of '{name}' on {host}: "
+                             "confirm with --yes (no terminal to ask)")
+        answer = input(f"--purge-data deletes the data and backups of '{name}' on {host}. "
+                       f"Type the stack name to confirm: ")
+        if answer.strip() != name:
+            raise FerryError(f"'{answer.strip()}' is not '{name}': nothing was removed")
+    run_remove(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), ui, purge_data=purge_data,
+               lock_wait=float(lock_wait), message=message)
 
 
 # -- backup, restore, schedules --------------------------------------------------------
@@ -399,6 +442,128 @@ def unschedule_backup(c, host, stack=None, inventory=None, set=None):
             ui.info(f"{target.host}: " + ("schedule removed" if b.unschedule(target) else "no schedule"))
 
 
+# -- day 2: logs, exec, restart/stop/start, prune, uninstall ----------------------------
+
+def _out(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _err(data: bytes) -> None:
+    sys.stderr.buffer.write(data)
+    sys.stderr.buffer.flush()
+
+
+@task(iterable=["set", "service"], help={
+    **COMMON, "service": "only this service (repeatable; default: all)",
+    "follow": "keep streaming new lines until Ctrl-C", "since": "from this time on: 10m, 2h, 2026-11-22T02:00:00Z",
+    "tail": "lines per container from the end (a number or 'all')"})
+@user_errors
+def logs(c, host, stack=None, inventory=None, set=None, service=None, follow=False, since=None, tail=None):
+    """Show the Compose logs of the stack's current release (several hosts: lines prefixed with the host)."""
+    from .actions.logs import logs as stream_logs
+    p = project()
+    try:
+        stream_logs(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), _out, service or [], follow,
+                    since, tail)
+    except BrokenPipeError:          # `ferry logs ... | head`: the reader left
+        sys.stderr.close()
+
+
+def argv_after_ddash(argv: list[str] | None = None) -> list[str]:
+    """The words after the first ``--`` of the command line, exactly as the shell gave
+    them (Invoke's own remainder joins them with spaces, losing word boundaries)."""
+    argv = list(sys.argv if argv is None else argv)
+    return argv[argv.index("--") + 1:] if "--" in argv else []
+
+
+@task(name="exec", iterable=["set"], help={
+    **COMMON, "service": "the service whose container runs the command (required)"})
+@user_errors
+def exec_(c, host, service, stack=None, inventory=None, set=None):
+    """Run a command in a service's container: ferry exec --host H --service S -- CMD [ARG...] (no TTY, stdin closed; exit status passed through)."""
+    from .actions.execute import execute
+    p = project()
+    rc = execute(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), service, argv_after_ddash(_ARGV),
+                 _out, _err)
+    if rc:
+        raise Exit(code=rc)
+
+
+def _lifecycle(action: str, host, stack, inventory, set, service, lock_wait, message, timeout) -> None:
+    from .actions.services import lifecycle
+    p = project()
+    lifecycle(action, p.inventory(inventory), host, p.stack_dir(stack), _sets(set), UI(), service or [],
+              float(lock_wait), message, int(timeout) if timeout not in (None, "") else None)
+
+
+SERVICES = {"service": "only this service (repeatable; default: all)",
+            "timeout": "seconds a container gets to stop before it is killed (default 10)"}
+
+
+@task(iterable=["set", "service"], help={**COMMON, **CHANGES, **SERVICES})
+@user_errors
+def restart(c, host, stack=None, inventory=None, set=None, service=None, lock_wait=0, message="", timeout=None):
+    """Restart the services of the current release, one host after the other, and wait until they are healthy."""
+    _lifecycle("restart", host, stack, inventory, set, service, lock_wait, message, timeout)
+
+
+@task(iterable=["set", "service"], help={**COMMON, **CHANGES, **SERVICES})
+@user_errors
+def stop(c, host, stack=None, inventory=None, set=None, service=None, lock_wait=0, message="", timeout=None):
+    """Stop the services of the current release (containers kept; `start` or `deploy` brings them back)."""
+    _lifecycle("stop", host, stack, inventory, set, service, lock_wait, message, timeout)
+
+
+@task(iterable=["set", "service"], help={**COMMON, **CHANGES, "service": SERVICES["service"]})
+@user_errors
+def start(c, host, stack=None, inventory=None, set=None, service=None, lock_wait=0, message=""):
+    """Start the stopped services of the current release and wait until they are healthy."""
+    _lifecycle("start", host, stack, inventory, set, service, lock_wait, message, None)
+
+
+@task(iterable=["set"], help={"host": COMMON["host"], "inventory": COMMON["inventory"], "set": COMMON["set"],
+                              **CHANGES, "check": "check mode: show what would be removed, remove nothing"})
+@user_errors
+def prune(c, host, inventory=None, set=None, check=False, lock_wait=0, message=""):
+    """Remove the images, bundles and store files that no release of any stack on the host uses."""
+    from .actions.prune import prune as run_prune
+    p = project()
+    run_prune(p.inventory(inventory), host, _sets(set), UI(), check, float(lock_wait), message)
+
+
+def confirm(what: list[str], hosts: str, yes: bool) -> None:
+    """Ask before a destructive option (``--purge-*``): ``--yes``, or type ``yes`` at a
+    terminal. Raises FerryError when neither."""
+    if not what or yes:
+        return
+    question = f"{' and '.join(what)} on {hosts} cannot be undone"
+    if not sys.stdin.isatty():
+        raise FerryError(f"{question}: confirm with --yes")
+    answer = input(f"{question}. Type 'yes' to go on: ")
+    if answer.strip() != "yes":
+        raise FerryError("not confirmed: nothing was changed")
+
+
+@task(iterable=["set"], help={
+    "host": COMMON["host"], "inventory": COMMON["inventory"], "set": COMMON["set"], **CHANGES,
+    "force": "bring running stacks down instead of refusing", "purge_docker": "also remove Docker (asks first)",
+    "purge_data": "also remove the stacks' data, secrets, volumes and backups (asks first)",
+    "yes": "answer the --purge-* confirmation", "check": "check mode: show what would go, change nothing",
+    "audit_dir": "where the hosts' audit logs are copied (default: <project>/audit)"})
+@user_errors
+def uninstall(c, host, inventory=None, set=None, force=False, purge_docker=False, purge_data=False, yes=False,
+              check=False, lock_wait=0, message="", audit_dir=None):
+    """Take Ferry's files off hosts; Docker and the stacks' data stay unless --purge-docker/--purge-data."""
+    from .actions.uninstall import uninstall as run_uninstall
+    p = project()
+    if not check:
+        confirm([w for w, on in (("removing Docker", purge_docker), ("deleting the stacks' data", purge_data)) if on],
+                host, yes)
+    run_uninstall(p.inventory(inventory), host, _sets(set), UI(), Path(audit_dir) if audit_dir else p.root / "audit",
+                  force, purge_docker, purge_data, check, float(lock_wait), message)
+
+
 def namespace(*extra: Collection | object) -> Collection:
     """The product's task collection, plus ``extra`` tasks/collections (the checkout's
     ``tasks.py`` adds the devkit's ``sandbox.*``, ``demo`` and ``test``); an extra task
@@ -407,8 +572,12 @@ def namespace(*extra: Collection | object) -> Collection:
     locks.add_task(lock_status, "status")
     locks.add_task(lock_release, "release")
     replaced = {t.name for t in extra if not isinstance(t, Collection)}
-    ns = Collection(*[t for t in (init, bundle, deploy, verify, rollback, releases, status, audit, backup, backups,
-                                  restore, schedule_backup, unschedule_backup) if t.name not in replaced], locks)
+    stacks = Collection("stack")
+    stacks.add_task(stack_import, "import")
+    ns = Collection(*[t for t in (init, bundle, deploy, verify, rollback, releases, status, audit, remove, backup,
+                                  backups, restore, schedule_backup, unschedule_backup, logs, exec_, restart, stop,
+                                  start, prune, uninstall) if t.name not in replaced],
+                    locks, stacks)
     for item in extra:
         if isinstance(item, Collection):
             ns.add_collection(item)
@@ -419,7 +588,9 @@ def namespace(*extra: Collection | object) -> Collection:
 
 def main(argv: list[str] | None = None) -> None:
     """The ``ferry`` console command: ``ferry [--project DIR] TASK [OPTIONS]``."""
+    global _ARGV
     argv = list(sys.argv if argv is None else argv)
+    _ARGV = list(argv)
     for i, arg in enumerate(argv[1:], start=1):
         if arg == "--project" and i + 1 < len(argv):
             os.environ["FERRY_PROJECT"] = argv[i + 1]

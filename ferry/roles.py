@@ -13,6 +13,7 @@ variable precedence (see ``ferry.controller.inventory``).
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -67,6 +68,11 @@ class HostState:
             directory was written, or rollback chose another one).
         containers_before: IDs of the stack's containers before this run's ``up``
             (a failed first deploy removes only the others).
+        model: Compose's model of ``release`` (:class:`ferry.model.compose.ComposeModel`;
+            render-config's, or read from the host by compose-up after a rollback).
+        planned_model: the model of deploy's trial render (compose-up's preflight).
+        activated: compose-up switched ``current`` and brought the release up (a
+            failure after that, such as a restart loop, must switch back).
     """
 
     store_listing: set[str] | None = None
@@ -79,6 +85,9 @@ class HostState:
     release: str | None = None
     release_changed: bool = False
     containers_before: list[str] = field(default_factory=list)
+    model: Any = None
+    planned_model: Any = None
+    activated: bool = False
 
 
 @dataclass
@@ -126,6 +135,7 @@ def load_role(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"ferry_roles.{name.replace('-', '_')}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module        # as an import does: dataclasses in a role need it
     spec.loader.exec_module(module)
     _cache[name] = module
     return module

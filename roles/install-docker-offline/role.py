@@ -42,7 +42,7 @@ from pathlib import Path
 
 import jinja2
 
-from ferry.model.engine import DOWNLOAD_HINT, validate_static_entry
+from ferry.model.engine import DOWNLOAD_HINT
 from ferry.errors import HostError
 from ferry.host import engine, files, system
 from ferry.host.engine import EngineFacts, parse_engine_facts
@@ -137,7 +137,6 @@ def preflight(ctx: RoleContext) -> None:
             raise _no_static_engine(ctx, facts, "no dpkg on this host, so Docker must come from Docker's "
                                                 "static tarball" if not facts.dpkg_arch else
                                                 "docker_install is static")
-        validate_static_entry(static, ctx.bundle.manifest["files"], ctx.bundle.path)
         missing = engine.requirements(facts, static=True)
         if missing:
             raise HostError(ctx.host, f"cannot run Docker's static engine ({facts.describe()}): missing "

@@ -243,10 +243,14 @@ def test_deb_over_ferrys_static_engine_refused(make_ctx, static_bundle):
     assert "Ferry's static Docker engine is installed here (/usr/local/lib/docker-static)" in msg
 
 
-def test_a_forged_static_entry_is_refused_before_any_change(make_ctx, static_bundle):
-    static_bundle.manifest["docker"]["static"]["binaries"]["../../etc/passwd"] = "1"
-    msg, _ = refuse(make_ctx, static_bundle, NODPKG)
-    assert msg.endswith("key 'docker.static.binaries' must map plain executable names to versions")
+def test_a_forged_static_entry_is_refused_when_the_bundle_is_read(static_bundle):
+    """Before any connection: the manifest's schema holds the static entry's words."""
+    manifest = json.loads((static_bundle.path / MANIFEST).read_text())
+    manifest["docker"]["static"]["binaries"]["../../etc/passwd"] = "1"
+    (static_bundle.path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(FerryError, match=r"key 'docker.static.binaries': '../../etc/passwd' must be a plain "
+                                         r"executable name"):
+        load_bundle(static_bundle.path)
 
 
 def test_files_needed_per_layout(make_ctx, bundle, static_bundle):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -14,13 +15,14 @@ from pathlib import Path
 import pytest
 
 from ferry.controller.dockerstatic import add_static_engine, inspect_static
-from ferry.model.engine import validate_static_entry
+from ferry.model.manifest import validate_manifest
 from ferry.errors import FerryError
 from ferry.host import engine
 from ferry.host.engine import parse_engine_facts, requirements
 
-# Captured from the sandbox's host without dpkg (nodpkg-1), fresh.
-NODPKG_FRESH = """machine=x86_64
+# Captured from the sandbox's host without dpkg (nodpkg-1): the host, then its engine,
+# fresh and after the upgrade to 20.10.24 (two engines kept).
+NODPKG = """machine=x86_64
 kernel=6.18.44-fc-v595
 os=Rocky Linux 9.3 (Blue Onyx)
 dpkg_arch=
@@ -31,7 +33,8 @@ iptables=iptables v1.8.9 (nf_tables)
 nft=
 tar=/usr/bin/tar
 gzip=/usr/bin/gzip
-dockerd=
+"""
+NODPKG_FRESH = NODPKG + """dockerd=
 compose=
 docker_active=inactive
 docker_enabled=
@@ -44,19 +47,7 @@ link=runc -
 link=docker -
 """
 
-# The same host after the upgrade to 20.10.24 (two engines kept).
-NODPKG_RUNNING = """machine=x86_64
-kernel=6.18.44-fc-v595
-os=Rocky Linux 9.3 (Blue Onyx)
-dpkg_arch=
-rpm=
-systemd=yes
-cgroup=hybrid
-iptables=iptables v1.8.9 (nf_tables)
-nft=
-tar=/usr/bin/tar
-gzip=/usr/bin/gzip
-dockerd=Docker version 20.10.24+dfsg1, build 5d6db84
+NODPKG_RUNNING = NODPKG + """dockerd=Docker version 20.10.24+dfsg1, build 5d6db84
 compose=2.40.3
 docker_active=active
 docker_enabled=enabled
@@ -205,17 +196,23 @@ def test_links_and_junk_refused(tmp_path):
         inspect_static(tmp_path / "docker-26.1.0.tgz", "amd64")
 
 
-def test_manifest_static_entry_checked(tmp_path):
+def test_manifest_static_entry_checked_by_the_schema():
     sha = "a" * 64
-    good = {"file": "docker/static/docker-24.0.7.tgz", "version": "24.0.7", "sha256": sha,
+    good = {"file": "docker/static/docker-24.0.7.tgz", "version": "24.0.7", "sha256": sha, "size": 1,
             "binaries": {n: None for n in NAMES}}
-    files = [{"path": good["file"], "sha256": sha, "size": 1}]
-    validate_static_entry(good, files, tmp_path)
-    for bad, key in [({**good, "version": "24.0.7; rm -rf /"}, "version"), ({**good, "sha256": "x"}, "sha256"),
-                     ({**good, "file": "../../etc/shadow"}, "file"),
-                     ({**good, "binaries": {"../x": None}}, "binaries"),
-                     ({**good, "binaries": {"dockerd": None}}, "binaries")]:
-        with pytest.raises(FerryError, match=f"manifest.json: key 'docker.static.{key}'"):
-            validate_static_entry(bad, files, tmp_path)
-    with pytest.raises(FerryError, match="listed in files with its sha256"):
-        validate_static_entry(good, [{"path": good["file"], "sha256": "b" * 64}], tmp_path)
+
+    def manifest(static, files=None):
+        return {"format": 1, "stack": "llm-chat", "version": "1.0.0", "images": [],
+                "files": files or [{"path": good["file"], "sha256": sha, "size": 1}],
+                "docker": {"compose": "2.40.3", "static": static}}
+    validate_manifest(manifest(good), "m.json")
+    for bad, key, why in [
+            ({**good, "version": "24.0.7; rm -rf /"}, "version", "must be a Docker version like 24.0.7"),
+            ({**good, "sha256": "x"}, "sha256", "must be a sha256 hex digest"),
+            ({**good, "file": "../../etc/shadow"}, "file", "must be 'docker/static/docker-<version>.tgz'"),
+            ({**good, "binaries": {**good["binaries"], "../x": None}}, "binaries", "must be a plain executable name"),
+            ({**good, "binaries": {"dockerd": None}}, "binaries", "'containerd' is a required property")]:
+        with pytest.raises(FerryError, match=f"m.json: key 'docker.static.{key}': .*{re.escape(why)}"):
+            validate_manifest(manifest(bad), "m.json")
+    with pytest.raises(FerryError, match="key 'docker.static.file': .* listed in 'files' with the same sha256"):
+        validate_manifest(manifest(good, [{"path": good["file"], "sha256": "b" * 64, "size": 1}]), "m.json")
