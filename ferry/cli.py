@@ -107,11 +107,16 @@ def stack_import(c, path, env=None, name=None, force=False):
 
 # -- bundle, deploy, verify ------------------------------------------------------------
 
-@task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
-            "dist": "output directory (default: <project>/dist)",
-            "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)"})
+BUNDLE_HELP = {"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
+               "dist": "output directory (default: <project>/dist)",
+               "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)",
+               "docker_static": "Docker's static tarball docker-<version>.tgz (from download.docker.com/linux/"
+                                "static/stable/<arch>/) for hosts without dpkg"}
+
+
+@task(help=BUNDLE_HELP)
 @user_errors
-def bundle(c, stack=None, version=None, dist=None, sign=None):
+def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None):
     """Build the offline bundle of a stack from local images: image parts, Docker installer, manifest."""
     from .controller.bundle import build_bundle
     from .roles import role_defaults
@@ -119,11 +124,19 @@ def bundle(c, stack=None, version=None, dist=None, sign=None):
     p = project()
     b = build_bundle(p.stack_dir(stack), Path(dist) if dist else p.dist, version, ui,
                      docker_settings=role_defaults("install-docker-offline"),
-                     sign=Path(sign) if sign else None)
+                     sign=Path(sign) if sign else None,
+                     docker_static=Path(docker_static) if docker_static else None)
+    report_bundle(ui, b, signed=bool(sign))
+
+
+def report_bundle(ui: UI, b, signed: bool = False) -> None:
+    """The line ``inv bundle`` ends with: files, size, images, the Docker payload."""
     size = sum(f["size"] for f in b.files())
+    docker = b.manifest["docker"]
+    static = f", static Docker {docker['static']['version']}" if docker.get("static") else ""
     ui.info(f"bundle {b.path}: {len(b.files())} files, {size / 1e6:.1f} MB, "
-            f"{len(b.manifest['images'])} images, Docker {b.manifest['docker']['docker']}, "
-            f"Compose {b.manifest['docker']['compose']}" + (", signed" if sign else ""))
+            f"{len(b.manifest['images'])} images, Docker {docker['docker']} (debs){static}, "
+            f"Compose {docker['compose']}" + (", signed" if signed else ""))
 
 
 @task(iterable=["set"], help={
