@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import FerryError
 from ..host.session import guarded
-from ..host.verify import Check, verify_host
+from ..host.verify import Check, settle_seconds, verify_host
 from ..host import files
 from ..errors import HostError
 from ..model.backup import RestoreRequest
@@ -66,4 +66,4 @@ def verify_current(s, stack) -> list[Check]:
     found = files.parse_tar(s.t.run(files.read_tar(s.paths.stack_dir, ["current/compose.yml"])).stdout)
     if "current/compose.yml" not in found:
         raise HostError(s.name, f"no current release of {stack.name}")
-    return verify_host(s.t, stack, found["current/compose.yml"], s.paths.current)
+    return verify_host(s.t, stack, s.paths.current, settle_seconds(s.vars))

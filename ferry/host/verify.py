@@ -152,6 +152,8 @@ def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 
     Raises:
         HostError: Compose on the host cannot read the current release.
     """
+    if not isinstance(current_dir, str):
+        raise TypeError(f"verify_host: current_dir must be the host path of the release, not {type(current_dir)}")
     host = infra_host(transport)
     backend: FerryBackend = host.backend
     name = transport.host
