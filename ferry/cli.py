@@ -298,135 +298,83 @@ def remove(c, host, stack=None, inventory=None, set=None, purge_data=False, yes=
 
 # -- backup, restore, schedules --------------------------------------------------------
 
-def _install(ui, target) -> None:
-    from .backup import install_script
-    changed, msg = install_script(target)
-    ui.host_line(target.host, "backup", msg, changed)
-
-
-@task(iterable=["set"], help={**COMMON, "fetch": "copy the archive to this directory and check its sha256",
+@task(iterable=["set"], help={**COMMON, **CHANGES, "fetch": "copy the archive to this directory and check its sha256",
                               "keep_last": "then prune: keep the N newest", "keep_daily": "... and the newest of N days",
                               "keep_weekly": "... and the newest of N ISO weeks"})
 @user_errors
 def backup(c, host, stack=None, inventory=None, set=None, fetch=None, keep_last=0, keep_daily=0,
-           keep_weekly=0):
-    """Back up a deployed stack on its hosts with the host's own script (consistent per stack.yml's `backup`)."""
-    import time
-    from . import backup as b
-    from .host.session import guarded
-    ui = UI()
+           keep_weekly=0, lock_wait=0, message=""):
+    """Back up a deployed stack on its hosts: every volume and data dir, databases dumped in their containers."""
+    from .actions.backup import backup as run_backup
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets, \
-            guarded(targets, p.stack_name(stack), "backup") as change:
-        for target in targets:
-            _install(ui, target)
-            started = time.monotonic()
-            with ui.console.status(f"{target.host}: backing up {target.stack.name} into {target.dir}"):
-                try:
-                    result = b.run_backup(target, int(keep_last), int(keep_daily), int(keep_weekly))
-                except FerryError as exc:
-                    change.done(target.host, "failed", str(exc))
-                    raise
-                change.done(target.host, "ok", result["id"])
-            ui.info(b.summary_line(target.host, result, time.monotonic() - started))
-            if fetch:
-                with ui.transfer(f"{target.host}: fetching {result['id']}", int(result["size"])) as advance:
-                    local = b.fetch(target, result["id"], Path(fetch), advance)
-                ui.info(f"{target.host}: fetched to {local} (sha256 checked)")
+    run_backup(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), UI(), int(keep_last), int(keep_daily),
+               int(keep_weekly), Path(fetch) if fetch else None, float(lock_wait), message)
 
 
-@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts",
+                              "verify": "re-hash every member of every archive (reads them all)"})
 @user_errors
-def backups(c, host, stack=None, inventory=None, set=None, json_=False):
-    """List a stack's backups on its hosts, the backup schedule and the last runs."""
-    import dataclasses
-    from . import backup as b
+def backups(c, host, stack=None, inventory=None, set=None, json_=False, verify=False):
+    """List a stack's backups, the schedule with its next run and the last runs; exit 1 if one is damaged or unverified."""
+    from .actions.backup import list_backups, status_lines
     from .ui import human_bytes
-    ui = UI()
     p = project()
-    out = []
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
-        for target in targets:
-            items = b.list_backups(target)
-            sched = b.schedule_status(target)
-            if json_:
-                out.append({"host": target.host, "dir": target.dir,
-                            "backups": [dataclasses.asdict(i) for i in items],
-                            "schedule": dataclasses.asdict(sched["schedule"]),
-                            "last_run": sched["last_run"], "last_scheduled": sched["last_scheduled"]})
-                continue
-            ui.table(f"{target.host}: backups of {target.stack.name} in {target.dir}",
-                     ["id", "size", "verified", "release", "source data", "created"],
-                     [[i.id, human_bytes(i.size), "yes" if i.good else "[red]no[/]", i.release,
-                       human_bytes(i.source_bytes), i.created] for i in items])
-            for line in b.status_lines(sched):
-                ui.info(f"{target.host}: {line}")
+    found = list_backups(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), bool(verify))
     if json_:
-        _print_json(out)
+        _print_json([h.as_json() for h in found])
+    else:
+        ui = UI()
+        for h in found:
+            ui.table(f"{h.host}: backups of {p.stack_name(stack)} in {h.dir}" + (" (re-hashed)" if verify else ""),
+                     ["id", "size", "state", "release", "source data", "created"],
+                     [[i.id, human_bytes(i.size), ("re-hashed ok" if verify else "ok") if i.good else f"[red]{i.state}[/]",
+                       i.release or "-", human_bytes(i.source_bytes), i.created] for i in h.backups])
+            for line in status_lines(h.status, h.next_run):
+                ui.info(f"{h.host}: {line}")
+    problems = [f"{h.host}: {line}" for h in found for line in h.problems]
+    if problems:
+        raise Exit("error: " + "; ".join(problems), code=1)
 
 
-@task(iterable=["set"], help={**COMMON, "backup": "backup ID or 'latest'",
+@task(iterable=["set"], help={**COMMON, **CHANGES, "backup": "backup ID or 'latest'",
                               "from_": "a local archive (fetched earlier) to upload and restore",
                               "no_safety_backup": "do not back up the current state first"})
 @user_errors
 def restore(c, host, stack=None, inventory=None, set=None, backup="latest", from_=None,
-            no_safety_backup=False):
-    """Restore a stack from a backup: verify every checksum, back up the current state, stop, restore, start, verify."""
-    import time
-    from . import backup as b
-    from .host.session import guarded
-    ui = UI()
+            no_safety_backup=False, lock_wait=0, message=""):
+    """Restore a stack from a backup: verify every checksum, back up the current state, stop, restore, start offline, verify."""
+    from .actions.restore import restore as run_restore
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets, \
-            guarded(targets, p.stack_name(stack), "restore") as change:
-        for target in targets:
-            _install(ui, target)
-            bid = b.upload(target, Path(from_)) if from_ else b.resolve_id(target, backup)
-            started = time.monotonic()
-            with ui.console.status(f"{target.host}: restoring {bid}"):
-                try:
-                    result = b.restore(target, bid, safety=not no_safety_backup)
-                except FerryError as exc:
-                    change.done(target.host, "failed", f"{bid}: {exc}")
-                    raise
-            ui.info(f"{target.host}: restored {bid} (release {result.get('release')}) in "
-                    f"{time.monotonic() - started:.1f} s" + (f"; the state before is backup {result['safety']}"
-                                                             if result.get("safety") else ""))
-            checks = b.verify_stack(target)
-            bad = [ch for ch in checks if not ch.ok]
-            ui.info(f"{target.host}: verify: " + (f"{len(checks)} checks passed" if not bad else
-                    "; ".join(f"{ch.kind} {ch.target}: {ch.detail}" for ch in bad)))
-            change.done(target.host, "ok" if not bad else "failed", bid, result.get("release"))
-            if bad:
-                raise Exit("error: the restored stack does not verify", code=1)
+    results = run_restore(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), UI(), backup,
+                          Path(from_) if from_ else None, not no_safety_backup, float(lock_wait), message)
+    if any(not ch.ok for r in results for ch in r["checks"]):
+        raise Exit("error: the restored stack does not verify", code=1)
 
 
-@task(iterable=["set"], help={**COMMON, "cron": "five cron fields, e.g. '0 2 * * *'",
+@task(iterable=["set"], help={**COMMON, "cron": "five cron fields, e.g. '0 2 * * *', or @daily",
                               "keep": "keep-last N", "keep_daily": "keep-daily N", "keep_weekly": "keep-weekly N"})
 @user_errors
 def schedule_backup(c, host, cron, stack=None, inventory=None, set=None, keep=7, keep_daily=0, keep_weekly=0):
-    """Install an /etc/cron.d entry running the host's backup script under the stack's lock, logging to a file."""
-    from . import backup as b
+    """Install an /etc/cron.d entry running the host's backup program (under the stack's lock), logging to a file."""
+    from .actions.backup import schedule
+    from .host.backup import cron_file
     ui = UI()
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
-        for target in targets:
-            _install(ui, target)
-            b.schedule(target, cron, int(keep), int(keep_daily), int(keep_weekly))
-            ui.info(f"{target.host}: scheduled '{cron}' keep-last {keep} keep-daily {keep_daily} keep-weekly "
-                    f"{keep_weekly} -> {b.cron_file(target.stack.name)}, log {b.log_file(target.vars, target.stack.name)}")
+    for host_name, _, nxt in schedule(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), ui, cron,
+                                      int(keep), int(keep_daily), int(keep_weekly)):
+        ui.info(f"{host_name}: scheduled '{cron}' keep-last {keep} keep-daily {keep_daily} keep-weekly "
+                f"{keep_weekly} -> {cron_file(p.stack_name(stack))}; next run {nxt} (host time)")
 
 
 @task(iterable=["set"], help=COMMON)
 @user_errors
 def unschedule_backup(c, host, stack=None, inventory=None, set=None):
     """Remove the scheduled backup's cron entry (archives are kept)."""
-    from . import backup as b
+    from .actions.backup import unschedule
     ui = UI()
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
-        for target in targets:
-            ui.info(f"{target.host}: " + ("schedule removed" if b.unschedule(target) else "no schedule"))
+    for host_name, removed in unschedule(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)):
+        ui.info(f"{host_name}: " + ("schedule removed" if removed else "no schedule"))
 
 
 # -- day 2: logs, exec, restart/stop/start, prune, uninstall ----------------------------
