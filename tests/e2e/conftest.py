@@ -43,11 +43,15 @@ from devkit import sandbox as sandbox_mod  # noqa: E402  (reads FERRY_SANDBOX_NA
 
 HOSTS = 6
 PRISTINE, USED = "pristine", "used"
+_ledger = None   # the session's Ledger, made by the sandbox fixture
 
 
 def pytest_addoption(parser):
     parser.addoption("--e2e-shuffle", metavar="SEED", default=None,
                      help="run the end-to-end test modules in a random order (each module's tests keep theirs)")
+    parser.addoption("--e2e-reuse-sandbox", action="store_true", default=False,
+                     help="keep the sandbox hosts that run (every claimed host is reset or recreated first) "
+                          "instead of creating all of them again")
 
 
 def pytest_configure(config):
@@ -56,17 +60,22 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def sandbox() -> sandbox_mod.Sandbox:
-    """A freshly created 6-host sandbox (``prod`` = sandbox-1, ``staging`` = sandbox-2..6)."""
-    return sandbox_mod.up(count=HOSTS, fresh=True)
+def sandbox(request) -> sandbox_mod.Sandbox:
+    """A freshly created 6-host sandbox (``prod`` = sandbox-1, ``staging`` = sandbox-2..6);
+    with ``--e2e-reuse-sandbox`` the running one, its hosts in unknown states."""
+    global _ledger
+    reuse = request.config.getoption("--e2e-reuse-sandbox")
+    sb = sandbox_mod.up(count=HOSTS, fresh=not reuse)
+    _ledger = Ledger([h.name for h in sb.hosts], USED if reuse else PRISTINE)
+    return sb
 
 
 class Ledger:
     """What each host has been through since the sandbox came up, and the seconds spent
     putting hosts in the states modules asked for."""
 
-    def __init__(self, names: list[str]):
-        self.state = {n: PRISTINE for n in names}
+    def __init__(self, names: list[str], state: str = PRISTINE):
+        self.state = {n: state for n in names}
         self.spent: list[tuple[str, str, str, float]] = []
 
     def claim(self, module: str, name: str, fresh: bool, readonly: bool) -> None:
@@ -85,18 +94,13 @@ class Ledger:
             self.state[name] = USED
 
 
-_ledger: Ledger | None = None
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _claimed_hosts(request):
     """Claim the hosts of the module's ``hosts`` marker (see the module docstring)."""
-    global _ledger
     marks = list(request.node.iter_markers("hosts"))
     if marks:
         sb = request.getfixturevalue("sandbox")
-        if _ledger is None:
-            _ledger = Ledger([h.name for h in sb.hosts])
+        assert _ledger is not None
         for mark in marks:
             for name in mark.args or [h.name for h in sb.hosts]:
                 _ledger.claim(request.node.name, name, mark.kwargs.get("fresh", False),

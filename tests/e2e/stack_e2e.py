@@ -49,10 +49,11 @@ def bundle(stack_dir: Path, dist: Path, version: str | None = None, base: Path |
     return b.path
 
 
-def inv_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the real command line (``inv ...``) from the repository root."""
+def inv_cli(*args: str, timeout: float = 900, columns: int = 200) -> subprocess.CompletedProcess:
+    """Run the real command line (``inv ...``) from the repository root, its output piped
+    (a terminal of ``columns`` for rich)."""
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": str(columns)})
 
 
 class Deployed:
