@@ -179,7 +179,8 @@ def remove_last(root: str) -> list[str]:
 
 def purge_docker(packages: list[str], data_root: str, daemon_json: str, plugin: str) -> list[str]:
     """Stop Docker and remove it: ``apt-get purge`` of ``packages`` (those installed),
-    the contents of ``data_root`` (images, containers, volumes), ``daemon_json`` and the
+    the contents of ``data_root`` (images, containers, volumes), the directory of
+    ``daemon_json`` (``/etc/docker``: Ferry's daemon.json, dockerd's key.json) and the
     Compose ``plugin``. Offline: apt reads no source list."""
     d = q(data_root)
     return sh("set -e; systemctl disable --now docker.service docker.socket containerd.service >/dev/null 2>&1 || true; "
@@ -188,7 +189,7 @@ def purge_docker(packages: list[str], data_root: str, daemon_json: str, plugin: 
               "[ -z \"$pkgs\" ] || DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "
               "-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=/dev/null $pkgs >/dev/null; "
               f"[ ! -d {d} ] || find {d} -mindepth 1 -maxdepth 1 -exec rm -rf -- {{}} +; "
-              f"rm -rf -- /var/lib/containerd {q(daemon_json)} {q(plugin)}")
+              f"rm -rf -- /var/lib/containerd {q(posixpath.dirname(daemon_json))} {q(plugin)}")
 
 
 def audit_to_syslog(line: str) -> list[str]:
