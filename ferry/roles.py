@@ -55,7 +55,10 @@ class HostState:
     Attributes:
         store_listing: sha256 names already in the host's store (deploy gathers it for
             every host before the roles run; upload-bundle reads it).
-        host_facts: :class:`ferry.host.system.HostFacts` (install-docker-offline's preflight).
+        host_facts: :class:`ferry.host.engine.EngineFacts` (install-docker-offline's
+            preflight, renewed after it installs).
+        docker_layout: ``deb`` or ``static``: how this host gets its Docker engine
+            (install-docker-offline's preflight, from ``docker_install``).
         images_changed: load-images loaded or re-tagged an image.
         rendered: the new release's files ``{dest: bytes}`` (render-config), or the
             switched-to release's ``compose.yml`` (rollback).
@@ -80,6 +83,7 @@ class HostState:
 
     store_listing: set[str] | None = None
     host_facts: Any = None
+    docker_layout: str | None = None
     images_changed: bool = False
     rendered: dict[str, bytes] = field(default_factory=dict)
     last_up: dict[str, Any] = field(default_factory=dict)

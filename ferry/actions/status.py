@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ..controller.inventory import Inventory
 from ..host import containers, lock
 from ..host.releases import read_releases
 from ..host.shell import q, sh
@@ -15,7 +16,7 @@ from .backup import schedule_status, status_lines
 from .common import current_compose, stack_hosts
 
 
-def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[dict[str, Any]]:
+def status(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[dict[str, Any]]:
     """``status``: per host, the current release, the stack's state (``running``,
     ``stopped``, ``degraded``, ``absent``: :func:`ferry.host.containers.stack_state`),
     each service's state, health and
@@ -90,7 +91,7 @@ def status_problems(current: str | None, services: dict[str, dict[str, Any]]) ->
     return out
 
 
-def verify_hosts(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[Check]:
+def verify_hosts(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[Check]:
     """``verify``: the checks of :func:`ferry.host.verify.verify_host` on each host's
     current release (its compose file read from the host).
 
