@@ -22,8 +22,9 @@ def sandbox() -> sandbox_mod.Sandbox:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Run the sandbox self-checks first, while the hosts are still fresh, and the
-    backup tests last.
+    """Run the sandbox self-checks first, while the hosts are still fresh, the backup
+    tests after the others, and the static-engine tests last (nothing after them may
+    recreate the sandbox).
 
     ``test_sandbox_hosts.py`` asserts e.g. that no host has Docker yet; other e2e tests
     share the session-scoped ``sandbox`` and deploy onto it. Stable sort: the order
@@ -32,6 +33,9 @@ def pytest_collection_modifyitems(session, config, items):
     def rank(item) -> int:
         if item.path.name == "test_sandbox_hosts.py":
             return 0
+        # adds a host without dpkg to the sandbox as it runs (keeping the regular hosts)
+        if item.path.name == "test_static_engine.py":
+            return 3
         # the backup tests deploy onto hosts the deploy tests expect fresh: they go last
         return 2 if item.path.name.startswith("test_backup_") else 1
     items.sort(key=rank)
