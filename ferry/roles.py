@@ -26,9 +26,10 @@ from .model.yamlfile import load_yaml_file
 ROLES_DIR = data_dir("roles")
 
 DEPLOY_ROLES = ["upload-bundle", "install-docker-offline", "load-images", "render-config", "compose-up",
-                "prune-releases"]
+                "backup", "prune-releases"]
 """The roles ``inv deploy`` runs, in order; verification runs before ``prune-releases``,
-which only runs when it passed."""
+which only runs when it passed. ``backup`` there installs the backup program and the new
+release's settings (scheduled backups follow the release that runs)."""
 
 
 @dataclass
@@ -73,6 +74,11 @@ class HostState:
         planned_model: the model of deploy's trial render (compose-up's preflight).
         activated: compose-up switched ``current`` and brought the release up (a
             failure after that, such as a restart loop, must switch back).
+        backup_request: :class:`ferry.model.backup.BackupRequest` (``inv backup``): the
+            backup role runs a backup after installing the program.
+        restore_request: :class:`ferry.model.backup.RestoreRequest` (``inv restore``).
+        backup_plan: :class:`ferry.model.backup.BackupPlan` the backup role computed
+            (None when the settings on the host were up to date).
     """
 
     store_listing: set[str] | None = None
@@ -88,6 +94,9 @@ class HostState:
     model: Any = None
     planned_model: Any = None
     activated: bool = False
+    backup_request: Any = None
+    restore_request: Any = None
+    backup_plan: Any = None
 
 
 @dataclass
