@@ -24,14 +24,16 @@ def sandbox_inventory() -> Path:
 
 
 @task(help={"count": "number of hosts (first is group prod, the rest staging)",
-            "fresh": "destroy existing sandbox hosts (and their Docker data) first"})
+            "fresh": "destroy existing sandbox hosts (and their Docker data) first",
+            "world": "also start hosts like the world: deploy+sudo (NOPASSWD / password), a bastion, a host behind it"})
 @user_errors
-def sandbox_up(c, count=3, fresh=False):
+def sandbox_up(c, count=3, fresh=False, world=False):
     """Start throw-away target hosts (systemd+sshd, no Docker, no network) and write .sandbox/inventory.yml."""
     from devkit import sandbox
     ui = UI()
-    sb = sandbox.up(count=int(count), fresh=fresh, console=ui.console)
-    ui.table("sandbox hosts", ["host", "ip", "container"], [[h.name, h.ip, h.container] for h in sb.hosts])
+    sb = sandbox.up(count=int(count), fresh=fresh, console=ui.console, world=world)
+    ui.table("sandbox hosts", ["host", "ip", "container"],
+             [[h.name, h.ip, h.container] for h in sb.hosts + sb.world])
     ui.info(f"inventory: {sb.inventory}")
 
 
@@ -53,7 +55,7 @@ def sandbox_status(c):
     if sb is None:
         ui.info("no sandbox (start one with `inv sandbox.up`)")
         return
-    ui.table("sandbox hosts", ["host", "ip", "container"], [[h.name, h.ip, h.container] for h in sb.hosts])
+    ui.table("sandbox hosts", ["host", "ip", "container"], [[h.name, h.ip, h.container] for h in sb.hosts + sb.world])
 
 
 @task(help={"stack": "stack name (a folder under stacks/)"})

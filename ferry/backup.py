@@ -577,16 +577,17 @@ def open_targets(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict
     from ferry.controller.inventory import Inventory, merge_vars
     from .roles import DEPLOY_ROLES, all_role_defaults
     from .model.stack import load_stack
-    from ferry.host.transport.ssh import connect_host
+    from ferry.host.transport.ssh import connect, connection_specs
     inventory = Inventory(inventory_path)
     hosts = inventory.select(pattern)
+    specs = connection_specs(hosts, inventory)
     stack = load_stack(stack_dir)
     defaults = all_role_defaults(DEPLOY_ROLES + ["backup"])
     out: list[Target] = []
     try:
         for h in hosts:
             v = merge_vars(defaults, stack.defaults, h.vars, sets)
-            out.append(Target(connect_host(h, inventory), stack, HostPaths(str(v["ferry_root"]), stack.name, ""), v))
+            out.append(Target(connect(specs[h.name]), stack, HostPaths(str(v["ferry_root"]), stack.name, ""), v))
         yield out
     finally:
         for target in out:

@@ -63,13 +63,23 @@ def _sets(values) -> dict:
     return parse_set_args(values or [])
 
 
+def _ask_become(ask: bool) -> None:
+    """``--ask-become-pass``: read the sudo password without echo (as Ansible's ``-K``),
+    before any host is contacted."""
+    if ask:
+        import getpass
+        from .host.transport.ssh import set_become_password
+        set_become_password(getpass.getpass("BECOME password: "))
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 COMMON = {"host": "host or group name, or a comma list", "stack": "stack name (a folder under stacks/)",
           "inventory": "inventory file (default: $FERRY_INVENTORY, or ferry.cfg's inventory)",
-          "set": "key=value overriding inventory variables (repeatable)"}
+          "set": "key=value overriding inventory variables (repeatable)",
+          "ask_become_pass": "ask for the sudo password (for hosts with ansible_become and no ansible_become_password)"}
 CHANGES = {"lock_wait": "seconds to wait while another run holds the stack's lock",
            "message": "why: recorded in the lock and the audit log"}
 
@@ -112,10 +122,11 @@ def bundle(c, stack=None, version=None, dist=None):
     "max_fail": "percent of hosts that may fail before the rollout stops (default 0)"})
 @user_errors
 def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=False,
-           serial=0, max_fail=0, lock_wait=0, message=""):
+           serial=0, max_fail=0, lock_wait=0, message="", ask_become_pass=False):
     """Deploy a stack's bundle: install Docker, upload, load images, render config, compose up, verify."""
     from .actions.deploy import deploy as run_deploy, prepare, summary_lines
     ui = UI()
+    _ask_become(ask_become_pass)
     p = project()
     name = p.stack_name(stack)
     plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, _sets(set))
@@ -131,10 +142,11 @@ def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=Fal
 
 @task(iterable=["set"], help={**COMMON, **CHANGES, "to": "release id (default: the one before current)"})
 @user_errors
-def rollback(c, host, stack=None, inventory=None, to=None, set=None, lock_wait=0, message=""):
+def rollback(c, host, stack=None, inventory=None, to=None, set=None, lock_wait=0, message="", ask_become_pass=False):
     """Switch hosts back to an earlier release (default: the one before current), compose up, verify."""
     from .actions.rollback import rollback as run_rollback
     ui = UI()
+    _ask_become(ask_become_pass)
     p = project()
     reports = run_rollback(p.inventory(inventory), host, p.stack_dir(stack), to, _sets(set), ui,
                            lock_wait=float(lock_wait), message=message)
@@ -147,9 +159,10 @@ def rollback(c, host, stack=None, inventory=None, to=None, set=None, lock_wait=0
 
 @task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
-def releases(c, host, stack=None, inventory=None, set=None, json_=False):
+def releases(c, host, stack=None, inventory=None, set=None, json_=False, ask_become_pass=False):
     """List each host's releases: version, time, who deployed it, which is current."""
     from .actions.history import releases_table
+    _ask_become(ask_become_pass)
     p = project()
     columns = ["host", "release", "version", "created", "by", "current"]
     rows = releases_table(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
@@ -161,11 +174,12 @@ def releases(c, host, stack=None, inventory=None, set=None, json_=False):
 
 @task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
-def status(c, host, stack=None, inventory=None, set=None, json_=False):
+def status(c, host, stack=None, inventory=None, set=None, json_=False, ask_become_pass=False):
     """Show current release, services (state, health, ports), lock and disk use per host."""
     from .actions.status import status as host_status
     from .host import lock
     from .ui import human_bytes
+    _ask_become(ask_become_pass)
     p = project()
     found = host_status(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
     if json_:
@@ -186,9 +200,10 @@ def status(c, host, stack=None, inventory=None, set=None, json_=False):
 
 @task(iterable=["set"], help={**COMMON, "lines": "entries per host", "json": "print JSON for scripts"})
 @user_errors
-def audit(c, host, stack=None, inventory=None, set=None, lines=20, json_=False):
+def audit(c, host, stack=None, inventory=None, set=None, lines=20, json_=False, ask_become_pass=False):
     """Show the last entries of each host's audit log (one line per state change)."""
     from .actions.history import audit_entries
+    _ask_become(ask_become_pass)
     p = project()
     entries = audit_entries(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), int(lines))
     if json_:
@@ -201,10 +216,11 @@ def audit(c, host, stack=None, inventory=None, set=None, lines=20, json_=False):
 
 @task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
-def lock_status(c, host, stack=None, inventory=None, set=None, json_=False):
+def lock_status(c, host, stack=None, inventory=None, set=None, json_=False, ask_become_pass=False):
     """Show who holds the stack's lock on each host, since when, doing what."""
     from .actions.locks import lock_status as read_locks
     from .host import lock
+    _ask_become(ask_become_pass)
     p = project()
     found = read_locks(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
     if json_:
@@ -220,18 +236,20 @@ def lock_status(c, host, stack=None, inventory=None, set=None, json_=False):
 
 @task(iterable=["set"], help=COMMON)
 @user_errors
-def lock_release(c, host, stack=None, inventory=None, set=None):
+def lock_release(c, host, stack=None, inventory=None, set=None, ask_become_pass=False):
     """Remove a lock left by a dead run (warns: a live run would then interleave)."""
     from .actions.locks import lock_release as remove_locks
+    _ask_become(ask_become_pass)
     p = project()
     remove_locks(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), UI())
 
 
 @task(iterable=["set"], help={**COMMON, "json": "print the checks as JSON"})
 @user_errors
-def verify(c, host, stack=None, inventory=None, set=None, json_=False):
+def verify(c, host, stack=None, inventory=None, set=None, json_=False, ask_become_pass=False):
     """Verify a deployed stack with testinfra: containers healthy, ports answering, mounts in place."""
     from .actions.status import verify_hosts
+    _ask_become(ask_become_pass)
     p = project()
     checks = verify_hosts(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
     if json_:
@@ -257,12 +275,13 @@ def _install(ui, target) -> None:
                               "keep_weekly": "... and the newest of N ISO weeks"})
 @user_errors
 def backup(c, host, stack=None, inventory=None, set=None, fetch=None, keep_last=0, keep_daily=0,
-           keep_weekly=0):
+           keep_weekly=0, ask_become_pass=False):
     """Back up a deployed stack on its hosts with the host's own script (consistent per stack.yml's `backup`)."""
     import time
     from . import backup as b
     from .host.session import guarded
     ui = UI()
+    _ask_become(ask_become_pass)
     p = project()
     with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets, \
             guarded(targets, p.stack_name(stack), "backup") as change:
@@ -285,12 +304,13 @@ def backup(c, host, stack=None, inventory=None, set=None, fetch=None, keep_last=
 
 @task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
-def backups(c, host, stack=None, inventory=None, set=None, json_=False):
+def backups(c, host, stack=None, inventory=None, set=None, json_=False, ask_become_pass=False):
     """List a stack's backups on its hosts, the backup schedule and the last runs."""
     import dataclasses
     from . import backup as b
     from .ui import human_bytes
     ui = UI()
+    _ask_become(ask_become_pass)
     p = project()
     out = []
     with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
@@ -318,12 +338,13 @@ def backups(c, host, stack=None, inventory=None, set=None, json_=False):
                               "no_safety_backup": "do not back up the current state first"})
 @user_errors
 def restore(c, host, stack=None, inventory=None, set=None, backup="latest", from_=None,
-            no_safety_backup=False):
+            no_safety_backup=False, ask_become_pass=False):
     """Restore a stack from a backup: verify every checksum, back up the current state, stop, restore, start, verify."""
     import time
     from . import backup as b
     from .host.session import guarded
     ui = UI()
+    _ask_become(ask_become_pass)
     p = project()
     with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets, \
             guarded(targets, p.stack_name(stack), "restore") as change:
@@ -352,10 +373,11 @@ def restore(c, host, stack=None, inventory=None, set=None, backup="latest", from
 @task(iterable=["set"], help={**COMMON, "cron": "five cron fields, e.g. '0 2 * * *'",
                               "keep": "keep-last N", "keep_daily": "keep-daily N", "keep_weekly": "keep-weekly N"})
 @user_errors
-def schedule_backup(c, host, cron, stack=None, inventory=None, set=None, keep=7, keep_daily=0, keep_weekly=0):
+def schedule_backup(c, host, cron, stack=None, inventory=None, set=None, keep=7, keep_daily=0, keep_weekly=0, ask_become_pass=False):
     """Install an /etc/cron.d entry running the host's backup script under the stack's lock, logging to a file."""
     from . import backup as b
     ui = UI()
+    _ask_become(ask_become_pass)
     p = project()
     with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
         for target in targets:
@@ -367,10 +389,11 @@ def schedule_backup(c, host, cron, stack=None, inventory=None, set=None, keep=7,
 
 @task(iterable=["set"], help=COMMON)
 @user_errors
-def unschedule_backup(c, host, stack=None, inventory=None, set=None):
+def unschedule_backup(c, host, stack=None, inventory=None, set=None, ask_become_pass=False):
     """Remove the scheduled backup's cron entry (archives are kept)."""
     from . import backup as b
     ui = UI()
+    _ask_become(ask_become_pass)
     p = project()
     with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
         for target in targets:

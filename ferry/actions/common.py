@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 from ..controller.inventory import Host, Inventory
 from ..host.session import HostSession, open_hosts
-from ..host.transport.ssh import connect_host
+from ..host.transport.ssh import connect, connection_specs
 from ..model.paths import HostPaths
 from ..model.stack import Stack
 from ..model.vars import merge_vars
@@ -26,12 +26,14 @@ def stack_hosts(inventory_path: Path, pattern: str, stack: Stack, sets: dict[str
     """Open every host ``pattern`` selects in ``inventory_path`` for ``stack``.
 
     Raises:
-        FerryError: bad inventory or pattern; HostError: a host unreachable or its key
+        FerryError: bad inventory, pattern or connection variables (all hosts' are
+            checked before any is contacted); HostError: a host unreachable or its key
             unknown/changed (no host is touched then).
     """
     inventory = Inventory(inventory_path)
     hosts = inventory.select(pattern)
+    specs = connection_specs(hosts, inventory)
     with open_hosts(hosts, lambda h: host_variables(h, stack, sets),
                     lambda name, v: HostPaths(str(v["ferry_root"]), stack.name, bundle),
-                    lambda h: connect_host(h, inventory)) as sessions:
+                    lambda h: connect(specs[h.name])) as sessions:
         yield sessions
