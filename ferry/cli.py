@@ -99,41 +99,44 @@ def init(c, path="."):
 # -- bundle, deploy, verify ------------------------------------------------------------
 
 @task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
-            "dist": "output directory (default: <project>/dist)"})
+            "dist": "output directory (default: <project>/dist)",
+            "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)"})
 @user_errors
-def bundle(c, stack=None, version=None, dist=None):
-    """Build the offline bundle of a stack from local images: image archives, Docker installer, manifest."""
+def bundle(c, stack=None, version=None, dist=None, sign=None):
+    """Build the offline bundle of a stack from local images: image parts, Docker installer, manifest."""
     from .controller.bundle import build_bundle
     from .roles import role_defaults
     ui = UI()
     p = project()
     b = build_bundle(p.stack_dir(stack), Path(dist) if dist else p.dist, version, ui,
-                     docker_settings=role_defaults("install-docker-offline"))
+                     docker_settings=role_defaults("install-docker-offline"),
+                     sign=Path(sign) if sign else None)
     size = sum(f["size"] for f in b.files())
     ui.info(f"bundle {b.path}: {len(b.files())} files, {size / 1e6:.1f} MB, "
             f"{len(b.manifest['images'])} images, Docker {b.manifest['docker']['docker']}, "
-            f"Compose {b.manifest['docker']['compose']}")
+            f"Compose {b.manifest['docker']['compose']}" + (", signed" if sign else ""))
 
 
 @task(iterable=["set"], help={
     **COMMON, **CHANGES, "bundle": "bundle directory (default: the newest in dist/ for the stack)",
     "check": "check mode: show what would change, change nothing",
     "serial": "roll out in batches of N hosts; the first batch is the canary (0: all at once)",
-    "max_fail": "percent of hosts that may fail before the rollout stops (default 0)"})
+    "max_fail": "percent of hosts that may fail before the rollout stops (default 0)",
+    "force": "take over the stack's Compose project even if it runs from another directory (ferry_root)"})
 @user_errors
 def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=False,
-           serial=0, max_fail=0, lock_wait=0, message="", ask_become_pass=False):
+           serial=0, max_fail=0, lock_wait=0, message="", force=False, ask_become_pass=False):
     """Deploy a stack's bundle: install Docker, upload, load images, render config, compose up, verify."""
     from .actions.deploy import deploy as run_deploy, prepare, summary_lines
     ui = UI()
     _ask_become(ask_become_pass)
     p = project()
     name = p.stack_name(stack)
-    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, _sets(set))
+    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, _sets(set), ui)
     ui.info(f"deploying {plan.bundle.name} to {', '.join(h.name for h in plan.hosts)}"
             + (" (check mode)" if check else ""))
     reports = run_deploy(plan, ui, check=check, serial=int(serial), max_fail=float(max_fail),
-                         lock_wait=float(lock_wait), message=message)
+                         lock_wait=float(lock_wait), message=message, force=force)
     for line in summary_lines(reports):
         ui.info(line)
     if any(r.failed for r in reports):
@@ -175,27 +178,35 @@ def releases(c, host, stack=None, inventory=None, set=None, json_=False, ask_bec
 @task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
 def status(c, host, stack=None, inventory=None, set=None, json_=False, ask_become_pass=False):
-    """Show current release, services (state, health, ports), lock and disk use per host."""
+    """Show current release, services (state, health, ports), lock and disk use per host;
+    exit 1 when a service is down, unhealthy or not running current's configuration."""
     from .actions.status import status as host_status
     from .host import lock
     from .ui import human_bytes
     _ask_become(ask_become_pass)
     p = project()
     found = host_status(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    bad = [h for h in found if not h["healthy"]]
     if json_:
         _print_json(found)
+        if bad:
+            raise Exit(code=1)
         return
     ui = UI()
     name = p.stack_name(stack)
     for h in found:
         ui.table(f"{h['host']}: {name} release {h['release'] or '(none)'} (version {h['version'] or '-'}), "
-                 f"{h['releases']} releases kept", ["service", "state", "health", "ports"],
-                 [[n, v["state"], v["health"], ", ".join(v["ports"])] for n, v in h["services"].items()])
+                 f"{h['releases']} releases kept", ["service", "state", "health", "runs current", "ports"],
+                 [[n, v["state"], v["health"], "yes" if v["in_sync"] else "[red]NO[/]", ", ".join(v["ports"])]
+                  for n, v in h["services"].items()])
+        ui.info(f"  {'healthy' if h['healthy'] else 'NOT HEALTHY: ' + '; '.join(h['problems'])}")
         disk = ", ".join(f"{k} {human_bytes(v) if isinstance(v, int) else v}" for k, v in h["disk"].items())
         ui.info(f"  disk: {disk}")
         ui.info("  lock: " + ("free" if not h["lock"] else lock.describe(h["lock"])))
         for line in h["backup"]["summary"]:
             ui.info(f"  backup {line}")
+    if bad:
+        raise Exit(f"error: {', '.join(h['host'] for h in bad)}: not healthy", code=1)
 
 
 @task(iterable=["set"], help={**COMMON, "lines": "entries per host", "json": "print JSON for scripts"})

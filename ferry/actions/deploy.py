@@ -2,14 +2,15 @@
 
 Deploy runs in phases so that bad input changes nothing on any host:
 
-1. controller only: inventory, host selection, bundle manifest, stack definition,
-   variables, and a trial render of every template for every host (an undefined
-   variable stops here, before any connection);
+1. controller only: inventory, host selection, the bundle end to end (manifest
+   schema, every file listed and nothing else, every file's sha256, the signature when
+   ``ferry_bundle_signers`` is set), stack definition, variables, and a trial render of
+   every template for every host (an undefined variable stops here, before any
+   connection);
 2. connect to every selected host (unreachable hosts and unknown or changed host keys
    stop here), run every role's read-only ``preflight`` (no systemd, wrong CPU
    architecture...) and list each host's store;
-3. check the sha256 of every bundle file some host is missing against the manifest
-   (a damaged bundle stops here);
+3. list each host's store (what it already holds, by sha256);
 4. per host (batches: ``--serial``), the roles in :data:`ferry.roles.DEPLOY_ROLES`
    with verification before ``prune-releases``; a failed health gate switches the
    host back to its previous release.
@@ -28,6 +29,7 @@ from ..controller.bundle import Bundle, find_bundle, load_bundle
 from ..controller.inventory import Host, Inventory
 from ..errors import FerryError, HostError
 from ..host import containers, files
+from ..host.activate import ActivationFailed
 from ..host.session import Change, HostSession, guarded, open_hosts
 from ..host.transport.ssh import ConnectionSpec, connect, connection_specs
 from ..host.verify import Check, verify_host
@@ -84,17 +86,28 @@ class HostReport:
 
 
 def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Path | None,
-            dist: Path, sets: dict[str, Any]) -> Plan:
+            dist: Path, sets: dict[str, Any], ui: UI | None = None) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
 
+    The bundle is checked end to end here: manifest schema, the listing (every file
+    listed, nothing else), the sha256 of every file (cached by file identity, see
+    :mod:`ferry.controller.hashcache`) and, when any selected host's inventory sets
+    ``ferry_bundle_signers``, the manifest's signature. Only then is the stack read
+    from the bundle's ``stack/`` copy.
+
     Raises:
-        FerryError: any bad input (inventory, host pattern, bundle, stack, templates).
+        FerryError: any bad input (inventory, host pattern, bundle, signature, stack,
+            templates).
     """
     inventory = Inventory(inventory_path)
     hosts = inventory.select(pattern)
     bundle = load_bundle(bundle_path or find_bundle(dist, stack_name))
     if bundle.stack_name != stack_name:
         raise FerryError(f"{bundle.path}: bundle is for stack '{bundle.stack_name}', not '{stack_name}'")
+    check_signature(bundle, inventory, hosts)
+    total = sum(f["size"] for f in bundle.files())
+    with (ui.transfer("checking bundle sha256", total) if ui else contextlib.nullcontext(None)) as advance:
+        bundle.verify(progress=advance)
     stack = bundle.stack()
     host_vars = {h.name: host_variables(h, stack, sets) for h in hosts}
     plan = Plan(inventory, hosts, bundle, stack, host_vars, connection_specs(hosts, inventory))
@@ -106,27 +119,53 @@ def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Pa
     return plan
 
 
-def check_bundle_files(plan: Plan, sessions: list[HostSession], ui: UI) -> dict[str, set[str]]:
-    """Phase 3: list each host's store; verify locally every file some host lacks.
+def check_signature(bundle: Bundle, inventory: Inventory, hosts: list[Host]) -> list[str]:
+    """Verify the bundle's signature against every ``ferry_bundle_signers`` file the
+    selected hosts' inventory variables name (relative to the inventory file).
+
+    Only the inventory is read for this (never the bundle's own stack defaults, nor
+    ``--set``): the bundle must not choose who may sign it.
+
+    Returns:
+        The verified principals (empty when no host sets ``ferry_bundle_signers``).
+
+    Raises:
+        FerryError: unsigned, or signed by no allowed signer (names the host's file).
+    """
+    from ..controller.signing import verify_manifest
+    files = {}
+    for h in hosts:
+        value = h.vars.get("ferry_bundle_signers")
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            raise FerryError(f"{h.name}: ferry_bundle_signers must be a file path, not {type(value).__name__}")
+        files.setdefault(inventory.resolve_path(value), h.name)
+    return [verify_manifest(bundle.path, signers) for signers in files]
+
+
+def list_stores(sessions: list[HostSession]) -> dict[str, set[str]]:
+    """Phase 3: each host's store listing (the bundle itself was checked in :func:`prepare`).
 
     Returns:
         ``{host: {sha256 already in its store}}`` (handed to upload-bundle).
     """
-    listings = {}
-    for s in sessions:
-        listings[s.name] = set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out))
-    needed = {f["path"] for f in plan.bundle.files()
-              if any(f["sha256"] not in have for have in listings.values())}
-    if needed:
-        total = sum(f["size"] for f in plan.bundle.files() if f["path"] in needed)
-        with ui.transfer("checking bundle sha256", total) as advance:
-            plan.bundle.verify(needed, advance)
-    return listings
+    return {s.name: set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out)) for s in sessions}
+
+
+def foreign_project(s: HostSession, stack: str) -> str | None:
+    """Where the Compose project ``stack`` already runs on the host if that is not under
+    this deploy's stack directory (another ``ferry_root``, or a hand-made project of the
+    same name), else None."""
+    dirs = files.parse_lines(s.t.run(containers.project_dirs(stack), check=False).out)
+    mine = s.paths.stack_dir.rstrip("/") + "/"
+    other = [d for d in dirs if not (d.rstrip("/") + "/").startswith(mine)]
+    return other[0] if other else None
 
 
 def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = None,
            do_verify: bool = True, serial: int = 0, max_fail: float = 0.0,
-           lock_wait: float = 0.0, message: str = "") -> list[HostReport]:
+           lock_wait: float = 0.0, message: str = "", force: bool = False) -> list[HostReport]:
     """Run the deploy roles on the hosts of ``plan``, then verify each host.
 
     Hosts run in parallel (one batch) by default; ``serial=N`` rolls out in batches of N
@@ -146,12 +185,15 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
         max_fail: percent of hosts allowed to fail before the rollout stops.
         lock_wait: seconds to wait for a held deploy lock.
         message: recorded in the lock and the audit log.
+        force: deploy even where the stack's Compose project already runs from another
+            directory (another ``ferry_root``): it is taken over.
 
     Returns:
         One report per selected host, in inventory order.
 
     Raises:
-        FerryError: before any change (unreachable host, preflight, held lock, bundle).
+        FerryError: before any change (unreachable host, preflight, held lock, bundle,
+            the project running from elsewhere without ``force``).
     """
     roles = roles or DEPLOY_ROLES
     reports = {h.name: HostReport(h.name, status="skipped") for h in plan.hosts}
@@ -159,6 +201,12 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                     lambda h: connect(plan.specs[h.name])) as sessions:
         contexts = {s.name: RoleContext(s.name, s.t, s.vars, plan.bundle, plan.stack, s.paths, ui, check)
                     for s in sessions}
+        for s in sessions:
+            elsewhere = foreign_project(s, plan.stack.name)
+            if elsewhere and not force:
+                raise HostError(s.name, f"Compose project '{plan.stack.name}' already runs from {elsewhere}, "
+                                        f"not under this deploy's {s.paths.stack_dir} (another ferry_root?): "
+                                        f"refusing to take it over (--force to do it anyway)")
         for ctx in contexts.values():
             for role in roles:
                 preflight = getattr(load_role(role), "preflight", None)
@@ -166,9 +214,9 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                     preflight(ctx)
         with guarded(sessions, plan.stack.name, "deploy", plan.bundle.version, message, lock_wait,
                      check) as change:
-            listings = check_bundle_files(plan, sessions, ui)
+            listings = list_stores(sessions)
             for ctx in contexts.values():
-                ctx.state["store_listing"] = listings[ctx.host]
+                ctx.state.store_listing = listings[ctx.host]
             names = [h.name for h in plan.hosts]
             size = serial if serial and serial > 0 else len(names)
             batches = [names[i:i + size] for i in range(0, len(names), size)]
@@ -213,35 +261,44 @@ def stop_reason(index: int, batches: int, failed: int, total: int, max_fail: flo
 def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: bool = False,
                 change: Change | None = None) -> HostReport:
     """Run ``roles`` on one host, verification after ``compose-up``, and
-    ``prune-releases`` (if listed) only once verification passed. A failed ``compose up``
-    or verification switches back to the previous release (see :func:`revert`). Records
-    the outcome in the host's audit log. Reports :class:`HostError` instead of raising."""
+    ``prune-releases`` (if listed) only once verification passed.
+
+    A release that does not come up healthy was already switched back by the host
+    (``compose-up``); one that comes up but fails verification is switched back here
+    (:func:`revert`). Records the outcome in ``change`` (the audit line). Reports
+    :class:`HostError` instead of raising it."""
     report = HostReport(ctx.host)
     if parallel:
         ctx.ui = ctx.ui.for_parallel(ctx.host)
     main = [r for r in roles if r != "prune-releases"]
-    health_phase = False
+    activated = False
     try:
         for role in main:
-            health_phase = health_phase or role == "compose-up"
             _run_role(ctx, report, role)
+            activated = activated or role == "compose-up"
         if do_verify and not ctx.check:
             started = time.monotonic()
-            report.checks = verify_host(ctx.t, ctx.stack, ctx.state["rendered"]["compose.yml"], ctx.paths.current)
+            report.checks = verify_host(ctx.t, ctx.stack, ctx.state.rendered["compose.yml"], ctx.paths.current)
             line = checks_line(report.checks)
             report.results.append(("verify", RoleResult(False, line), time.monotonic() - started))
             ctx.ui.host_line(ctx.host, "verify", line, False)
             failing = sorted({c.target.split()[0] for c in report.checks if not c.ok})
             if failing:
-                load_role("compose-up").show_logs(ctx, failing)
+                show_logs(ctx, failing)
                 raise HostError(ctx.host, line)
-        report.release = ctx.state.get("release")
+        report.release = ctx.state.release
         if "prune-releases" in roles:
             _run_role(ctx, report, "prune-releases")
+    except ActivationFailed as exc:
+        report.error = str(exc)
+        report.status = {"reverted": "rolled-back", "stopped": "stopped"}.get(exc.result, "failed")
+        if exc.result == "reverted":
+            report.release = ctx.state.previous_release
+            _verify_after_revert(ctx, report, ctx.state.previous_release)
     except HostError as exc:
         report.error = str(exc)
         report.status = "failed"
-        if health_phase and not ctx.check:
+        if activated and not ctx.check:
             revert(ctx, report)
     if change is not None:
         change.done(ctx.host, report.status, report.error or "", report.release, ctx.bundle.version)
@@ -255,40 +312,94 @@ def _run_role(ctx: RoleContext, report: HostReport, role: str) -> None:
     ctx.ui.host_line(ctx.host, role, result.summary, result.changed)
 
 
+def show_logs(ctx: RoleContext, services: list[str]) -> None:
+    """Print the state and last ``compose_failure_log_lines`` log lines of each of
+    ``services`` of the current release."""
+    p, project = ctx.paths, ctx.stack.name
+    compose_file = f"{p.current}/compose.yml"
+    lines = int(ctx.vars.get("compose_failure_log_lines", 20))
+    states = {c.service: c for c in containers.parse_compose_ps(
+        ctx.t.run(containers.compose_ps(project, compose_file, p.current), check=False).out)}
+    for service in services:
+        c = states.get(service)
+        state = f"{c.state}{'/' + c.health if c.health else ''}" if c else "absent"
+        ctx.ui.warn(f"{ctx.host}: {service} is {state}; last {lines} log lines:")
+        logs = ctx.t.run(containers.compose(project, compose_file, p.current, "logs", "--no-color",
+                                            "--tail", str(lines), service), check=False)
+        for line in (logs.out + logs.err).splitlines()[-lines:]:
+            ctx.ui.info(f"    {line}")
+
+
 def revert(ctx: RoleContext, report: HostReport) -> None:
-    """After a failed health gate: switch ``current`` back to the release that was current
-    before this deploy, bring it up and verify it; with no previous release, stop the
-    stack (``docker compose down``). Sets ``report.status``."""
-    previous = ctx.state.get("previous_release")
-    project, current = ctx.stack.name, ctx.paths.current
-    if not previous or previous == ctx.state.get("release"):
-        ctx.ui.warn(f"{ctx.host}: no previous release to return to: stopping {project}")
-        ctx.t.run(containers.compose(project, f"{current}/compose.yml", current, "down"), check=False, timeout=300)
+    """After a release came up but failed verification: make the release that was current
+    before this deploy the running one again and verify it; on a first deploy, remove the
+    containers this deploy created (never others of the same project) and the
+    ``current`` link. Sets ``report.status``."""
+    state = ctx.state
+    failed, previous = state.release, state.previous_release
+    if not state.release_changed:
+        return                                   # nothing was switched: nothing to undo
+    if not previous:
+        ctx.ui.warn(f"{ctx.host}: no previous release to return to: removing the containers this deploy created")
+        stop_new(ctx)
         report.status = "stopped"
-        report.error = f"{report.error}; no previous release: stack stopped"
+        report.error = f"{report.error}; no previous release: the containers it created were removed"
         return
     ctx.ui.warn(f"{ctx.host}: rolling back to {previous}")
     try:
-        switch_release(ctx, previous)
+        load_release(ctx, previous, failed)
         result = load_role("compose-up").run(ctx)
         ctx.ui.host_line(ctx.host, "rollback", f"back on {previous}: {result.summary}", True)
-        checks = verify_host(ctx.t, ctx.stack, ctx.state["rendered"]["compose.yml"], current)
-        ok = all(c.ok for c in checks)
-        ctx.ui.host_line(ctx.host, "verify", checks_line(checks), False)
-        report.status = "rolled-back" if ok else "failed"
         report.release = previous
-        report.error = f"{report.error}; rolled back to {previous}" + ("" if ok else " (which ALSO fails verification)")
+        report.status = "rolled-back"
+        report.error = f"{report.error}; rolled back to {previous}"
+        _verify_after_revert(ctx, report, previous)
     except HostError as exc:
         report.error = f"{report.error}; rollback to {previous} failed too: {exc}"
 
 
-def switch_release(ctx: RoleContext, rid: str) -> None:
-    """Point ``current`` at ``releases/<rid>`` (atomic rename) and load its compose file
-    into ``ctx.state`` for compose-up and verification."""
-    ctx.t.run(files.switch_symlink(ctx.paths.current, f"releases/{rid}"))
-    found = files.parse_tar(ctx.t.run(files.read_tar(ctx.paths.stack_dir, ["current/compose.yml"])).stdout)
-    ctx.state.update(rendered={"compose.yml": found["current/compose.yml"]}, release=rid,
-                     release_changed=True)
+def _verify_after_revert(ctx: RoleContext, report: HostReport, previous: str | None) -> None:
+    if not previous:
+        return
+    found = files.parse_tar(ctx.t.run(files.read_tar(ctx.paths.stack_dir, [f"releases/{previous}/compose.yml"])).stdout)
+    compose_text = found.get(f"releases/{previous}/compose.yml")
+    if compose_text is None:
+        return
+    checks = verify_host(ctx.t, ctx.stack, compose_text, ctx.paths.current)
+    ctx.ui.host_line(ctx.host, "verify", checks_line(checks), False)
+    if not all(c.ok for c in checks):
+        report.status = "failed"
+        report.error = f"{report.error} (which ALSO fails verification)"
+
+
+def stop_new(ctx: RoleContext) -> None:
+    """Remove the stack's containers that this run created (not in
+    ``ctx.state.containers_before``) and the ``current`` link: a failed first deploy
+    leaves nothing half-up and never touches containers it did not start."""
+    now = containers.parse_project_containers(ctx.t.run(containers.project_containers(ctx.stack.name)).out)
+    new = sorted(c.id for c in now.values() if c.id not in set(ctx.state.containers_before))
+    if new:
+        ctx.t.run(containers.remove_containers(new), check=False, timeout=300)
+    ctx.t.run(["rm", "-f", "--", ctx.paths.current], check=False)
+
+
+def load_release(ctx: RoleContext, rid: str, running: str | None) -> None:
+    """Make ``releases/<rid>`` the release compose-up will activate: read its compose file
+    into ``ctx.state``; ``running`` is what runs now (the release to return to if ``rid``
+    fails).
+
+    Raises:
+        HostError: the release has no compose file on the host.
+    """
+    path = f"releases/{rid}/compose.yml"
+    found = files.parse_tar(ctx.t.run(files.read_tar(ctx.paths.stack_dir, [path])).stdout)
+    if path not in found:
+        raise HostError(ctx.host, f"release {rid} has no compose.yml under {ctx.paths.stack_dir}")
+    ctx.state.rendered = {"compose.yml": found[path]}
+    ctx.state.previous_release = running
+    ctx.state.release = rid
+    ctx.state.release_changed = True
+    ctx.state.last_up = {}
 
 
 def checks_line(checks: list[Check]) -> str:

@@ -47,7 +47,7 @@ def bundle(tmp_path):
     plugin.write_bytes(plugin.read_bytes().replace(b"\n", b"\r\n"))            # saved on Windows
     os.chmod(root / "stack" / "files" / "plugins_func" / "register.py", 0o755)
     (root / "manifest.json").write_text(json.dumps({"format": 1, "stack": "xiaozhi-esp32-server", "version": "1.0.0",
-                                                    "files": [], "images": []}))
+                                                    "files": [], "images": [], "docker": {}}))
     return load_bundle(root)
 
 
@@ -57,7 +57,7 @@ def run(bundle, host, out=None):
     ctx = RoleContext("fake-1", FakeTransport(host), merge_vars(all_role_defaults(), stack.defaults,
                                                                   {"ansible_host": "10.0.0.3"}),
                       bundle, stack, HostPaths("/opt/ferry", stack.name, bundle.name), ui)
-    return load_role("render-config").run(ctx)
+    return host.activated(load_role("render-config").run(ctx))
 
 
 def test_static_files_travel_in_the_release_with_lf_and_modes(bundle):

@@ -2,7 +2,7 @@
 
 Every role goes through a :class:`Transport`; there are two:
 
-- :class:`ferry.host.transport.ssh.SSHTransport`: Fabric/paramiko, host keys verified
+- :class:`ferry.host.transport.ssh.SSHTransport`: paramiko (and OpenSSH for bulk data), host keys verified
   against known_hosts (unknown or changed keys are refused);
 - :class:`ferry.host.transport.fake.FakeTransport`: scripted, for role tests.
 
