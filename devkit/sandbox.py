@@ -601,7 +601,8 @@ def _wait_systemd(host: SandboxHost, deadline: float) -> str:
         time.sleep(0.5)
 
 
-def _wait_ssh(host: SandboxHost, key_file: Path, known_hosts: Path, deadline: float, user: str = "root") -> None:
+def _wait_ssh(host: SandboxHost, key_file: Path, known_hosts: Path, deadline: float, user: str = "root",
+              port: int = 22) -> None:
     """Wait until a real SSH login as ``user`` works (key auth, host key checked strictly)."""
     import paramiko
 
@@ -611,7 +612,7 @@ def _wait_ssh(host: SandboxHost, key_file: Path, known_hosts: Path, deadline: fl
         client.load_system_host_keys(str(known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
-            client.connect(host.ip, port=22, username=user, key_filename=str(key_file),
+            client.connect(host.ip, port=port, username=user, key_filename=str(key_file),
                            look_for_keys=False, allow_agent=False, timeout=5,
                            banner_timeout=5, auth_timeout=5)
             _, stdout, _ = client.exec_command("true", timeout=10)
@@ -625,7 +626,7 @@ def _wait_ssh(host: SandboxHost, key_file: Path, known_hosts: Path, deadline: fl
         finally:
             client.close()
         if time.monotonic() > deadline:
-            raise FerryError(f"{host.name}: no SSH login as {user} at {host.ip}:22 within "
+            raise FerryError(f"{host.name}: no SSH login as {user} at {host.ip}:{port} within "
                              f"{READY_TIMEOUT:.0f}s ({last})")
         time.sleep(0.5)
 
@@ -672,6 +673,7 @@ class WorldHost:
         sudo: ``NOPASSWD``, ``password`` (sudo asks for the login user's password) or
             ``""`` (no sudo rule).
         sshd: sshd settings that override the image's (``PermitRootLogin no``...).
+        port: the port sshd listens on (the bastion's is not 22, as bastions often are).
     """
 
     role: str
@@ -681,6 +683,7 @@ class WorldHost:
     login: str
     sudo: str
     sshd: str
+    port: int = 22
 
 
 #: Servers as they are: personal logins with sudo, a bastion in front of a network the
@@ -690,7 +693,7 @@ WORLD = (
     WorldHost("sudopw", "world-sudopw", 2, ("main",), "deploy", "password",
               "PermitRootLogin no\nPasswordAuthentication yes\n"),
     WorldHost("bastion", "world-bastion", 3, ("main", "inner"), "jump", "",
-              "PermitRootLogin no\nAllowTcpForwarding yes\n"),
+              "Port 2222\nPermitRootLogin no\nAllowTcpForwarding yes\n", port=2222),
     WorldHost("inner", "world-inner", 4, ("inner",), "root", "", ""),
 )
 
@@ -824,7 +827,7 @@ def _wait_world(world: list[tuple[WorldHost, SandboxHost]], key_file: Path, know
     the controller cannot reach it)."""
     for w, host in world:
         if "main" in w.networks:
-            _wait_ssh(host, key_file, known_hosts, deadline, user=w.login)
+            _wait_ssh(host, key_file, known_hosts, deadline, user=w.login, port=w.port)
             continue
         while _exec(host.container, "systemctl", "is-active", "ssh.service", check=False).returncode != 0:
             if time.monotonic() > deadline:
@@ -853,8 +856,8 @@ def _remove_world_files(state_dir: Path) -> None:
 
 def _world_inventory_text(world: list[tuple[WorldHost, SandboxHost]]) -> str:
     """The world groups of the sandbox inventory (values written as JSON: YAML flow
-    mappings). The inner host is reached with ``-o ProxyJump=jump@<bastion>``."""
-    bastion = next((h for w, h in world if w.role == "bastion"), None)
+    mappings). The inner host is reached with ``-o ProxyJump=jump@<bastion>:2222``."""
+    bastion = next(((w, h) for w, h in world if w.role == "bastion"), None)
     text = ""
     for w, host in world:
         hv: dict = {"ansible_host": host.ip}
@@ -862,8 +865,10 @@ def _world_inventory_text(world: list[tuple[WorldHost, SandboxHost]]) -> str:
             hv["ansible_user"] = w.login
         if w.sudo:
             hv["ansible_become"] = True
+        if w.port != 22:
+            hv["ansible_port"] = w.port
         if w.role == "inner" and bastion is not None:
-            hv["ansible_ssh_common_args"] = f"-o ProxyJump=jump@{bastion.ip}"
+            hv["ansible_ssh_common_args"] = f"-o ProxyJump={bastion[0].login}@{bastion[1].ip}:{bastion[0].port}"
         text += f"    world_{w.role}:\n      hosts:\n        {w.name}: {json.dumps(hv)}\n"
     return text
 
@@ -966,7 +971,8 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
         for w, host in world_hosts:
             _wait_systemd(host, deadline)
             _configure_world(w, host, pub_line, password)
-            lines += _host_key_lines(host)
+            lines += [line if w.port == 22 else f"[{host.ip}]:{w.port} {line.split(' ', 1)[1]}"
+                      for line in _host_key_lines(host)]
         _write_file(known_hosts, ("\n".join(lines) + "\n").encode())
         for host in hosts:
             _wait_ssh(host, key_file, known_hosts, deadline)

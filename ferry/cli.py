@@ -64,12 +64,19 @@ def _sets(values) -> dict:
 
 
 def _ask_become(ask: bool) -> None:
-    """``--ask-become-pass``: read the sudo password without echo (as Ansible's ``-K``),
-    before any host is contacted."""
+    """``--ask-become-pass``: read the sudo password without echo from the terminal (as
+    Ansible's ``-K``), or one line from stdin when there is no terminal (a pipe), before
+    any host is contacted."""
     if ask:
         import getpass
         from .host.transport.ssh import set_become_password
-        set_become_password(getpass.getpass("BECOME password: "))
+        try:
+            with open("/dev/tty"):
+                terminal = True
+        except OSError:
+            terminal = False
+        set_become_password(getpass.getpass("BECOME password: ") if terminal
+                            else sys.stdin.readline().rstrip("\r\n"))
 
 
 def _print_json(data) -> None:

@@ -35,3 +35,13 @@ def pytest_collection_modifyitems(session, config, items):
         # the backup tests deploy onto hosts the deploy tests expect fresh: they go last
         return 2 if item.path.name.startswith("test_backup_") else 1
     items.sort(key=rank)
+
+
+@pytest.fixture(scope="session")
+def world(sandbox) -> sandbox_mod.Sandbox:
+    """The sandbox plus the hosts that look like the world (``devkit.sandbox.WORLD``):
+    ``world-sudo`` (only ``deploy`` logs in, sudo NOPASSWD), ``world-sudopw`` (sudo wants
+    ``deploy``'s password, in ``host_vars/world-sudopw.yml``), ``world-bastion`` (``jump``
+    on port 2222) and ``world-inner``, reachable only through the bastion. Fresh, like
+    the sandbox's hosts."""
+    return sandbox_mod.up(count=len(sandbox.hosts), state_dir=sandbox.state_dir, world=True)

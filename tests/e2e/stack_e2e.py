@@ -49,10 +49,13 @@ def bundle(stack_dir: Path, dist: Path, version: str | None = None, base: Path |
     return b.path
 
 
-def inv_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the real command line (``inv ...``) from the repository root."""
+def inv_cli(*args: str, timeout: float = 900, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real command line (``inv ...``) from the repository root. With ``input``
+    (text on its stdin) it runs in a new session, without a controlling terminal, so a
+    prompt (``--ask-become-pass``) reads stdin as it would in a pipe."""
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"},
+                          input=input, start_new_session=input is not None)
 
 
 class Deployed:
