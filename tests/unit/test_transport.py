@@ -246,3 +246,10 @@ def test_run_reports_status_when_the_command_exits_before_reading_input(base):
     t._check = lambda *a: None
     res = t.run(["sh", "-c", "exit 75"], input=b"{}" * 1000, check=False)
     assert res.rc == 75 and res.err == "held by alice\n"
+
+
+def test_a_password_with_a_newline_is_refused_without_showing_it(base):
+    with pytest.raises(FerryError) as err:
+        spec(base, ansible_become=True, ansible_user="deploy", ansible_become_pass="a\nb")
+    assert str(err.value) == ("web-1: ansible_become_pass=(hidden): must be one line "
+                              "(sudo reads it up to the first newline)")

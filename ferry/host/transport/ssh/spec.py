@@ -132,6 +132,11 @@ def _aliases(field_name: str) -> list[str]:
     return list(alias.choices) if isinstance(alias, AliasChoices) else [str(alias)]
 
 
+def _variable_of(field_name: str, raw: dict[str, Any]) -> str:
+    """The inventory variable that set ``field_name`` (the first of its names present)."""
+    return next((a for a in _aliases(field_name) if a in raw), _aliases(field_name)[0])
+
+
 #: inventory variable -> field of :class:`_Vars`.
 _FIELD_OF = {a: name for name in _Vars.model_fields for a in _aliases(name)}
 
@@ -499,6 +504,12 @@ class ConnectionSpec:
             raise FerryError(f"{host}: ferry_transfer=openssh cannot log in with ansible_password "
                              f"(OpenSSH takes no password from Ferry): use auto or paramiko")
 
+        for secret, name in ((v.become_password, "become_password"), (v.password, "password")):
+            if secret is not None and any(c in secret.get_secret_value() for c in "\n\r\x00"):
+                raise FerryError(f"{host}: {_variable_of(name, variables)}=(hidden): must be one line "
+                                 f"(sudo reads it up to the first newline)")
+        if become_password is not None and any(c in become_password for c in "\n\r\x00"):
+            raise FerryError(f"{host}: the --ask-become-pass password must be one line")
         become = None
         if v.become and v.become_user != user:
             become = Become(v.become_user, v.become_password or (

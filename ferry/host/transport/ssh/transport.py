@@ -364,11 +364,13 @@ class SSHTransport:
         out, err = _Drain(proc.stdout.read1, "ssh-stdout"), _Drain(proc.stderr.read1, "ssh-stderr")
         out.start()
         err.start()
+        late = HostError(self.host, f"'{join(argv)[:80]}' did not finish within {timeout:g} s "
+                                    f"(ferry_command_timeout or the command's own timeout)")
         try:
             try:
                 for block in itertools.chain([prefix], chunks):
                     if time.monotonic() > deadline:
-                        break
+                        raise late       # never an EOF after part of the data
                     proc.stdin.write(block)
                 proc.stdin.close()
             except BrokenPipeError:
@@ -380,10 +382,7 @@ class SSHTransport:
                     break
                 except subprocess.TimeoutExpired:
                     if time.monotonic() > deadline:
-                        proc.kill()
-                        proc.wait()
-                        raise HostError(self.host, f"'{join(argv)[:80]}' did not finish within {timeout:g} s "
-                                                   f"(ferry_command_timeout or the command's own timeout)")
+                        raise late from None
             out.join()
             err.join()
         finally:
