@@ -15,7 +15,7 @@ import json
 import pytest
 import yaml
 
-from ferry import backup as b
+from ferry.host import backup as b
 from stack_e2e import STACKS, Hosts, bundle, inv_cli
 
 pytestmark = pytest.mark.e2e

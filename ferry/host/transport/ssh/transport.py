@@ -32,7 +32,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Generator, Iterable, Sequence
 
 import paramiko
 
@@ -312,10 +312,13 @@ class SSHTransport:
         result = self._exchange(argv, [input] if input else [], timeout)
         return check_result(self.host, result) if check else result
 
-    def stream(self, argv: Sequence[str], timeout: float | None = None) -> Iterator[bytes]:
+    def stream(self, argv: Sequence[str], timeout: float | None = None,
+               check: bool = True) -> Generator[bytes, None, Result]:
         """Run ``argv`` and yield its stdout in blocks as they arrive (for downloads too
-        big for memory); stderr is drained meanwhile. Raises :class:`HostError` at the
-        end when it exits non-zero, or when the deadline passes or the host dies."""
+        big for memory, logs); stderr is drained meanwhile. When it ends, raises
+        :class:`HostError` if it exited non-zero and ``check``, or when the deadline
+        passed or the host died; the generator's return value is the :class:`Result`
+        (exit status and stderr; stdout was yielded)."""
         timeout = timeout or self.spec.command_timeout
         deadline = time.monotonic() + timeout
         what = join(argv)[:80]
@@ -337,7 +340,8 @@ class SSHTransport:
             rc = self._exit_status(chan, [err], what, deadline, timeout)
         finally:
             chan.close()
-        check_result(self.host, Result(list(argv), rc, b"", err.data()))
+        result = Result(list(argv), rc, b"", err.data())
+        return check_result(self.host, result) if check else result
 
     def send(self, argv: Sequence[str], chunks: Iterable[bytes], check: bool = True,
              timeout: float | None = None) -> Result:
