@@ -4,6 +4,7 @@ variables; the current release's compose file; remote processes that stop on Ctr
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -116,7 +117,10 @@ class RemoteProcess:
                 self.pid = int(line.strip() or b"0")
             if block:
                 sink(block)
-        return drain(self.s.t.stream(containers.with_pid(self.argv, self.merge_stderr), check=False), take)
+        # no deadline (logs --follow, exec run until they end or are stopped); a dead host
+        # is still noticed by the transport's keepalives
+        return drain(self.s.t.stream(containers.with_pid(self.argv, self.merge_stderr), timeout=math.inf,
+                                     check=False), take)
 
     def stop(self) -> None:
         """Stop the command on the host (SIGTERM), if it started."""

@@ -75,7 +75,9 @@ class Transport(Protocol):
             argv: the command; each word is quoted with :func:`shlex.quote`.
             input: bytes fed to the command's stdin (then EOF).
             check: raise :class:`HostError` when the exit status is not 0.
-            timeout: seconds before the command is abandoned (HostError).
+            timeout: seconds before the command is abandoned (HostError); None: the
+                host's ``ferry_command_timeout`` (1800 s); ``math.inf``: no deadline (a
+                dead host is still noticed by keepalives, ``ferry_ssh_dead_after``).
         """
         ...
 

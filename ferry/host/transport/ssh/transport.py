@@ -9,7 +9,8 @@ Commands run on paramiko exec channels, one per command:
   megabytes to stderr never stalls on the channel window; input is fed from the
   calling thread (so a ``send`` generator's progress and Ctrl-C stay in the caller);
 - every command has a deadline: the caller's ``timeout``, else ``ferry_command_timeout``
-  (1800 s); past it, the channel is closed and a :class:`HostError` says so;
+  (1800 s; for bulk data counted from the last block sent); past it, the channel is
+  closed and a :class:`HostError` says so (``math.inf``: no deadline, e.g. ``logs -f``);
 - a :class:`Watchdog` sends an OpenSSH keepalive (``keepalive@openssh.com``, reply
   wanted) every ``dead_after / 4`` seconds; when no answer came for ``dead_after``
   (``ferry_ssh_dead_after``, 60 s) the connection is closed and the running command
@@ -116,6 +117,24 @@ class Watchdog(threading.Thread):
             self.dead = f"no answer for {self.dead_after:g} s (ferry_ssh_dead_after)"
             self.on_dead()
             return
+
+
+class _Deadline:
+    """When a command must be done: ``timeout`` seconds after it started or, for bulk
+    data (``sliding``), after the last block went out (a 10 GB upload on a slow link is
+    not a hung command; a receiver that stops reading is)."""
+
+    def __init__(self, timeout: float, sliding: bool = False):
+        self.timeout, self.sliding = timeout, sliding
+        self.at = time.monotonic() + timeout
+
+    def moved(self) -> None:
+        """Data went out: a sliding deadline starts again."""
+        if self.sliding:
+            self.at = time.monotonic() + self.timeout
+
+    def passed(self) -> bool:
+        return time.monotonic() > self.at
 
 
 class _Drain(threading.Thread):
@@ -227,13 +246,13 @@ class SSHTransport:
         return (join(sudo.wrap(argv, become, self._sudo_password)),
                 sudo.stdin_prefix(become) if self._sudo_password else b"")
 
-    def _check(self, what: str, deadline: float, timeout: float) -> None:
+    def _check(self, what: str, deadline: _Deadline, timeout: float) -> None:
         """Raise HostError when the host is dead, the connection lost or the deadline past."""
         if self._watchdog is not None and self._watchdog.dead:
             raise HostError(self.host, self._watchdog.dead)
         if not self._clients or not self._transport.is_active():
             raise HostError(self.host, "SSH connection lost")
-        if time.monotonic() > deadline:
+        if deadline.passed():
             raise HostError(self.host, f"'{what}' did not finish within {timeout:g} s "
                                        f"(ferry_command_timeout or the command's own timeout)")
 
@@ -249,11 +268,11 @@ class SSHTransport:
         return chan
 
     def _exchange(self, argv: Sequence[str], blocks: Iterable[bytes], timeout: float | None,
-                  raw: bool = False) -> Result:
+                  raw: bool = False, sliding: bool = False) -> Result:
         """Run ``argv``, feed ``blocks`` to its stdin, collect stdout and stderr
         concurrently, wait for its exit status, all within the deadline."""
         timeout = timeout or self.spec.command_timeout
-        deadline = time.monotonic() + timeout
+        deadline = _Deadline(timeout, sliding)
         what = join(argv)[:80]
         line, prefix = (join(argv), b"") if raw else self._command(argv)
         chan = self._open(line)
@@ -267,7 +286,7 @@ class SSHTransport:
             chan.close()
         return Result(list(argv), rc, out.data(), err.data())
 
-    def _exit_status(self, chan: paramiko.Channel, drains: list[_Drain], what: str, deadline: float,
+    def _exit_status(self, chan: paramiko.Channel, drains: list[_Drain], what: str, deadline: _Deadline,
                      timeout: float) -> int:
         """Wait for the drains to reach EOF and for the exit status, checking the deadline
         and the watchdog; a channel closed without a status (the connection died) raises."""
@@ -280,7 +299,7 @@ class SSHTransport:
             self._check(what, deadline, timeout)
         return chan.exit_status
 
-    def _feed(self, chan: paramiko.Channel, blocks: Iterable[bytes], what: str, deadline: float,
+    def _feed(self, chan: paramiko.Channel, blocks: Iterable[bytes], what: str, deadline: _Deadline,
               timeout: float) -> None:
         """Send ``blocks`` to the channel's stdin, then EOF. A command that exits before
         reading all of it (a held lock, a digest mismatch) ends the sending quietly:
@@ -297,6 +316,7 @@ class SSHTransport:
                     if sent == 0:
                         return
                     view = view[sent:]
+                    deadline.moved()
             chan.shutdown_write()
         except (OSError, EOFError, paramiko.SSHException):
             return
@@ -320,7 +340,7 @@ class SSHTransport:
         passed or the host died; the generator's return value is the :class:`Result`
         (exit status and stderr; stdout was yielded)."""
         timeout = timeout or self.spec.command_timeout
-        deadline = time.monotonic() + timeout
+        deadline = _Deadline(timeout)
         what = join(argv)[:80]
         line, prefix = self._command(argv)
         chan = self._open(line)
@@ -349,18 +369,19 @@ class SSHTransport:
 
         Carried by the OpenSSH client or by a paramiko channel (see ``transfer``); both
         take the same route and verify every hop's host key against the same
-        known_hosts. If the remote command exits early (e.g. a digest mismatch), sending
+        known_hosts. ``timeout`` (default ``ferry_command_timeout``) counts from the last
+        block sent, and then to the command's end. If the remote command exits early (e.g. a digest mismatch), sending
         stops and its exit status and stderr are returned (or raised, with ``check``).
         """
         if self.transfer == "openssh":
             result = self._send_openssh(argv, chunks, timeout)
         else:
-            result = self._exchange(argv, chunks, timeout)
+            result = self._exchange(argv, chunks, timeout, sliding=True)
         return check_result(self.host, result, join(argv)[:40] + "...") if check else result
 
     def _send_openssh(self, argv: Sequence[str], chunks: Iterable[bytes], timeout: float | None) -> Result:
         timeout = timeout or self.spec.command_timeout
-        deadline = time.monotonic() + timeout
+        deadline = _Deadline(timeout, sliding=True)
         line, prefix = self._command(argv)
         proc = subprocess.Popen(openssh_argv(self.spec, line), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
@@ -373,9 +394,10 @@ class SSHTransport:
         try:
             try:
                 for block in itertools.chain([prefix], chunks):
-                    if time.monotonic() > deadline:
+                    if deadline.passed():
                         raise late       # never an EOF after part of the data
                     proc.stdin.write(block)
+                    deadline.moved()
                 proc.stdin.close()
             except BrokenPipeError:
                 pass   # the remote command ended early: its status says why
@@ -385,7 +407,7 @@ class SSHTransport:
                     proc.wait(timeout=POLL)
                     break
                 except subprocess.TimeoutExpired:
-                    if time.monotonic() > deadline:
+                    if deadline.passed():
                         raise late from None
             out.join()
             err.join()
