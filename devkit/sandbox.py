@@ -878,7 +878,8 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
 def down(state_dir: Path = DEFAULT_STATE_DIR, console=None) -> None:
     """Remove the sandbox: containers, their Docker volumes, the network, state files.
 
-    Removes every container and volume labelled ``devkit.sandbox`` (any index), the
+    Removes every container and volume labelled ``devkit.sandbox`` (any index, and the
+    hosts without dpkg), the
     ``ferry-sandbox`` network, and ``id_ed25519``, ``id_ed25519.pub``, ``known_hosts``,
     ``inventory.yml`` in ``state_dir`` (the directory too, when left empty). The host
     image and the cached rootfs are kept. A no-op when nothing exists.
@@ -892,10 +893,11 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, console=None) -> None:
     """
     ensure_engine()
     with _lock():
-        existing = _sandbox_containers()
+        existing = [*_sandbox_containers().values(), *_nodpkg_containers().values()]
         if existing:
-            _say(console, f"removing {', '.join(_container_name(i) for i in sorted(existing))}")
-            docker("rm", "-f", "-v", *(c["Name"].lstrip("/") for c in existing.values()), timeout=120)
+            names = [c["Name"].lstrip("/") for c in existing]
+            _say(console, f"removing {', '.join(names)}")
+            docker("rm", "-f", "-v", *names, timeout=120)
         volumes = docker("volume", "ls", "-q", "--filter", f"label={LABEL}={NAME}").stdout.decode().split()
         if volumes:
             docker("volume", "rm", "-f", *volumes)
