@@ -5,6 +5,7 @@ output. Pure: argument lists in, data out; nothing here does I/O.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -87,12 +88,13 @@ def parse_compose_ps(text: str) -> list[ContainerState]:
 def project_containers(project: str) -> list[str]:
     """``ID<TAB>SERVICE<TAB>STARTED_AT<TAB>STATUS<TAB>HEALTH<TAB>CONFIG_HASH`` of the
     project's containers, from Docker's labels (works without a compose file; HEALTH is
-    empty without a healthcheck; CONFIG_HASH is Compose's ``com.docker.compose.config-hash``)."""
+    empty without a healthcheck; CONFIG_HASH is Compose's ``com.docker.compose.config-hash``;
+    then the container NAME)."""
     return sh("ids=$(docker ps -aq --filter " + q(f"label=com.docker.compose.project={project}")
               + "); [ -z \"$ids\" ] || docker inspect --format "
               + q('{{.Id}}\t{{index .Config.Labels "com.docker.compose.service"}}\t{{.State.StartedAt}}'
                   '\t{{.State.Status}}\t{{if .State.Health}}{{.State.Health.Status}}{{end}}'
-                  '\t{{index .Config.Labels "com.docker.compose.config-hash"}}')
+                  '\t{{index .Config.Labels "com.docker.compose.config-hash"}}\t{{.Name}}')
               + " $ids")
 
 
@@ -105,6 +107,7 @@ class Container:
     status: str        # running, exited, created, ...
     health: str        # healthy, unhealthy, starting, or "" without healthcheck
     config_hash: str = ""   # Compose's hash of the service config the container was made from
+    name: str = ""          # container name
 
     @property
     def healthy(self) -> bool:
@@ -119,7 +122,8 @@ def parse_project_containers(text: str) -> dict[str, Container]:
         parts = line.rstrip("\n").split("\t")
         if len(parts) >= 4 and parts[0].strip():
             out[parts[1]] = Container(parts[0].strip(), parts[2], parts[3], parts[4] if len(parts) > 4 else "",
-                                      parts[5].strip() if len(parts) > 5 else "")
+                                      parts[5].strip() if len(parts) > 5 else "",
+                                      parts[6].strip().lstrip("/") if len(parts) > 6 else "")
     return out
 
 
@@ -142,18 +146,18 @@ def project_dirs(project: str) -> list[str]:
               + " 2>/dev/null | sort -u || true")
 
 
-def config_hashes(project: str, compose_file: str, project_dir: str) -> list[str]:
-    """``SERVICE HASH`` per line: the config hash Compose would give each service of
-    ``compose_file`` (``docker compose config --hash '*'``), to compare with the
-    ``config_hash`` of the running containers: equal means they run that file."""
-    return compose(project, compose_file, project_dir, "config", "--hash", "*")
+def up_dry_run(project: str, compose_file: str, project_dir: str) -> list[str]:
+    """``docker compose up -d --dry-run --pull never``: what Compose WOULD do to make the
+    project match ``compose_file``, changing nothing. Its own convergence rule, so
+    "Running" for every container means they run exactly that file's configuration."""
+    return compose(project, compose_file, project_dir, "up", "-d", "--dry-run", "--pull", "never")
 
 
-def parse_config_hashes(text: str) -> dict[str, str]:
-    """``{service: hash}`` from :func:`config_hashes`."""
-    out = {}
-    for line in parse_lines(text):
-        service, _, value = line.partition(" ")
-        if value.strip():
-            out[service] = value.strip()
+def parse_up_dry_run(text: str) -> dict[str, str]:
+    """``{container name: first action}`` from :func:`up_dry_run`'s output lines
+    ``DRY-RUN MODE -  Container NAME  ACTION`` (``Running`` when nothing would change;
+    ``Recreate``, ``Create``, ``Starting``... otherwise). Compose writes them on stderr."""
+    out: dict[str, str] = {}
+    for m in re.finditer(r"Container (\S+)\s+(\w+)", text):
+        out.setdefault(m.group(1), m.group(2))
     return out
