@@ -13,6 +13,7 @@ variable precedence (see ``ferry.controller.inventory``).
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -25,9 +26,10 @@ from .model.yamlfile import load_yaml_file
 ROLES_DIR = data_dir("roles")
 
 DEPLOY_ROLES = ["upload-bundle", "install-docker-offline", "load-images", "render-config", "compose-up",
-                "prune-releases"]
+                "backup", "prune-releases"]
 """The roles ``inv deploy`` runs, in order; verification runs before ``prune-releases``,
-which only runs when it passed."""
+which only runs when it passed. ``backup`` there installs the backup program and the new
+release's settings (scheduled backups follow the release that runs)."""
 
 
 @dataclass
@@ -53,7 +55,10 @@ class HostState:
     Attributes:
         store_listing: sha256 names already in the host's store (deploy gathers it for
             every host before the roles run; upload-bundle reads it).
-        host_facts: :class:`ferry.host.system.HostFacts` (install-docker-offline's preflight).
+        host_facts: :class:`ferry.host.engine.EngineFacts` (install-docker-offline's
+            preflight, renewed after it installs).
+        docker_layout: ``deb`` or ``static``: how this host gets its Docker engine
+            (install-docker-offline's preflight, from ``docker_install``).
         images_changed: load-images loaded or re-tagged an image.
         rendered: the new release's files ``{dest: bytes}`` (render-config), or the
             switched-to release's ``compose.yml`` (rollback).
@@ -64,10 +69,21 @@ class HostState:
             directory was written, or rollback chose another one).
         containers_before: IDs of the stack's containers before this run's ``up``
             (a failed first deploy removes only the others).
+        model: Compose's model of ``release`` (:class:`ferry.model.compose.ComposeModel`;
+            render-config's, or read from the host by compose-up after a rollback).
+        planned_model: the model of deploy's trial render (compose-up's preflight).
+        activated: compose-up switched ``current`` and brought the release up (a
+            failure after that, such as a restart loop, must switch back).
+        backup_request: :class:`ferry.model.backup.BackupRequest` (``inv backup``): the
+            backup role runs a backup after installing the program.
+        restore_request: :class:`ferry.model.backup.RestoreRequest` (``inv restore``).
+        backup_plan: :class:`ferry.model.backup.BackupPlan` the backup role computed
+            (None when the settings on the host were up to date).
     """
 
     store_listing: set[str] | None = None
     host_facts: Any = None
+    docker_layout: str | None = None
     images_changed: bool = False
     rendered: dict[str, bytes] = field(default_factory=dict)
     last_up: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +91,12 @@ class HostState:
     release: str | None = None
     release_changed: bool = False
     containers_before: list[str] = field(default_factory=list)
+    model: Any = None
+    planned_model: Any = None
+    activated: bool = False
+    backup_request: Any = None
+    restore_request: Any = None
+    backup_plan: Any = None
 
 
 @dataclass
@@ -122,6 +144,7 @@ def load_role(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"ferry_roles.{name.replace('-', '_')}", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module        # as an import does: dataclasses in a role need it
     spec.loader.exec_module(module)
     _cache[name] = module
     return module

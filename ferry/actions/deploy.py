@@ -25,16 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..controller import composecli
 from ..controller.bundle import Bundle, find_bundle, load_bundle
-from ..controller.inventory import Host, Inventory
+from ..controller.inventory import Host, Inventory, load_inventory
 from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.activate import ActivationFailed
 from ..host.session import Change, HostSession, guarded, open_hosts
 from ..host.transport.ssh import connect_host
-from ..host.verify import Check, verify_host
+from ..host.verify import Check, settle_seconds, verify_host
 from ..model.paths import HostPaths
-from ..model.render import render, template_context
+from ..model.compose import ComposeModel
+from ..model.render import render_release, template_context
 from ..model.stack import Stack
 from ..roles import DEPLOY_ROLES, RoleContext, RoleResult, load_role
 from ..ui import UI, human_bytes
@@ -43,13 +45,15 @@ from .common import host_variables
 
 @dataclass
 class Plan:
-    """What a deploy will do, resolved on the controller before any host is contacted."""
+    """What a deploy will do, resolved on the controller before any host is contacted
+    (``models``: each host's Compose model from the trial render, for preflight)."""
 
     inventory: Inventory
     hosts: list[Host]
     bundle: Bundle
     stack: Stack
     host_vars: dict[str, dict[str, Any]]
+    models: dict[str, ComposeModel] = field(default_factory=dict)
 
     def paths(self, host: str) -> HostPaths:
         """Paths on ``host`` for this plan's stack and bundle (``ferry_root`` from its vars)."""
@@ -83,7 +87,7 @@ class HostReport:
         return self.status != "ok"
 
 
-def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Path | None,
+def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bundle_path: Path | None,
             dist: Path, sets: dict[str, Any], ui: UI | None = None) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
 
@@ -97,7 +101,7 @@ def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Pa
         FerryError: any bad input (inventory, host pattern, bundle, signature, stack,
             templates).
     """
-    inventory = Inventory(inventory_path)
+    inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
     bundle = load_bundle(bundle_path or find_bundle(dist, stack_name))
     if bundle.stack_name != stack_name:
@@ -113,7 +117,7 @@ def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Pa
         placeholders = {k: "(generated on the host)" for k in stack.generated_secrets}
         context = template_context(host_vars[h.name], stack, plan.paths(h.name).for_templates(),
                                    placeholders, h.name)
-        render(stack, context, h.name)
+        plan.models[h.name] = render_release(stack, context, h.name, composecli.resolver(bundle.path)).model
     return plan
 
 
@@ -199,6 +203,8 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                     lambda h: connect_host(h, plan.inventory)) as sessions:
         contexts = {s.name: RoleContext(s.name, s.t, s.vars, plan.bundle, plan.stack, s.paths, ui, check)
                     for s in sessions}
+        for name, ctx in contexts.items():
+            ctx.state.planned_model = plan.models.get(name)
         for s in sessions:
             elsewhere = foreign_project(s, plan.stack.name)
             if elsewhere and not force:
@@ -276,7 +282,7 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
             activated = activated or role == "compose-up"
         if do_verify and not ctx.check:
             started = time.monotonic()
-            report.checks = verify_host(ctx.t, ctx.stack, ctx.state.rendered["compose.yml"], ctx.paths.current)
+            report.checks = verify_host(ctx.t, ctx.stack, ctx.paths.current, settle_seconds(ctx.vars))
             line = checks_line(report.checks)
             report.results.append(("verify", RoleResult(False, line), time.monotonic() - started))
             ctx.ui.host_line(ctx.host, "verify", line, False)
@@ -296,7 +302,7 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
     except HostError as exc:
         report.error = str(exc)
         report.status = "failed"
-        if activated and not ctx.check:
+        if (activated or ctx.state.activated) and not ctx.check:
             revert(ctx, report)
     if change is not None:
         change.done(ctx.host, report.status, report.error or "", report.release, ctx.bundle.version)
@@ -359,11 +365,7 @@ def revert(ctx: RoleContext, report: HostReport) -> None:
 def _verify_after_revert(ctx: RoleContext, report: HostReport, previous: str | None) -> None:
     if not previous:
         return
-    found = files.parse_tar(ctx.t.run(files.read_tar(ctx.paths.stack_dir, [f"releases/{previous}/compose.yml"])).stdout)
-    compose_text = found.get(f"releases/{previous}/compose.yml")
-    if compose_text is None:
-        return
-    checks = verify_host(ctx.t, ctx.stack, compose_text, ctx.paths.current)
+    checks = verify_host(ctx.t, ctx.stack, ctx.paths.current, settle_seconds(ctx.vars))
     ctx.ui.host_line(ctx.host, "verify", checks_line(checks), False)
     if not all(c.ok for c in checks):
         report.status = "failed"
@@ -394,6 +396,8 @@ def load_release(ctx: RoleContext, rid: str, running: str | None) -> None:
     if path not in found:
         raise HostError(ctx.host, f"release {rid} has no compose.yml under {ctx.paths.stack_dir}")
     ctx.state.rendered = {"compose.yml": found[path]}
+    ctx.state.model = None
+    ctx.state.activated = False
     ctx.state.previous_release = running
     ctx.state.release = rid
     ctx.state.release_changed = True

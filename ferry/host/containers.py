@@ -86,28 +86,37 @@ def parse_compose_ps(text: str) -> list[ContainerState]:
 
 
 def project_containers(project: str) -> list[str]:
-    """``ID<TAB>SERVICE<TAB>STARTED_AT<TAB>STATUS<TAB>HEALTH<TAB>CONFIG_HASH`` of the
-    project's containers, from Docker's labels (works without a compose file; HEALTH is
-    empty without a healthcheck; CONFIG_HASH is Compose's ``com.docker.compose.config-hash``;
-    then the container NAME)."""
-    return sh("ids=$(docker ps -aq --filter " + q(f"label=com.docker.compose.project={project}")
-              + "); [ -z \"$ids\" ] || docker inspect --format "
-              + q('{{.Id}}\t{{index .Config.Labels "com.docker.compose.service"}}\t{{.State.StartedAt}}'
-                  '\t{{.State.Status}}\t{{if .State.Health}}{{.State.Health.Status}}{{end}}'
-                  '\t{{index .Config.Labels "com.docker.compose.config-hash"}}\t{{.Name}}')
-              + " $ids")
+    """``docker inspect`` (JSON array) of every container of a Compose project, found by
+    Docker's labels (works without a compose file), preceded by the host's clock
+    (``date +%s``) on the first line. Full JSON, no Go template: on Docker 20.10 a
+    template reading ``.State.Health`` fails for a container without a healthcheck."""
+    return sh("date +%s; ids=$(docker ps -aq --filter " + q(f"label=com.docker.compose.project={project}")
+              + "); if [ -n \"$ids\" ]; then docker inspect $ids; else echo '[]'; fi")
 
 
 @dataclass(frozen=True)
 class Container:
-    """A project container from :func:`ferry.host.containers.project_containers`."""
+    """A project container, from :func:`ferry.host.containers.project_containers`.
+
+    Attributes:
+        started_at: ``State.StartedAt`` as Docker prints it (RFC 3339).
+        started: the same in seconds since the epoch (0.0 if never started).
+        health: ``healthy``, ``unhealthy``, ``starting``, or ``""`` without healthcheck
+            (none in the compose file nor in the image).
+        restarts: ``RestartCount`` (restarts by the restart policy).
+    """
 
     id: str
     started_at: str
-    status: str        # running, exited, created, ...
-    health: str        # healthy, unhealthy, starting, or "" without healthcheck
+    status: str        # running, exited, created, restarting...
+    health: str
+    name: str = ""
+    restarts: int = 0
+    exit_code: int = 0
+    started: float = 0.0
+    image: str = ""
+    ports: tuple = ()  # ((host_ip, host_port, "tcp"|"udp"), ...)
     config_hash: str = ""   # Compose's hash of the service config the container was made from
-    name: str = ""          # container name
 
     @property
     def healthy(self) -> bool:
@@ -115,16 +124,124 @@ class Container:
         return self.status == "running" and self.health in ("", "healthy")
 
 
+def _epoch(stamp: str) -> float:
+    import datetime
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", stamp or "")
+    if not m or m.group(1).startswith("0001"):
+        return 0.0
+    when = datetime.datetime.fromisoformat(m.group(1) + (m.group(3) if m.group(3) != "Z" else "+00:00"))
+    return when.timestamp() + float(m.group(2) or 0)
+
+
+def container_from_inspect(info: dict) -> tuple[str, Container]:
+    """``(service, Container)`` from one ``docker inspect`` object."""
+    state = info.get("State") or {}
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    ports = []
+    for spec, binds in ((info.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        proto = spec.partition("/")[2] or "tcp"
+        for b in binds or []:
+            if b.get("HostPort"):
+                ports.append((str(b.get("HostIp") or "0.0.0.0"), int(b["HostPort"]), proto))
+    return str(labels.get("com.docker.compose.service", "")), Container(
+        id=str(info.get("Id", "")), started_at=str(state.get("StartedAt", "")), status=str(state.get("Status", "")),
+        health=str((state.get("Health") or {}).get("Status", "")), name=str(info.get("Name", "")).lstrip("/"),
+        restarts=int(info.get("RestartCount") or 0), exit_code=int(state.get("ExitCode") or 0),
+        started=_epoch(str(state.get("StartedAt", ""))), image=str(info.get("Image", "")), ports=tuple(ports),
+        config_hash=str(labels.get("com.docker.compose.config-hash", "")))
+
+
+def parse_inspect(text: str) -> list[dict]:
+    """The objects of ``docker inspect`` output (``[]`` for none or no output)."""
+    text = text.strip()
+    return json.loads(text) if text.startswith("[") else []
+
+
+def parse_project_state(text: str) -> tuple[float, dict[str, Container]]:
+    """``(host clock in seconds, {service: Container})`` from
+    :func:`ferry.host.containers.project_containers`."""
+    first, _, rest = text.partition("\n")
+    now = float(first.strip()) if first.strip().isdigit() else 0.0
+    return now, dict(container_from_inspect(i) for i in parse_inspect(rest))
+
+
 def parse_project_containers(text: str) -> dict[str, Container]:
     """``{service: Container}`` from :func:`ferry.host.containers.project_containers`."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.rstrip("\n").split("\t")
-        if len(parts) >= 4 and parts[0].strip():
-            out[parts[1]] = Container(parts[0].strip(), parts[2], parts[3], parts[4] if len(parts) > 4 else "",
-                                      parts[5].strip() if len(parts) > 5 else "",
-                                      parts[6].strip().lstrip("/") if len(parts) > 6 else "")
-    return out
+    return parse_project_state(text)[1]
+
+
+def compose_config(project: str, compose_file: str, project_dir: str) -> list[str]:
+    """Compose's model of the project as the host resolves it (JSON)."""
+    return compose(project, compose_file, project_dir, "config", "--format", "json")
+
+
+def host_facts() -> list[str]:
+    """What other stacks and processes hold on the host, for preflight: every
+    container's inspect JSON, the networks' inspect JSON and the listening sockets
+    (``ss -Hltnup``), in sections ``==containers``, ``==networks``, ``==sockets``.
+    Works without Docker (empty sections)."""
+    return sh("echo ==containers; ids=$(docker ps -aq 2>/dev/null); "
+              "if [ -n \"$ids\" ]; then docker inspect $ids; else echo '[]'; fi; "
+              "echo ==networks; nets=$(docker network ls -q 2>/dev/null); "
+              "if [ -n \"$nets\" ]; then docker network inspect $nets; else echo '[]'; fi; "
+              "echo ==sockets; ss -Hltnup 2>/dev/null || true")
+
+
+def parse_host_facts(text: str) -> dict:
+    """``{"containers": [{name, project, ports: [(ip, port, proto)]}], "networks":
+    [{name, project, subnets}], "listening": [(proto, ip, port, process)]}`` from
+    :func:`ferry.host.containers.host_facts`. A container publishes only while running."""
+    sections: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines(keepends=True):
+        if line.startswith("==") and line.strip()[2:] in ("containers", "networks", "sockets"):
+            name = line.strip()[2:]
+            sections[name] = ""
+        elif name:
+            sections[name] += line
+    containers = []
+    for info in parse_inspect(sections.get("containers", "")):
+        _, c = container_from_inspect(info)
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        containers.append({"name": c.name, "project": labels.get("com.docker.compose.project", ""),
+                           "ports": list(c.ports) if c.status == "running" else []})
+    networks = [{"name": n.get("Name", ""), "project": ((n.get("Labels") or {}).get("com.docker.compose.project", "")),
+                 "subnets": [str(cfg.get("Subnet")) for cfg in ((n.get("IPAM") or {}).get("Config") or [])
+                             if cfg.get("Subnet")]}
+                for n in parse_inspect(sections.get("networks", ""))]
+    listening = []
+    for line in sections.get("sockets", "").splitlines():
+        parts = line.split()
+        if len(parts) < 5:
+            continue
+        ip, _, port = parts[4].rpartition(":")
+        if not port.isdigit():
+            continue
+        m = re.search(r'users:\(\("([^"]+)",pid=(\d+)', line)
+        proc = f"{m.group(1)} (pid {m.group(2)})" if m else ""
+        if m and m.group(1) == "docker-proxy":
+            continue                    # a published port: the containers say whose
+        listening.append((parts[0], ip.strip("[]").split("%")[0] or "0.0.0.0", int(port), proc))
+    return {"containers": containers, "networks": networks, "listening": listening}
+
+
+def stack_state(found: dict[str, Container], services: list[str] | None = None) -> str:
+    """One word for a stack's containers (from :func:`parse_project_containers`):
+    ``running`` (every service running and healthy), ``stopped`` (none running),
+    ``degraded`` (some running, or unhealthy), ``absent`` (no container at all).
+
+    Args:
+        services: the services of the current release; a missing one is not running.
+    """
+    names = set(services or []) | set(found)
+    if not found:
+        return "absent"
+    running = [n for n in names if n in found and found[n].status == "running"]
+    if not running:
+        return "stopped"
+    if len(running) == len(names) and all(found[n].healthy for n in names):
+        return "running"
+    return "degraded"
 
 
 def http_status(url: str, timeout: int = 5) -> list[str]:
@@ -146,6 +263,66 @@ def project_dirs(project: str) -> list[str]:
               + " 2>/dev/null | sort -u || true")
 
 
+def container_images() -> list[str]:
+    """The image ID of every container on the host, running or not, one per line."""
+    return sh("docker ps -aq --no-trunc | xargs -r docker inspect --format '{{.Image}}'")
+
+
+def remove_image(image_id: str, tags: set[str] | None = None) -> list[str]:
+    """``docker rmi`` of an image: by its tags when it has some (an image with several
+    tags cannot be removed by ID without ``-f``), else by ID. Refused by Docker, and so
+    harmless, while a container uses it."""
+    return ["docker", "rmi", *(sorted(tags) if tags else [image_id])]
+
+
+# -- day-2 commands on the current release (ferry.actions.logs, .execute, .services) ----
+
+def with_pid(argv: list[str], merge_stderr: bool = False) -> list[str]:
+    """Run ``argv`` after printing its PID on the first line of stdout (``exec``: the PID
+    is the command's own), so that the caller can stop it on the host with
+    :func:`kill` when the user interrupts (closing an SSH channel does not).
+    ``merge_stderr``: its stderr goes to stdout (one stream, in order)."""
+    return ["sh", "-c", 'echo "$$"; exec "$@"' + (" 2>&1" if merge_stderr else ""), "sh", *argv]
+
+
+def kill(pid: int) -> list[str]:
+    """``kill -TERM PID`` (quietly; the process may have ended already)."""
+    return sh(f"kill -TERM {int(pid)} 2>/dev/null || true")
+
+
+def compose_logs(project: str, compose_file: str, project_dir: str, services: list[str], follow: bool = False,
+                 since: str | None = None, tail: str | None = None) -> list[str]:
+    """``docker compose logs --no-color`` of ``services`` (all when empty); ``since``
+    and ``tail`` as validated by :func:`ferry.model.options.since` and
+    :func:`ferry.model.options.tail`."""
+    args = ["logs", "--no-color"]
+    if follow:
+        args.append("--follow")
+    if since:
+        args += ["--since", since]
+    if tail is not None:
+        args += ["--tail", str(tail)]
+    return compose(project, compose_file, project_dir, *args, "--", *services)
+
+
+def compose_exec(project: str, compose_file: str, project_dir: str, service: str, command: list[str]) -> list[str]:
+    """``docker compose exec -T SERVICE COMMAND...``: no TTY, stdin closed; each word of
+    ``command`` reaches the container as one argument (no shell in between)."""
+    return compose(project, compose_file, project_dir, "exec", "-T", service, *command)
+
+
+def compose_lifecycle(project: str, compose_file: str, project_dir: str, action: str, services: list[str],
+                      timeout: int | None = None) -> list[str]:
+    """``docker compose restart|stop|start [SERVICE...]`` (``timeout``: seconds a
+    container gets to stop before it is killed; restart and stop only)."""
+    if action not in ("restart", "stop", "start"):
+        raise ValueError(action)
+    args = [action]
+    if timeout is not None and action != "start":
+        args += ["--timeout", str(int(timeout))]
+    return compose(project, compose_file, project_dir, *args, *services)
+
+
 def up_dry_run(project: str, compose_file: str, project_dir: str) -> list[str]:
     """``docker compose up -d --dry-run --pull never``: what Compose WOULD do to make the
     project match ``compose_file``, changing nothing. Its own convergence rule, so
@@ -160,4 +337,22 @@ def parse_up_dry_run(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for m in re.finditer(r"Container (\S+)\s+(\w+)", text):
         out.setdefault(m.group(1), m.group(2))
+    return out
+
+
+def config_hashes(project: str, compose_file: str, project_dir: str) -> list[str]:
+    """``SERVICE HASH`` per line for each service of ``compose_file`` (``docker compose
+    config --hash '*'``): the services as Compose reads the file. (The hashes are not
+    always those ``up`` puts on containers - it differs for services with ``env_file`` -
+    so "does it run this file" is asked with :func:`up_dry_run`.)"""
+    return compose(project, compose_file, project_dir, "config", "--hash", "*")
+
+
+def parse_config_hashes(text: str) -> dict[str, str]:
+    """``{service: hash}`` from :func:`config_hashes`."""
+    out = {}
+    for line in parse_lines(text):
+        service, _, value = line.partition(" ")
+        if value.strip():
+            out[service] = value.strip()
     return out

@@ -36,7 +36,10 @@ healthy); ``backup`` (what a consistent backup of the stack needs,
       stop: []                     # services stopped during the backup (always restarted)
       exclude: []                  # paths under the data dir left out of the data tar
 
-Every ``data_dirs`` entry is archived as tar (minus the SQLite files above, which are
+Without any ``backup`` key a backup still covers every named volume, every entry of the
+data dir and the databases recognised by image (:mod:`ferry.model.backup`); the key adds
+to that or, as ``backup: none``, opts out of data backups. Every ``data_dirs`` entry is
+archived as tar (minus the SQLite files above, which are
 copied consistently instead), with the current release's rendered config and
 ``secrets.json``.
 """
@@ -53,7 +56,13 @@ from ..errors import FerryError
 from .yamlfile import load_yaml_file
 
 STACK_KEYS = {"name", "version", "description", "images", "templates", "files", "generated_secrets",
-              "data_dirs", "health_paths", "backup"}
+              "data_dirs", "health_paths", "backup", "allow"}
+
+
+ALLOW_KEYS = {"privileged": bool, "cap_add": list, "network_mode": str, "pid": str, "ipc": str, "uts": str,
+              "userns_mode": str, "cgroup": str, "devices": list, "security_opt": list, "binds": list}
+"""``allow.<service>`` keys: host access a service may have (checked on Compose's model
+by :func:`ferry.model.compose.check_model`)."""
 
 
 BACKUP_KEYS = {"sqlite", "mysql", "redis", "volumes", "stop", "exclude"}
@@ -103,6 +112,7 @@ class BackupSpec:
         volumes: Compose volume names (keys of the compose file's ``volumes``).
         stop: services stopped while the backup runs.
         exclude: paths relative to the data dir left out of the data tar.
+        none: ``backup: none``: the stack opts out of data backups (config only).
     """
 
     sqlite: list[dict[str, str]] = field(default_factory=list)
@@ -111,6 +121,7 @@ class BackupSpec:
     volumes: list[str] = field(default_factory=list)
     stop: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    none: bool = False
 
     def services(self) -> set[str]:
         """Services whose containers must be running for a consistent backup."""
@@ -139,7 +150,9 @@ def load_backup_spec(data: Any, path: Path, images: dict[str, str]) -> BackupSpe
     """
     if data is None:
         return BackupSpec()
-    _need(isinstance(data, dict), path, "backup", "must be a mapping")
+    if data == "none":
+        return BackupSpec(none=True)
+    _need(isinstance(data, dict), path, "backup", "must be a mapping, or 'none' to opt out of data backups")
     unknown = set(data) - BACKUP_KEYS
     _need(not unknown, path, f"backup.{sorted(unknown)[0]}" if unknown else "", "unknown key")
     spec = BackupSpec()
@@ -183,6 +196,36 @@ def load_backup_spec(data: Any, path: Path, images: dict[str, str]) -> BackupSpe
     return spec
 
 
+def load_allow(data: Any, path: Path, images: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Validate the ``allow`` key of ``path`` (stack.yml): ``{service: {key: value}}``
+    with the keys of :data:`ALLOW_KEYS` (``privileged: true``, ``cap_add: [NET_ADMIN]``,
+    ``network_mode: host``, ``pid: host``..., ``devices: [/dev/x]``, ``security_opt:
+    [seccomp:unconfined]``, ``binds: [/abs/host/path]``).
+
+    Raises:
+        FerryError: not a mapping, unknown key or service, wrong type, a relative bind.
+    """
+    if data is None:
+        return {}
+    _need(isinstance(data, dict), path, "allow", "must map service names to what they may do")
+    out: dict[str, dict[str, Any]] = {}
+    for svc, spec in data.items():
+        key = f"allow.{svc}"
+        _need(str(svc) in images, path, key, "is not a service in 'images'")
+        _need(isinstance(spec, dict), path, key, f"must be a mapping of {', '.join(sorted(ALLOW_KEYS))}")
+        for k, v in spec.items():
+            _need(k in ALLOW_KEYS, path, f"{key}.{k}", f"unknown (one of {', '.join(sorted(ALLOW_KEYS))})")
+            _need(isinstance(v, ALLOW_KEYS[k]), path, f"{key}.{k}", f"must be a {ALLOW_KEYS[k].__name__}")
+            if ALLOW_KEYS[k] is str:
+                _need(v == "host", path, f"{key}.{k}", "the only value to allow is 'host'")
+            if k == "binds":
+                for b in v:
+                    _need(str(b).startswith("/") and ".." not in str(b).split("/"), path, f"{key}.binds",
+                          f"'{b}' must be an absolute host path")
+        out[str(svc)] = {k: ([str(x) for x in v] if isinstance(v, list) else v) for k, v in spec.items()}
+    return out
+
+
 @dataclass
 class Stack:
     """A loaded, validated stack definition (see module docstring for the format)."""
@@ -199,6 +242,7 @@ class Stack:
     defaults: dict[str, Any] = field(default_factory=dict)
     files: list[StaticFile] = field(default_factory=list)
     backup: BackupSpec = field(default_factory=BackupSpec)
+    allow: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def file(self) -> Path:
@@ -320,4 +364,5 @@ def load_stack(stack_dir: Path) -> Stack:
                  templates=templates, generated_secrets=[str(s) for s in data.get("generated_secrets") or []],
                  data_dirs=[str(d) for d in data.get("data_dirs") or []],
                  health_paths={str(k): str(v) for k, v in health.items()}, defaults=defaults or {},
-                 files=files, backup=load_backup_spec(data.get("backup"), path, images))
+                 files=files, backup=load_backup_spec(data.get("backup"), path, images),
+                 allow=load_allow(data.get("allow"), path, images))
