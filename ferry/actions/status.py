@@ -65,7 +65,7 @@ def status(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets
                 "host": s.name,
                 "release": history.current, "version": current.version if current else None,
                 "releases": len(history.releases),
-                "state": containers.stack_state(running, list(wanted)),
+                "state": containers.stack_state(running, list(services)) if history.current else "absent",
                 "healthy": not problems, "problems": problems,
                 "services": services,
                 "lock": lock.read(s.t, p.root, stack.name),
