@@ -112,7 +112,9 @@ def audit_lines(hosts: Hosts) -> list[dict]:
 @pytest.mark.parametrize("boundary", list(BOUNDARIES))
 def test_interrupted_deploy_leaves_current_naming_what_runs(sandbox, hosts, running, boundary, how):
     rc, out = interrupted_deploy(sandbox, running, boundary, how)
-    assert rc != 0 or boundary == "during-verify", out[-3000:]   # a run that finished anyway may exit 0
+    # a run interrupted during verification may have finished; after an SSH loss the
+    # transport may reconnect and finish the run: both may exit 0 (the invariants below hold)
+    assert rc != 0 or boundary == "during-verify" or how == "ssh-loss", out[-3000:]
     wait_activation_done(sandbox, HOST)
     status = inv_cli("status", "--host", HOST, "-i", str(sandbox.inventory), "--json")
     found = json.loads(status.stdout)[0]
