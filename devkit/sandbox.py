@@ -614,12 +614,15 @@ def _nodpkg_containers() -> dict[int, dict]:
     return result
 
 
-def _ensure_nodpkg(n: int, base: int, console=None) -> list[SandboxHost]:
+def _ensure_nodpkg(n: int | None, base: int, console=None) -> list[SandboxHost]:
     """Make hosts ``nodpkg-1..n`` exist and run (image :data:`RECIPE_NODPKG`); remove
-    ones beyond ``n``. Reused when running from the current image at their address."""
+    ones beyond ``n`` (None: as many as there are). Reused when running from the current
+    image at their address."""
+    existing = _nodpkg_containers()
+    if n is None:
+        n = max(existing, default=0)
     if not 0 <= n <= NODPKG_MAX:
         raise FerryError(f"sandbox hosts without dpkg: between 0 and {NODPKG_MAX}, not {n}")
-    existing = _nodpkg_containers()
     for j, c in sorted(existing.items()):
         if j > n:
             container, _, volume = _nodpkg_names(j)
@@ -1038,7 +1041,7 @@ def _world_host_vars(state_dir: Path, password: str) -> None:
 # ---------------------------------------------------------------------------- public API
 
 def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
-       console=None, nodpkg: int = 0, world: bool = False) -> Sandbox:
+       console=None, nodpkg: int | None = None, world: bool = False) -> Sandbox:
     """Bring up ``count`` sandbox hosts and write the files to reach them.
 
     Idempotent: containers ``ferry-sandbox-1..count`` that already run from the current
@@ -1065,7 +1068,8 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
             inventory. Once started they are kept (and listed) by later calls too.
         nodpkg: number of hosts without dpkg (``nodpkg-1..N``, group ``nodpkg``, image
             :data:`RECIPE_NODPKG`: os-release says Rocky Linux, no dpkg/apt), 0 to 9;
-            reused like the others, ones beyond N removed.
+            reused like the others, ones beyond N removed; None (the default): as many
+            as there are already.
 
     Returns:
         The :class:`Sandbox`.

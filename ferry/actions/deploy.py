@@ -423,7 +423,8 @@ def summary_lines(reports: list[HostReport]) -> list[str]:
             out.append(f"{r.host}: SKIPPED: not touched (an earlier batch failed)")
             continue
         if r.error:
-            out.append(f"{r.host}: {r.status.upper()}: {r.error}")
+            error = r.error[len(r.host) + 2:] if r.error.startswith(f"{r.host}: ") else r.error
+            out.append(f"{r.host}: {r.status.upper()}: {error}")
             continue
         changed = [name for name, res, _ in r.results if res.changed]
         failed = [c for c in r.checks if not c.ok]

@@ -235,7 +235,7 @@ def test_a_bastion_missing_from_known_hosts_or_with_a_changed_key_is_refused_nam
     assert line.startswith(f"error: world-inner: bastion {bastion.ip}:2222: host key of {bastion.ip}:2222 {what}")
     assert logins(world, "world-inner") == before       # never reached the target
     # the OpenSSH bulk path takes the same route and refuses the same hop by itself
-    good = Inventory(world.inventory)
+    good = Inventory(variant(world, tmp_path, {"world-inner": {"ferry_transfer": "openssh"}}))
     t = connect_host(good.hosts["world-inner"], good)
     try:
         assert t.transfer == "openssh"

@@ -5,7 +5,6 @@ unreachable host in the selection is never tried); hosts unchanged."""
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
@@ -39,13 +38,14 @@ def inventory_with_ghost(sandbox, tmp_path_factory):
 
 
 def broken(good, tmp, template, edit):
-    b = tmp / good.name
-    shutil.copytree(good, b, copy_function=os.link)
-    t = b / "stack" / "templates" / template
-    text = t.read_text()
-    t.unlink()
-    t.write_text(edit(text))
-    return b, t
+    """A real bundle (images reused from ``good``) of the stack with ``template`` edited:
+    a bundled file edited in place would be refused by the integrity check instead."""
+    stack = tmp / "stack" / STACK
+    shutil.copytree(STACKS / STACK, stack, ignore=shutil.ignore_patterns("images"))
+    t = stack / "templates" / template
+    t.write_text(edit(t.read_text()))
+    b = bundle(stack, tmp / "dist", "1.0.0-broken", base=good)
+    return b, b / "stack" / "templates" / template
 
 
 SIDECAR = ("  sidecar:\n    image: {{ images['corp-wechat-gptbot'] }}\n    ports:\n"

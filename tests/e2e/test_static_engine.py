@@ -29,6 +29,7 @@ from rich.console import Console
 from devkit import docker_tarball, sandbox as sandbox_mod
 from devkit.images import build_bundle
 from ferry.controller.localdocker import docker
+from ferry.host import backup as hb
 from ferry.roles import role_defaults
 from ferry.ui import UI
 from stack_e2e import ROOT, Hosts, http, inv_cli
@@ -210,8 +211,8 @@ def test_rollback_backup_restore_and_scheduled_backup_on_the_static_engine(sb, h
     assert entry.startswith("17 3 * * * root ") or "\n17 3 * * * root " in entry
     command = [l for l in entry.splitlines() if l.startswith("17 3 * * * root ")][0].split(" root ", 1)[1]
     hosts.t(HOST).run(["sh", "-c", command], timeout=600)      # what cron runs, as cron would
-    status = json.loads(hosts.sh(HOST, "cat /opt/ferry/stacks/llm-chat/backup-status/last-scheduled.json"))
-    assert status["result"] == "ok", status
+    status = hb.parse_status(hosts.sh(HOST, "cat /opt/ferry/stacks/llm-chat/backup-status/last-scheduled.tsv"))
+    assert status["result"] == "ok" and status["scheduled"] == "yes", status
     u = inv_cli("unschedule-backup", "--host", HOST, "-i", str(sb.inventory))
     assert u.returncode == 0, u.stdout + u.stderr
 

@@ -370,7 +370,8 @@ class ConnectionSpec:
         connect_timeout: seconds for connect, banner and authentication, per hop.
         dead_after: seconds without an answer to keepalives before the host is dead.
         command_timeout: default seconds a command may run.
-        transfer: ``openssh`` or ``paramiko``: what carries :meth:`send`'s bulk data.
+        transfer: ``openssh`` or ``paramiko``: what carries :meth:`send`'s bulk data
+            (``ferry_transfer: auto``: OpenSSH for a direct key login, else paramiko).
         become: sudo settings when ``ansible_become`` is true (and the become user
             differs from the login user), else None.
         warnings: notes about ignored options, one line each.
@@ -499,7 +500,11 @@ class ConnectionSpec:
         password = v.password
         transfer = v.transfer
         if transfer == "auto":
-            transfer = "openssh" if has_openssh and (password is None) else "paramiko"
+            # OpenSSH for a direct key login; through bastions or a ProxyCommand paramiko's
+            # tunnel carried bulk data in 0.77-0.81x the time of the OpenSSH ProxyCommand
+            # chain (benchmarks/ssh_bench.py), and a password login has no OpenSSH path.
+            transfer = "openssh" if has_openssh and password is None and not jumps and not proxy \
+                else "paramiko"
         elif transfer == "openssh" and password is not None and not keys:
             raise FerryError(f"{host}: ferry_transfer=openssh cannot log in with ansible_password "
                              f"(OpenSSH takes no password from Ferry): use auto or paramiko")
