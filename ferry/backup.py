@@ -568,24 +568,24 @@ def schedule_status(target: Target) -> dict[str, Any]:
 @contextlib.contextmanager
 def open_targets(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> Iterator[list[Target]]:
     """Connect to every host ``pattern`` selects and yield a :class:`Target` per host
-    (closed on exit). Variables: role defaults (deploy roles + backup) < stack
-    defaults < group/host vars < ``sets``.
+    (closed on exit). Variables: role defaults < stack defaults < group/host vars <
+    ``sets``, checked for every host before any connection.
 
     Raises:
         FerryError: bad inventory, pattern or stack; an unreachable host.
     """
-    from ferry.controller.inventory import Inventory, merge_vars
-    from .roles import DEPLOY_ROLES, all_role_defaults
+    from ferry.controller.inventory import Inventory
+    from .actions.common import host_variables
     from .model.stack import load_stack
     from ferry.host.transport.ssh import connect_host
     inventory = Inventory(inventory_path)
     hosts = inventory.select(pattern)
     stack = load_stack(stack_dir)
-    defaults = all_role_defaults(DEPLOY_ROLES + ["backup"])
+    variables = {h.name: host_variables(h, stack, sets) for h in hosts}
     out: list[Target] = []
     try:
         for h in hosts:
-            v = merge_vars(defaults, stack.defaults, h.vars, sets)
+            v = variables[h.name]
             out.append(Target(connect_host(h, inventory), stack, HostPaths(str(v["ferry_root"]), stack.name, ""), v))
         yield out
     finally:

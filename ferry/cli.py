@@ -63,6 +63,22 @@ def _sets(values) -> dict:
     return parse_set_args(values or [])
 
 
+OPTIONS = {
+    "serial": {"type": "int", "min": 0}, "max_fail": {"type": "float", "min": 0, "max": 100},
+    "lock_wait": {"type": "float", "min": 0}, "lines": {"type": "int", "min": 1},
+    "keep_last": {"type": "int", "min": 0}, "keep_daily": {"type": "int", "min": 0},
+    "keep_weekly": {"type": "int", "min": 0}, "keep": {"type": "int", "min": 0},
+}
+"""Numeric options, declared like variables (:mod:`ferry.model.vars`). Their defaults
+are strings so that Invoke hands the text over instead of failing with a traceback."""
+
+
+def _option(name: str, value) -> int | float:
+    """A numeric option converted and checked: ``--serial x`` -> one-line error."""
+    from .model.vars import check_value
+    return check_value(OPTIONS[name], value, "--" + name.replace("_", "-"))
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
@@ -112,17 +128,22 @@ def bundle(c, stack=None, version=None, dist=None):
     "max_fail": "percent of hosts that may fail before the rollout stops (default 0)"})
 @user_errors
 def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=False,
-           serial=0, max_fail=0, lock_wait=0, message=""):
+           serial="0", max_fail="0", lock_wait="0", message=""):
     """Deploy a stack's bundle: install Docker, upload, load images, render config, compose up, verify."""
     from .actions.deploy import deploy as run_deploy, prepare, summary_lines
     ui = UI()
+    serial, max_fail, lock_wait = _option("serial", serial), _option("max_fail", max_fail), _option("lock_wait", lock_wait)
+    sets = _sets(set)
     p = project()
     name = p.stack_name(stack)
-    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, _sets(set))
+    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, sets,
+                   known=p.declared_variables())
+    for line in plan.warnings:
+        ui.warn(line)
     ui.info(f"deploying {plan.bundle.name} to {', '.join(h.name for h in plan.hosts)}"
             + (" (check mode)" if check else ""))
-    reports = run_deploy(plan, ui, check=check, serial=int(serial), max_fail=float(max_fail),
-                         lock_wait=float(lock_wait), message=message)
+    reports = run_deploy(plan, ui, check=check, serial=serial, max_fail=max_fail,
+                         lock_wait=lock_wait, message=message)
     for line in summary_lines(reports):
         ui.info(line)
     if any(r.failed for r in reports):
@@ -131,13 +152,14 @@ def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=Fal
 
 @task(iterable=["set"], help={**COMMON, **CHANGES, "to": "release id (default: the one before current)"})
 @user_errors
-def rollback(c, host, stack=None, inventory=None, to=None, set=None, lock_wait=0, message=""):
+def rollback(c, host, stack=None, inventory=None, to=None, set=None, lock_wait="0", message=""):
     """Switch hosts back to an earlier release (default: the one before current), compose up, verify."""
     from .actions.rollback import rollback as run_rollback
     ui = UI()
+    lock_wait = _option("lock_wait", lock_wait)
     p = project()
     reports = run_rollback(p.inventory(inventory), host, p.stack_dir(stack), to, _sets(set), ui,
-                           lock_wait=float(lock_wait), message=message)
+                           lock_wait=lock_wait, message=message)
     failed = [r for r in reports if r.failed]
     for r in failed:
         ui.info(f"{r.host}: FAILED: {r.error}")
@@ -186,11 +208,12 @@ def status(c, host, stack=None, inventory=None, set=None, json_=False):
 
 @task(iterable=["set"], help={**COMMON, "lines": "entries per host", "json": "print JSON for scripts"})
 @user_errors
-def audit(c, host, stack=None, inventory=None, set=None, lines=20, json_=False):
+def audit(c, host, stack=None, inventory=None, set=None, lines="20", json_=False):
     """Show the last entries of each host's audit log (one line per state change)."""
     from .actions.history import audit_entries
+    lines = _option("lines", lines)
     p = project()
-    entries = audit_entries(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), int(lines))
+    entries = audit_entries(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), lines)
     if json_:
         _print_json([{"host": h, **r} for h, r in entries])
         return
@@ -256,13 +279,15 @@ def _install(ui, target) -> None:
                               "keep_last": "then prune: keep the N newest", "keep_daily": "... and the newest of N days",
                               "keep_weekly": "... and the newest of N ISO weeks"})
 @user_errors
-def backup(c, host, stack=None, inventory=None, set=None, fetch=None, keep_last=0, keep_daily=0,
-           keep_weekly=0):
+def backup(c, host, stack=None, inventory=None, set=None, fetch=None, keep_last="0", keep_daily="0",
+           keep_weekly="0"):
     """Back up a deployed stack on its hosts with the host's own script (consistent per stack.yml's `backup`)."""
     import time
     from . import backup as b
     from .host.session import guarded
     ui = UI()
+    keep_last, keep_daily, keep_weekly = (_option("keep_last", keep_last), _option("keep_daily", keep_daily),
+                                          _option("keep_weekly", keep_weekly))
     p = project()
     with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets, \
             guarded(targets, p.stack_name(stack), "backup") as change:
@@ -271,7 +296,7 @@ def backup(c, host, stack=None, inventory=None, set=None, fetch=None, keep_last=
             started = time.monotonic()
             with ui.console.status(f"{target.host}: backing up {target.stack.name} into {target.dir}"):
                 try:
-                    result = b.run_backup(target, int(keep_last), int(keep_daily), int(keep_weekly))
+                    result = b.run_backup(target, keep_last, keep_daily, keep_weekly)
                 except FerryError as exc:
                     change.done(target.host, "failed", str(exc))
                     raise
@@ -352,15 +377,18 @@ def restore(c, host, stack=None, inventory=None, set=None, backup="latest", from
 @task(iterable=["set"], help={**COMMON, "cron": "five cron fields, e.g. '0 2 * * *'",
                               "keep": "keep-last N", "keep_daily": "keep-daily N", "keep_weekly": "keep-weekly N"})
 @user_errors
-def schedule_backup(c, host, cron, stack=None, inventory=None, set=None, keep=7, keep_daily=0, keep_weekly=0):
+def schedule_backup(c, host, cron, stack=None, inventory=None, set=None, keep="7", keep_daily="0",
+                    keep_weekly="0"):
     """Install an /etc/cron.d entry running the host's backup script under the stack's lock, logging to a file."""
     from . import backup as b
     ui = UI()
+    keep, keep_daily, keep_weekly = _option("keep", keep), _option("keep_daily", keep_daily), _option("keep_weekly",
+                                                                                                      keep_weekly)
     p = project()
     with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
         for target in targets:
             _install(ui, target)
-            b.schedule(target, cron, int(keep), int(keep_daily), int(keep_weekly))
+            b.schedule(target, cron, keep, keep_daily, keep_weekly)
             ui.info(f"{target.host}: scheduled '{cron}' keep-last {keep} keep-daily {keep_daily} keep-weekly "
                     f"{keep_weekly} -> {b.cron_file(target.stack.name)}, log {b.log_file(target.vars, target.stack.name)}")
 

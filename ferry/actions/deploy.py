@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..controller.bundle import Bundle, find_bundle, load_bundle
 from ..controller.inventory import Host, Inventory
@@ -32,11 +32,11 @@ from ..host.session import Change, HostSession, guarded, open_hosts
 from ..host.transport.ssh import connect_host
 from ..host.verify import Check, verify_host
 from ..model.paths import HostPaths
-from ..model.render import render, template_context
+from ..model.render import check_template_variables, render, template_context
 from ..model.stack import Stack
 from ..roles import DEPLOY_ROLES, RoleContext, RoleResult, load_role
 from ..ui import UI, human_bytes
-from .common import host_variables
+from .common import declarations, host_variables, unknown_variable_warnings
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Plan:
     bundle: Bundle
     stack: Stack
     host_vars: dict[str, dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
 
     def paths(self, host: str) -> HostPaths:
         """Paths on ``host`` for this plan's stack and bundle (``ferry_root`` from its vars)."""
@@ -82,11 +83,16 @@ class HostReport:
 
 
 def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Path | None,
-            dist: Path, sets: dict[str, Any]) -> Plan:
+            dist: Path, sets: dict[str, Any], known: Iterable[str] = ()) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
 
+    Args:
+        known: variable names other stacks of the project declare: set in the
+            inventory, they are not reported as unknown (:attr:`Plan.warnings`).
+
     Raises:
-        FerryError: any bad input (inventory, host pattern, bundle, stack, templates).
+        FerryError: any bad input (inventory, host pattern, bundle, stack, variables,
+            templates).
     """
     inventory = Inventory(inventory_path)
     hosts = inventory.select(pattern)
@@ -94,8 +100,10 @@ def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Pa
     if bundle.stack_name != stack_name:
         raise FerryError(f"{bundle.path}: bundle is for stack '{bundle.stack_name}', not '{stack_name}'")
     stack = bundle.stack()
+    check_template_variables(stack, declarations(stack).names())
     host_vars = {h.name: host_variables(h, stack, sets) for h in hosts}
-    plan = Plan(inventory, hosts, bundle, stack, host_vars)
+    plan = Plan(inventory, hosts, bundle, stack, host_vars,
+                unknown_variable_warnings(hosts, stack, sets, set(known)))
     for h in hosts:
         placeholders = {k: "(generated on the host)" for k in stack.generated_secrets}
         context = template_context(host_vars[h.name], stack, plan.paths(h.name).for_templates(),

@@ -51,11 +51,14 @@ class Host:
         name: inventory name (``web-1``); used in every message about the host.
         groups: names of the groups the host belongs to, directly or through children.
         vars: host variables merged from group and host vars (no defaults, no --set).
+        origins: where each of ``vars`` comes from, for messages
+            (``inventory.yml group prod``, ``host_vars/web-1.yml``).
     """
 
     name: str
     groups: set[str] = field(default_factory=set)
     vars: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Group:
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     children: list[str] = field(default_factory=list)
     parents: set[str] = field(default_factory=set)
+    origins: dict[str, str] = field(default_factory=dict)
 
 
 class Inventory:
@@ -120,6 +124,7 @@ class Inventory:
         if not isinstance(gvars, dict):
             raise FerryError(f"{self.path}: 'vars' of group '{name}' must be a mapping")
         group.vars.update(gvars)
+        group.origins.update({str(k): f"{self.path} group {name}" for k in gvars})
         hosts = body.get("hosts") or {}
         if not isinstance(hosts, dict):
             raise FerryError(f"{self.path}: 'hosts' of group '{name}' must be a mapping of host names")
@@ -136,6 +141,7 @@ class Inventory:
     def _load_vars_dirs(self) -> None:
         """Merge ``group_vars/`` and ``host_vars/`` files next to the inventory (Ansible layout)."""
         self._host_file_vars: dict[str, dict[str, Any]] = {}
+        self._host_file_origins: dict[str, dict[str, str]] = {}
         for kind in ("group_vars", "host_vars"):
             folder = self.base_dir / kind
             if not folder.is_dir():
@@ -147,9 +153,12 @@ class Inventory:
                 if not isinstance(data, dict):
                     raise FerryError(f"{f}: {kind} file must be a mapping")
                 if kind == "group_vars":
-                    self.groups.setdefault(f.stem, Group(f.stem)).vars.update(data)
+                    group = self.groups.setdefault(f.stem, Group(f.stem))
+                    group.vars.update(data)
+                    group.origins.update({str(k): str(f) for k in data})
                 else:
                     self._host_file_vars.setdefault(f.stem, {}).update(data)
+                    self._host_file_origins.setdefault(f.stem, {}).update({str(k): str(f) for k in data})
 
     def _depth(self, name: str, seen: frozenset = frozenset()) -> int:
         group = self.groups[name]
@@ -178,12 +187,16 @@ class Inventory:
             for g in gnames:
                 groups |= self._ancestors(g)
             merged: dict[str, Any] = {}
+            origins: dict[str, str] = {}
             for g in sorted(groups, key=lambda n: (self._depth(n), n)):
                 merged.update(self.groups[g].vars)
+                origins.update(self.groups[g].origins)
             for g in sorted(gnames, key=lambda n: (self._depth(n), n)):
                 merged.update(self.groups[g].hosts[hname])
+                origins.update({str(k): f"{self.path} host {hname}" for k in self.groups[g].hosts[hname]})
             merged.update(self._host_file_vars.get(hname, {}))
-            self.hosts[hname] = Host(hname, groups, merged)
+            origins.update(self._host_file_origins.get(hname, {}))
+            self.hosts[hname] = Host(hname, groups, merged, origins)
 
     # -- queries ---------------------------------------------------------------------
 

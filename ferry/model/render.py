@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import jinja2
+import jinja2.meta
 import yaml
 
 from ..errors import FerryError
@@ -87,6 +88,35 @@ def _environment(stack: Stack) -> jinja2.Environment:
     env.filters["required"] = required
     env.globals["lookup"] = _lookup
     return env
+
+
+CONTEXT_NAMES = {"stack", "images", "paths", "inventory_hostname", "lookup", "range", "dict", "lipsum", "cycler",
+                 "joiner", "namespace"}
+"""Names every template sees besides the variables (:func:`template_context`, Jinja2's globals)."""
+
+
+def check_template_variables(stack: Stack, declared: set[str]) -> None:
+    """Every variable a template of ``stack`` reads is declared (``defaults.yml`` of the
+    stack or a role), a generated secret, a template's ``vars``, an Ansible variable
+    (``ansible_*``) or one of :data:`CONTEXT_NAMES`. (``lookup('vars', NAME)`` with a
+    computed name is checked when it renders.)
+
+    Raises:
+        FerryError: ``<template>: variable '<name>' is used but no defaults.yml
+            declares it``, or a template syntax error.
+    """
+    env = _environment(stack)
+    for t in stack.templates:
+        where = stack.dir / "templates" / t.src
+        try:
+            used = jinja2.meta.find_undeclared_variables(env.parse(where.read_text(encoding="utf-8")))
+        except jinja2.TemplateSyntaxError as exc:
+            raise FerryError(f"{where}:{exc.lineno}: template error: {exc.message}") from None
+        allowed = declared | CONTEXT_NAMES | set(stack.generated_secrets) | set(t.vars)
+        for name in sorted(used - allowed):
+            if not name.startswith("ansible_"):
+                raise FerryError(f"{where}: variable '{name}' is used but no defaults.yml declares it "
+                                 f"(declare it in {stack.dir / 'defaults.yml'}: format in README \"Variables\")")
 
 
 def normalize_newlines(data: bytes) -> bytes:

@@ -3,7 +3,8 @@
 A stack is a folder (``stacks/<name>/``)::
 
     stack.yml        what the stack runs (format below)
-    defaults.yml     every variable the templates use, with its default, documented
+    defaults.yml     every variable the templates use, declared with its type, default
+                     and help (format: :mod:`ferry.model.vars`)
     templates/       Jinja2 templates, rendered on the controller per host
     files/           optional: static files shipped as they are (plugins, scripts...)
     images/          optional: recipes for locally built stand-in images (devkit.images)
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FerryError
+from .vars import Declarations, load_declarations
 from .yamlfile import load_yaml_file
 
 STACK_KEYS = {"name", "version", "description", "images", "templates", "files", "generated_secrets",
@@ -199,6 +201,7 @@ class Stack:
     defaults: dict[str, Any] = field(default_factory=dict)
     files: list[StaticFile] = field(default_factory=list)
     backup: BackupSpec = field(default_factory=BackupSpec)
+    variables: Declarations = field(default_factory=Declarations)
 
     @property
     def file(self) -> Path:
@@ -312,12 +315,10 @@ def load_stack(stack_dir: Path) -> Stack:
     _need(isinstance(health, dict), path, "health_paths", "must map service names to URL paths")
     for svc in health:
         _need(svc in images, path, f"health_paths.{svc}", "is not a service in 'images'")
-    defaults_file = stack_dir / "defaults.yml"
-    defaults = load_yaml_file(defaults_file, "defaults") if defaults_file.exists() else {}
-    _need(isinstance(defaults or {}, dict), defaults_file, "(top)", "must be a mapping")
+    variables = load_declarations(stack_dir / "defaults.yml")
     return Stack(dir=stack_dir, name=name, version=str(data["version"]),
                  description=str(data.get("description", "")), images={str(k): str(v) for k, v in images.items()},
                  templates=templates, generated_secrets=[str(s) for s in data.get("generated_secrets") or []],
                  data_dirs=[str(d) for d in data.get("data_dirs") or []],
-                 health_paths={str(k): str(v) for k, v in health.items()}, defaults=defaults or {},
-                 files=files, backup=load_backup_spec(data.get("backup"), path, images))
+                 health_paths={str(k): str(v) for k, v in health.items()}, defaults=variables.defaults(),
+                 files=files, backup=load_backup_spec(data.get("backup"), path, images), variables=variables)

@@ -76,3 +76,33 @@ def test_stack_mistake_is_refused_before_any_host_is_touched(sandbox, good_bundl
     for n in needles:
         assert n in err, err
     assert {h: hosts.state(h) for h in witnesses} == witnesses
+
+
+@pytest.mark.parametrize("sets,group_vars,needles", [
+    (["gptbot_port=99999"], {}, ["error: --set: key 'gptbot_port' (host sandbox-2): 99999 must be a port"]),
+    ([], {"gptbot_port": "50008\n    privileged: true"},
+     ["group staging: key 'gptbot_port' (host sandbox-2): '50008\\n    privileged: true' must be a port"]),
+    (["ferry_root=/opt/ferry #new"], {}, ["key 'ferry_root' (host sandbox-2): '/opt/ferry #new' must be an absolute"]),
+    ([], {"ferry_root": "srv/ferry"}, ["group staging: key 'ferry_root' (host sandbox-2): 'srv/ferry' must be"]),
+    (["gptbot_gpt_model="], {}, ["error: --set: key 'gptbot_gpt_model' (host sandbox-2): is empty"]),
+], ids=["port-out-of-range", "yaml-in-a-port", "ferry-root-with-comment", "ferry-root-relative", "required-empty"])
+def test_bad_variable_is_refused_before_any_host_is_touched(sandbox, good_bundle, inventory_with_ghost, tmp_path,
+                                                             sets, group_vars, needles):
+    hosts = Hosts(sandbox.inventory)
+    witnesses = {h: hosts.state(h) for h in ("sandbox-2", "sandbox-3")}
+    inventory = inventory_with_ghost
+    if group_vars:
+        data = yaml.safe_load(inventory_with_ghost.read_text())
+        data["all"]["children"]["staging"].setdefault("vars", {}).update(group_vars)
+        inventory = inventory_with_ghost.parent / f"inventory-{tmp_path.name}.yml"
+        inventory.write_text(yaml.safe_dump(data))
+    args = ["deploy", "--host", "staging", "--stack", STACK, "-i", str(inventory), "--bundle", str(good_bundle)]
+    for s in SETS + sets:
+        args += ["--set", s]
+    r = inv_cli(*args)
+    assert r.returncode == 1, r.stdout + r.stderr
+    err = r.stderr.strip()
+    assert "Traceback" not in r.stderr and len(err.splitlines()) == 1 and "unreachable" not in err, err
+    for n in needles:
+        assert n in err, err
+    assert {h: hosts.state(h) for h in witnesses} == witnesses

@@ -61,7 +61,7 @@ def test_set_overrides_everything(inv):
     merged = merge_vars({"llm_model": "default"}, inv.hosts["web-1"].vars,
                         parse_set_args(["llm_model=cli", "http_port=8080"]))
     assert merged["llm_model"] == "cli"
-    assert merged["http_port"] == 8080
+    assert merged["http_port"] == "8080"    # text; host_variables converts it to the declared type (test_vars)
 
 
 def test_unknown_host_lists_known_ones(inv):
