@@ -6,9 +6,9 @@ to this module), the declarations of ``defaults.yml`` (:mod:`ferry.model.vars`) 
 typed values of every host's variables. A violation is reported as one line naming
 the file and the key, e.g. ``stacks/x/stack.yml: key 'templates[0].dest': ...``.
 
-Schemas may carry two annotations of Ferry's own (JSON Schema ignores unknown
-keywords): ``x-rule``, the rule in words, used instead of the library's message; and
-``x-secret``, the value must never be shown.
+Schemas may carry annotations of Ferry's own (JSON Schema ignores unknown keywords):
+``x-rule``, the rule a value breaks, in words (shown after the value); ``x-message``,
+the whole message; ``x-secret``, the value must never be shown.
 """
 
 from __future__ import annotations
@@ -46,29 +46,39 @@ def first_error(instance: Any, schema: dict[str, Any]) -> ValidationError | None
     return best_match(Validator(schema, format_checker=Validator.FORMAT_CHECKER).iter_errors(instance))
 
 
-def explain(error: ValidationError) -> str:
-    """The rule a violation breaks, in one line: the schema's ``x-rule`` when the
-    failing keyword is about the value itself, else jsonschema's message (with the
-    offending value left out when the schema says ``x-secret``)."""
+def explain(error: ValidationError) -> tuple[list[Any], str]:
+    """Where a violation is and the rule it breaks, in one line.
+
+    Returns:
+        ``(key path parts, text)``: an unknown or missing key is named in the path
+        (``unknown key (known: ...)``, ``is required``); a value that breaks its rule
+        gets the schema's ``x-message``, or the value and its ``x-rule``
+        (``99999 must be a port``), the value hidden when the schema says ``x-secret``;
+        else jsonschema's own message.
+    """
     sub = error.schema if isinstance(error.schema, dict) else {}
+    path = list(error.absolute_path)
     keyword = error.validator
     if keyword == "required":
         missing = error.message.split("'")[1] if "'" in error.message else "?"
-        return f"needs key '{missing}'"
+        return path + [missing], "is required"
     if keyword == "additionalProperties" and isinstance(error.instance, dict):
         known = sorted(sub.get("properties", {}))
         extra = sorted(set(map(str, error.instance)) - set(known))
-        return f"unknown key '{extra[0] if extra else '?'}'" + (f" (known: {', '.join(known)})" if known else "")
+        return path + extra[:1], "unknown key" + (f" (known: {', '.join(known)})" if known else "")
     if error.instance in ("", [], {}) and any(k in sub for k in ("minLength", "minItems", "minProperties")):
-        return "is empty; a value is required"
+        return path, "is empty; a value is required"
+    if sub.get("x-message"):
+        return path, sub["x-message"]
+    value = "(secret value hidden)" if sub.get("x-secret") else shown(error.instance)
     if sub.get("x-rule"):
-        return ("(secret value hidden) " if sub.get("x-secret") else f"{shown(error.instance)} ") + sub["x-rule"]
+        return path, f"{value} {sub['x-rule']}"
     if sub.get("x-secret"):
-        return "(secret value hidden) does not match its declaration"
-    return " ".join(error.message.split())
+        return path, f"{value} does not match its declaration"
+    return path, " ".join(error.message.split())
 
 
-def check(instance: Any, schema: dict[str, Any], where: str, prefix: str = "") -> None:
+def check(instance: Any, schema: dict[str, Any], where: str, prefix: str = "", host: str = "") -> None:
     """Validate ``instance`` against ``schema``.
 
     Args:
@@ -76,14 +86,17 @@ def check(instance: Any, schema: dict[str, Any], where: str, prefix: str = "") -
         schema: a JSON Schema (draft 2020-12).
         where: the file (or ``--set``, ``inventory ...``) for the message.
         prefix: key path of ``instance`` inside its file (``""`` for the whole file).
+        host: the inventory host the value is for, if any.
 
     Raises:
-        FerryError: ``<where>: key '<path>': <rule>``, one line, for the most relevant
-            violation.
+        FerryError: ``<where>: key '<path>'[ (host <host>)]: <rule>``, one line, for the
+            most relevant violation.
     """
     error = first_error(instance, schema)
     if error is not None:
-        raise FerryError(f"{where}: key '{key_path(error.absolute_path, prefix)}': {explain(error)}")
+        parts, text = explain(error)
+        raise FerryError(f"{where}: key '{key_path(parts, prefix)}'" + (f" (host {host})" if host else "")
+                         + f": {text}")
 
 
 def load_schema(path: Path) -> dict[str, Any]:

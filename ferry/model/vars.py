@@ -55,12 +55,13 @@ from .yamlfile import load_yaml_file
 TYPES = ("int", "float", "port", "bool", "string", "identifier", "path", "enum", "secret", "list", "map")
 """The declared types of variables (see the module docstring)."""
 
-IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z"
 """An identifier: a file or Compose name part; no ``/``, no leading ``.`` or ``-``."""
 
-ABSOLUTE_PATH = r"^(?!.*(^|/)\.\.?(/|$))/[A-Za-z0-9._@+/-]*$"
+ABSOLUTE_PATH = r"^(?!.*(^|/)\.\.?(/|$))/[A-Za-z0-9._@+/-]*\Z"
 """An absolute path of letters, digits and ``. _ - + @ /``, no ``.`` or ``..`` part:
-nothing a shell, YAML or a Compose volume string (``:``) reads specially."""
+nothing a shell, YAML or a Compose volume string (``:``) reads specially. (Patterns end
+with ``\Z``, not ``$``: Python's ``$`` also matches before a final newline.)"""
 
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -75,7 +76,7 @@ _INNER = {
     "required": ["type"],
     "additionalProperties": False,
     "properties": {
-        "type": {"enum": list(TYPES)},
+        "type": {"enum": list(TYPES), "x-message": "must be one of: " + ", ".join(TYPES)},
         "required": {"type": "boolean"},
         "min": {"type": "number"},
         "max": {"type": "number"},
@@ -87,14 +88,14 @@ _INNER = {
         "help": {"type": "string"},
     },
     "allOf": [
-        {"if": {"properties": {"type": {"const": "enum"}}}, "then": {"required": ["choices"]},
-         "else": {"not": {"required": ["choices"]}}},
-        {"if": {"required": ["min"]}, "then": {"properties": {"type": {"enum": ["int", "float"]}}}},
-        {"if": {"required": ["max"]}, "then": {"properties": {"type": {"enum": ["int", "float"]}}}},
-        {"if": {"required": ["pattern"]}, "then": {"properties": {"type": {"enum": ["string", "secret"]}}}},
-        {"if": {"required": ["items"]}, "then": {"properties": {"type": {"const": "list"}}}},
-        {"if": {"required": ["keys"]}, "then": {"properties": {"type": {"const": "map"}}, "not": {"required": ["values"]}}},
-        {"if": {"required": ["values"]}, "then": {"properties": {"type": {"const": "map"}}}},
+        {"if": {"properties": {"type": {"const": "enum"}}},
+         "then": {"required": ["choices"]},
+         "else": {"not": {"required": ["choices"]}, "x-message": "'choices' is only for type enum"}},
+        *({"if": {"required": [key]},
+           "then": {"properties": {"type": {"enum": types, "x-message": f"'{key}' is only for type {' or '.join(types)}"}}}}
+          for key, types in (("min", ["int", "float"]), ("max", ["int", "float"]), ("pattern", ["string", "secret"]),
+                             ("items", ["list"]), ("keys", ["map"]), ("values", ["map"]))),
+        {"not": {"required": ["keys", "values"]}, "x-message": "give either 'keys' or 'values', not both"},
     ],
 }
 
@@ -218,7 +219,7 @@ def value_schema(spec: Mapping[str, Any]) -> dict[str, Any]:
     elif t in ("string", "secret"):
         out = {"type": "string"}
         if spec.get("pattern"):
-            out["pattern"] = "^(?:" + spec["pattern"] + ")$"
+            out["pattern"] = "^(?:" + spec["pattern"] + ")\\Z"
     elif t == "list":
         out = {"type": "array"}
         if spec.get("items"):
@@ -416,10 +417,7 @@ class Declarations:
                 raise FerryError(f"{d.source}: key '{name}' (host {host}): has no default and no value; "
                                  f"set it in the inventory or with --set {name}=... ({d.help})")
             value = coerce(d.spec, merged[name], name in textual)
-            error = sch.first_error(value, d.schema)
-            if error is not None:
-                raise FerryError(f"{origin[name]}: key '{sch.key_path(error.absolute_path, name)}' "
-                                 f"(host {host}): {sch.explain(error)}")
+            sch.check(value, d.schema, origin[name], name, host)
             merged[name] = value
         return merged
 
@@ -501,7 +499,7 @@ def check_value(spec: Mapping[str, Any], value: Any, where: str, text: bool = Tr
     value = coerce(spec, value, text)
     error = sch.first_error(value, value_schema(spec))
     if error is not None:
-        raise FerryError(f"{where}: {sch.explain(error)}")
+        raise FerryError(f"{where}: {sch.explain(error)[1]}")
     return value
 
 

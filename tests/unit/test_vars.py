@@ -139,7 +139,7 @@ def test_nested_values_are_checked_by_key_path_and_secrets_never_shown(inv):
     assert "key 'uni_api_providers[0].api'" in msg and "TOPSECRET" not in msg and "secret value hidden" in msg, msg
     msg = one_line_error(variables, inv, "web-1", sets + [
         "uni_api_providers=[{provider: p, base_url: 'http://x', model: [m], apii: k}]"], STACKS / "uni-load")
-    assert "key 'uni_api_providers[0]'" in msg and "unknown key 'apii'" in msg, msg
+    assert "key 'uni_api_providers[0].apii' (host web-1): unknown key (known: api, base_url, model, provider)" in msg
     msg = one_line_error(variables, inv, "web-1", ["gpt_load_auth_key=k", "uni_api_keys=[[TOPSECRET]]"],
                          STACKS / "uni-load")
     assert "key 'uni_api_keys[0]'" in msg and "TOPSECRET" not in msg, msg
@@ -160,10 +160,14 @@ def test_unknown_variables_are_reported_with_a_suggestion(inv, tmp_path):
 
 @pytest.mark.parametrize("text,needle", [
     ("port: 9000\n", "key 'port': must be a declaration such as {type: int, default: 9000"),
-    ("port: {type: porrt, default: 1, help: h}\n", "key 'port.type'"),
-    ("port: {type: port, default: 1}\n", "key 'port': needs key 'help'"),
+    ("port: {type: porrt, default: 1, help: h}\n", "key 'port.type': must be one of: int, float, port"),
+    ("port: {type: port, default: 1}\n", "key 'port.help': is required"),
+    ("port: {type: port, default: 1, help: h, hlep: x}\n", "key 'port.hlep': unknown key (known: choices, default"),
     ("port: {type: port, default: 99999, help: h}\n", "key 'port.default': 99999 must be a port"),
-    ("port: {type: port, default: 1, help: h, choices: [1]}\n", "key 'port'"),
+    ("port: {type: port, default: 1, help: h, choices: [1]}\n", "key 'port': 'choices' is only for type enum"),
+    ("port: {type: port, default: 1, help: h, min: 1}\n", "key 'port.type': 'min' is only for type int or float"),
+    ("e: {type: enum, help: h}\n", "key 'e.choices': is required"),
+    ("m: {type: map, help: h, keys: {a: {type: string}}, values: {type: string}}\n", "give either 'keys' or"),
     ("name: {type: string, required: true, default: '', help: h}\n", "key 'name.default': is empty"),
     ("name: {type: string, pattern: '[', help: h}\n", "key 'name.pattern'"),
     ("bad-name: {type: string, help: h}\n", "key 'bad-name': a variable name"),
