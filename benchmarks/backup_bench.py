@@ -34,7 +34,7 @@ from rich.console import Console  # noqa: E402
 
 from ferry import backup as b  # noqa: E402
 from devkit import sandbox as sbx  # noqa: E402
-from ferry.controller.bundle import build_bundle  # noqa: E402
+from devkit.images import build_bundle  # noqa: E402
 from ferry.actions.deploy import deploy, prepare  # noqa: E402
 from ferry.roles import role_defaults  # noqa: E402
 

@@ -33,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 from rich.console import Console  # noqa: E402
 
 from devkit import sandbox as sbx  # noqa: E402
-from ferry.controller.bundle import build_bundle  # noqa: E402
+from devkit.images import build_bundle  # noqa: E402
 from ferry.actions.deploy import deploy, prepare  # noqa: E402
 from devkit.images import derive_image  # noqa: E402
-from ferry.operations import rollback  # noqa: E402
+from ferry.actions.rollback import rollback  # noqa: E402
 from ferry.controller.inventory import Inventory  # noqa: E402
 from ferry.model.paths import HostPaths  # noqa: E402
 from ferry.roles import RoleContext, load_role, role_defaults  # noqa: E402

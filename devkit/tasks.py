@@ -75,7 +75,9 @@ def bundle(c, stack=None, version=None, dist=None):
     from devkit.images import build_stack_images
     from ferry import cli
     from ferry.controller.project import find_project
-    build_stack_images(find_project().stack_dir(stack), console=UI().console)
+    stack_dir = find_project().stack_dir(stack)
+    if (stack_dir / "images").is_dir():
+        build_stack_images(stack_dir, console=UI().console)
     cli.bundle.body(c, stack=stack, version=version, dist=dist)
 
 

@@ -125,10 +125,11 @@ def bundle(c, stack=None, version=None, dist=None):
     **COMMON, **CHANGES, "bundle": "bundle directory (default: the newest in dist/ for the stack)",
     "check": "check mode: show what would change, change nothing",
     "serial": "roll out in batches of N hosts; the first batch is the canary (0: all at once)",
-    "max_fail": "percent of hosts that may fail before the rollout stops (default 0)"})
+    "max_fail": "percent of hosts that may fail before the rollout stops (default 0)",
+    "force": "take over the stack's Compose project even if it runs from another directory (ferry_root)"})
 @user_errors
 def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=False,
-           serial="0", max_fail="0", lock_wait="0", message=""):
+           serial="0", max_fail="0", lock_wait="0", message="", force=False):
     """Deploy a stack's bundle: install Docker, upload, load images, render config, compose up, verify."""
     from .actions.deploy import deploy as run_deploy, prepare, summary_lines
     ui = UI()
@@ -143,7 +144,7 @@ def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=Fal
     ui.info(f"deploying {plan.bundle.name} to {', '.join(h.name for h in plan.hosts)}"
             + (" (check mode)" if check else ""))
     reports = run_deploy(plan, ui, check=check, serial=serial, max_fail=max_fail,
-                         lock_wait=lock_wait, message=message)
+                         lock_wait=lock_wait, message=message, force=force)
     for line in summary_lines(reports):
         ui.info(line)
     if any(r.failed for r in reports):
@@ -184,26 +185,34 @@ def releases(c, host, stack=None, inventory=None, set=None, json_=False):
 @task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
 def status(c, host, stack=None, inventory=None, set=None, json_=False):
-    """Show current release, services (state, health, ports), lock and disk use per host."""
+    """Show current release, services (state, health, ports), lock and disk use per host;
+    exit 1 when a service is down, unhealthy or not running current's configuration."""
     from .actions.status import status as host_status
     from .host import lock
     from .ui import human_bytes
     p = project()
     found = host_status(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    bad = [h for h in found if not h["healthy"]]
     if json_:
         _print_json(found)
+        if bad:
+            raise Exit(code=1)
         return
     ui = UI()
     name = p.stack_name(stack)
     for h in found:
         ui.table(f"{h['host']}: {name} release {h['release'] or '(none)'} (version {h['version'] or '-'}), "
-                 f"{h['releases']} releases kept", ["service", "state", "health", "ports"],
-                 [[n, v["state"], v["health"], ", ".join(v["ports"])] for n, v in h["services"].items()])
+                 f"{h['releases']} releases kept", ["service", "state", "health", "runs current", "ports"],
+                 [[n, v["state"], v["health"], "yes" if v["in_sync"] else "[red]NO[/]", ", ".join(v["ports"])]
+                  for n, v in h["services"].items()])
+        ui.info(f"  {'healthy' if h['healthy'] else 'NOT HEALTHY: ' + '; '.join(h['problems'])}")
         disk = ", ".join(f"{k} {human_bytes(v) if isinstance(v, int) else v}" for k, v in h["disk"].items())
         ui.info(f"  disk: {disk}")
         ui.info("  lock: " + ("free" if not h["lock"] else lock.describe(h["lock"])))
         for line in h["backup"]["summary"]:
             ui.info(f"  backup {line}")
+    if bad:
+        raise Exit(f"error: {', '.join(h['host'] for h in bad)}: not healthy", code=1)
 
 
 @task(iterable=["set"], help={**COMMON, "lines": "entries per host", "json": "print JSON for scripts"})

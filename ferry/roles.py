@@ -48,6 +48,37 @@ class RoleResult:
 
 
 @dataclass
+class HostState:
+    """What the roles of one host run learn and hand on, in order (typed, not a dict).
+
+    Attributes:
+        store_listing: sha256 names already in the host's store (deploy gathers it for
+            every host before the roles run; upload-bundle reads it).
+        host_facts: :class:`ferry.host.system.HostFacts` (install-docker-offline's preflight).
+        images_changed: load-images loaded or re-tagged an image.
+        rendered: the new release's files ``{dest: bytes}`` (render-config), or the
+            switched-to release's ``compose.yml`` (rollback).
+        last_up: ``up.json`` as read before this run: ``{"release", "containers"}``.
+        previous_release: the release ``current`` named before this run (None: first deploy).
+        release: the release this run deploys (new, or the current one when unchanged).
+        release_changed: ``release`` differs from ``previous_release`` (a new release
+            directory was written, or rollback chose another one).
+        containers_before: IDs of the stack's containers before this run's ``up``
+            (a failed first deploy removes only the others).
+    """
+
+    store_listing: set[str] | None = None
+    host_facts: Any = None
+    images_changed: bool = False
+    rendered: dict[str, bytes] = field(default_factory=dict)
+    last_up: dict[str, Any] = field(default_factory=dict)
+    previous_release: str | None = None
+    release: str | None = None
+    release_changed: bool = False
+    containers_before: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RoleContext:
     """Everything a role may use on one host.
 
@@ -60,7 +91,7 @@ class RoleContext:
         paths: :class:`ferry.model.paths.HostPaths` on the host.
         ui: :class:`ferry.ui.UI`.
         check: check mode: report, change nothing.
-        state: scratch space shared by the roles of one host run (facts, rendered files).
+        state: what the roles of one host run hand on (:class:`HostState`).
     """
 
     host: str
@@ -71,7 +102,7 @@ class RoleContext:
     paths: Any
     ui: Any
     check: bool = False
-    state: dict[str, Any] = field(default_factory=dict)
+    state: HostState = field(default_factory=HostState)
 
 
 _cache: dict[str, ModuleType] = {}

@@ -28,6 +28,7 @@ from ..controller.bundle import Bundle, find_bundle, load_bundle
 from ..controller.inventory import Host, Inventory
 from ..errors import FerryError, HostError
 from ..host import containers, files
+from ..host.activate import ActivationFailed
 from ..host.session import Change, HostSession, guarded, open_hosts
 from ..host.transport.ssh import connect_host
 from ..host.verify import Check, verify_host
@@ -130,9 +131,19 @@ def check_bundle_files(plan: Plan, sessions: list[HostSession], ui: UI) -> dict[
     return listings
 
 
+def foreign_project(s: HostSession, stack: str) -> str | None:
+    """Where the Compose project ``stack`` already runs on the host if that is not under
+    this deploy's stack directory (another ``ferry_root``, or a hand-made project of the
+    same name), else None."""
+    dirs = files.parse_lines(s.t.run(containers.project_dirs(stack), check=False).out)
+    mine = s.paths.stack_dir.rstrip("/") + "/"
+    other = [d for d in dirs if not (d.rstrip("/") + "/").startswith(mine)]
+    return other[0] if other else None
+
+
 def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = None,
            do_verify: bool = True, serial: int = 0, max_fail: float = 0.0,
-           lock_wait: float = 0.0, message: str = "") -> list[HostReport]:
+           lock_wait: float = 0.0, message: str = "", force: bool = False) -> list[HostReport]:
     """Run the deploy roles on the hosts of ``plan``, then verify each host.
 
     Hosts run in parallel (one batch) by default; ``serial=N`` rolls out in batches of N
@@ -152,12 +163,15 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
         max_fail: percent of hosts allowed to fail before the rollout stops.
         lock_wait: seconds to wait for a held deploy lock.
         message: recorded in the lock and the audit log.
+        force: deploy even where the stack's Compose project already runs from another
+            directory (another ``ferry_root``): it is taken over.
 
     Returns:
         One report per selected host, in inventory order.
 
     Raises:
-        FerryError: before any change (unreachable host, preflight, held lock, bundle).
+        FerryError: before any change (unreachable host, preflight, held lock, bundle,
+            the project running from elsewhere without ``force``).
     """
     roles = roles or DEPLOY_ROLES
     reports = {h.name: HostReport(h.name, status="skipped") for h in plan.hosts}
@@ -165,6 +179,12 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                     lambda h: connect_host(h, plan.inventory)) as sessions:
         contexts = {s.name: RoleContext(s.name, s.t, s.vars, plan.bundle, plan.stack, s.paths, ui, check)
                     for s in sessions}
+        for s in sessions:
+            elsewhere = foreign_project(s, plan.stack.name)
+            if elsewhere and not force:
+                raise HostError(s.name, f"Compose project '{plan.stack.name}' already runs from {elsewhere}, "
+                                        f"not under this deploy's {s.paths.stack_dir} (another ferry_root?): "
+                                        f"refusing to take it over (--force to do it anyway)")
         for ctx in contexts.values():
             for role in roles:
                 preflight = getattr(load_role(role), "preflight", None)
@@ -174,7 +194,7 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                      check) as change:
             listings = check_bundle_files(plan, sessions, ui)
             for ctx in contexts.values():
-                ctx.state["store_listing"] = listings[ctx.host]
+                ctx.state.store_listing = listings[ctx.host]
             names = [h.name for h in plan.hosts]
             size = serial if serial and serial > 0 else len(names)
             batches = [names[i:i + size] for i in range(0, len(names), size)]
@@ -219,35 +239,44 @@ def stop_reason(index: int, batches: int, failed: int, total: int, max_fail: flo
 def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: bool = False,
                 change: Change | None = None) -> HostReport:
     """Run ``roles`` on one host, verification after ``compose-up``, and
-    ``prune-releases`` (if listed) only once verification passed. A failed ``compose up``
-    or verification switches back to the previous release (see :func:`revert`). Records
-    the outcome in the host's audit log. Reports :class:`HostError` instead of raising."""
+    ``prune-releases`` (if listed) only once verification passed.
+
+    A release that does not come up healthy was already switched back by the host
+    (``compose-up``); one that comes up but fails verification is switched back here
+    (:func:`revert`). Records the outcome in ``change`` (the audit line). Reports
+    :class:`HostError` instead of raising it."""
     report = HostReport(ctx.host)
     if parallel:
         ctx.ui = ctx.ui.for_parallel(ctx.host)
     main = [r for r in roles if r != "prune-releases"]
-    health_phase = False
+    activated = False
     try:
         for role in main:
-            health_phase = health_phase or role == "compose-up"
             _run_role(ctx, report, role)
+            activated = activated or role == "compose-up"
         if do_verify and not ctx.check:
             started = time.monotonic()
-            report.checks = verify_host(ctx.t, ctx.stack, ctx.state["rendered"]["compose.yml"], ctx.paths.current)
+            report.checks = verify_host(ctx.t, ctx.stack, ctx.state.rendered["compose.yml"], ctx.paths.current)
             line = checks_line(report.checks)
             report.results.append(("verify", RoleResult(False, line), time.monotonic() - started))
             ctx.ui.host_line(ctx.host, "verify", line, False)
             failing = sorted({c.target.split()[0] for c in report.checks if not c.ok})
             if failing:
-                load_role("compose-up").show_logs(ctx, failing)
+                show_logs(ctx, failing)
                 raise HostError(ctx.host, line)
-        report.release = ctx.state.get("release")
+        report.release = ctx.state.release
         if "prune-releases" in roles:
             _run_role(ctx, report, "prune-releases")
+    except ActivationFailed as exc:
+        report.error = str(exc)
+        report.status = {"reverted": "rolled-back", "stopped": "stopped"}.get(exc.result, "failed")
+        if exc.result == "reverted":
+            report.release = ctx.state.previous_release
+            _verify_after_revert(ctx, report, ctx.state.previous_release)
     except HostError as exc:
         report.error = str(exc)
         report.status = "failed"
-        if health_phase and not ctx.check:
+        if activated and not ctx.check:
             revert(ctx, report)
     if change is not None:
         change.done(ctx.host, report.status, report.error or "", report.release, ctx.bundle.version)
@@ -261,40 +290,94 @@ def _run_role(ctx: RoleContext, report: HostReport, role: str) -> None:
     ctx.ui.host_line(ctx.host, role, result.summary, result.changed)
 
 
+def show_logs(ctx: RoleContext, services: list[str]) -> None:
+    """Print the state and last ``compose_failure_log_lines`` log lines of each of
+    ``services`` of the current release."""
+    p, project = ctx.paths, ctx.stack.name
+    compose_file = f"{p.current}/compose.yml"
+    lines = int(ctx.vars.get("compose_failure_log_lines", 20))
+    states = {c.service: c for c in containers.parse_compose_ps(
+        ctx.t.run(containers.compose_ps(project, compose_file, p.current), check=False).out)}
+    for service in services:
+        c = states.get(service)
+        state = f"{c.state}{'/' + c.health if c.health else ''}" if c else "absent"
+        ctx.ui.warn(f"{ctx.host}: {service} is {state}; last {lines} log lines:")
+        logs = ctx.t.run(containers.compose(project, compose_file, p.current, "logs", "--no-color",
+                                            "--tail", str(lines), service), check=False)
+        for line in (logs.out + logs.err).splitlines()[-lines:]:
+            ctx.ui.info(f"    {line}")
+
+
 def revert(ctx: RoleContext, report: HostReport) -> None:
-    """After a failed health gate: switch ``current`` back to the release that was current
-    before this deploy, bring it up and verify it; with no previous release, stop the
-    stack (``docker compose down``). Sets ``report.status``."""
-    previous = ctx.state.get("previous_release")
-    project, current = ctx.stack.name, ctx.paths.current
-    if not previous or previous == ctx.state.get("release"):
-        ctx.ui.warn(f"{ctx.host}: no previous release to return to: stopping {project}")
-        ctx.t.run(containers.compose(project, f"{current}/compose.yml", current, "down"), check=False, timeout=300)
+    """After a release came up but failed verification: make the release that was current
+    before this deploy the running one again and verify it; on a first deploy, remove the
+    containers this deploy created (never others of the same project) and the
+    ``current`` link. Sets ``report.status``."""
+    state = ctx.state
+    failed, previous = state.release, state.previous_release
+    if not state.release_changed:
+        return                                   # nothing was switched: nothing to undo
+    if not previous:
+        ctx.ui.warn(f"{ctx.host}: no previous release to return to: removing the containers this deploy created")
+        stop_new(ctx)
         report.status = "stopped"
-        report.error = f"{report.error}; no previous release: stack stopped"
+        report.error = f"{report.error}; no previous release: the containers it created were removed"
         return
     ctx.ui.warn(f"{ctx.host}: rolling back to {previous}")
     try:
-        switch_release(ctx, previous)
+        load_release(ctx, previous, failed)
         result = load_role("compose-up").run(ctx)
         ctx.ui.host_line(ctx.host, "rollback", f"back on {previous}: {result.summary}", True)
-        checks = verify_host(ctx.t, ctx.stack, ctx.state["rendered"]["compose.yml"], current)
-        ok = all(c.ok for c in checks)
-        ctx.ui.host_line(ctx.host, "verify", checks_line(checks), False)
-        report.status = "rolled-back" if ok else "failed"
         report.release = previous
-        report.error = f"{report.error}; rolled back to {previous}" + ("" if ok else " (which ALSO fails verification)")
+        report.status = "rolled-back"
+        report.error = f"{report.error}; rolled back to {previous}"
+        _verify_after_revert(ctx, report, previous)
     except HostError as exc:
         report.error = f"{report.error}; rollback to {previous} failed too: {exc}"
 
 
-def switch_release(ctx: RoleContext, rid: str) -> None:
-    """Point ``current`` at ``releases/<rid>`` (atomic rename) and load its compose file
-    into ``ctx.state`` for compose-up and verification."""
-    ctx.t.run(files.switch_symlink(ctx.paths.current, f"releases/{rid}"))
-    found = files.parse_tar(ctx.t.run(files.read_tar(ctx.paths.stack_dir, ["current/compose.yml"])).stdout)
-    ctx.state.update(rendered={"compose.yml": found["current/compose.yml"]}, release=rid,
-                     release_changed=True)
+def _verify_after_revert(ctx: RoleContext, report: HostReport, previous: str | None) -> None:
+    if not previous:
+        return
+    found = files.parse_tar(ctx.t.run(files.read_tar(ctx.paths.stack_dir, [f"releases/{previous}/compose.yml"])).stdout)
+    compose_text = found.get(f"releases/{previous}/compose.yml")
+    if compose_text is None:
+        return
+    checks = verify_host(ctx.t, ctx.stack, compose_text, ctx.paths.current)
+    ctx.ui.host_line(ctx.host, "verify", checks_line(checks), False)
+    if not all(c.ok for c in checks):
+        report.status = "failed"
+        report.error = f"{report.error} (which ALSO fails verification)"
+
+
+def stop_new(ctx: RoleContext) -> None:
+    """Remove the stack's containers that this run created (not in
+    ``ctx.state.containers_before``) and the ``current`` link: a failed first deploy
+    leaves nothing half-up and never touches containers it did not start."""
+    now = containers.parse_project_containers(ctx.t.run(containers.project_containers(ctx.stack.name)).out)
+    new = sorted(c.id for c in now.values() if c.id not in set(ctx.state.containers_before))
+    if new:
+        ctx.t.run(containers.remove_containers(new), check=False, timeout=300)
+    ctx.t.run(["rm", "-f", "--", ctx.paths.current], check=False)
+
+
+def load_release(ctx: RoleContext, rid: str, running: str | None) -> None:
+    """Make ``releases/<rid>`` the release compose-up will activate: read its compose file
+    into ``ctx.state``; ``running`` is what runs now (the release to return to if ``rid``
+    fails).
+
+    Raises:
+        HostError: the release has no compose file on the host.
+    """
+    path = f"releases/{rid}/compose.yml"
+    found = files.parse_tar(ctx.t.run(files.read_tar(ctx.paths.stack_dir, [path])).stdout)
+    if path not in found:
+        raise HostError(ctx.host, f"release {rid} has no compose.yml under {ctx.paths.stack_dir}")
+    ctx.state.rendered = {"compose.yml": found[path]}
+    ctx.state.previous_release = running
+    ctx.state.release = rid
+    ctx.state.release_changed = True
+    ctx.state.last_up = {}
 
 
 def checks_line(checks: list[Check]) -> str:

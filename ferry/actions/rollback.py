@@ -15,7 +15,7 @@ from ..model.stack import Stack, load_stack
 from ..roles import RoleContext, RoleResult, load_role
 from ..ui import UI
 from .common import stack_hosts
-from ferry.actions.deploy import HostReport, checks_line, switch_release
+from .deploy import HostReport, checks_line, load_release
 
 
 def rollback(inventory_path: Path, pattern: str, stack_dir: Path, to: str | None, sets: dict[str, Any],
@@ -64,10 +64,10 @@ def _rollback_host(s: HostSession, stack: Stack, ui: UI, current: str | None, ta
     ctx = RoleContext(s.name, s.t, s.vars, None, stack, s.paths, ui)
     started = time.monotonic()
     try:
-        switch_release(ctx, target.id)
+        load_release(ctx, target.id, current)
         result = load_role("compose-up").run(ctx)
         report.results.append(("compose-up", result, time.monotonic() - started))
-        report.checks = verify_host(s.t, stack, ctx.state["rendered"]["compose.yml"], s.paths.current)
+        report.checks = verify_host(s.t, stack, ctx.state.rendered["compose.yml"], s.paths.current)
         line = checks_line(report.checks)
         seconds = time.monotonic() - started
         report.results.append(("rollback", RoleResult(True, f"{current} -> {target.id} in {seconds:.1f}s; {line}",

@@ -28,8 +28,11 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
             history = read_releases(s.t, p.stack_dir)
             running = containers.parse_project_containers(
                 s.t.run(containers.project_containers(stack.name), check=False).out)
+            compose_file = f"{p.current}/compose.yml"
             ps = {c.service: c for c in containers.parse_compose_ps(s.t.run(containers.compose_ps(
-                stack.name, f"{p.current}/compose.yml", p.current), check=False).out)} if history.current else {}
+                stack.name, compose_file, p.current), check=False).out)} if history.current else {}
+            wanted = containers.parse_config_hashes(s.t.run(containers.config_hashes(
+                stack.name, compose_file, p.current), check=False).out) if history.current else {}
             du = s.t.run(sh(f"for d in {q(p.releases)} {q(p.root + '/bundles')} {q(p.store)}; do "
                             "du -sb \"$d\" 2>/dev/null || echo \"0 $d\"; done; "
                             "docker system df --format '{{.Type}}\t{{.Size}}' 2>/dev/null || true"),
@@ -44,21 +47,44 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
                     disk[path.rsplit("/", 1)[-1]] = int(size)
             current = history.get(history.current) if history.current else None
             sched = backup.schedule_status(backup.Target(s.t, stack, p, s.vars))
+            services = {name: {"state": c.status, "health": c.health or "-",
+                               "in_sync": wanted.get(name) == c.config_hash if name in wanted else False,
+                               "ports": sorted({f"{pub.get('PublishedPort')}->{pub.get('TargetPort')}"
+                                                for pub in (ps[name].publishers if name in ps else [])
+                                                if pub.get("PublishedPort")})}
+                        for name, c in sorted(running.items())}
+            for name in sorted(set(wanted) - set(running)):
+                services[name] = {"state": "absent", "health": "-", "in_sync": False, "ports": []}
+            problems = status_problems(history.current, services)
             out.append({
                 "host": s.name,
                 "release": history.current, "version": current.version if current else None,
                 "releases": len(history.releases),
-                "services": {name: {"state": c.status, "health": c.health or "-",
-                                    "ports": sorted({f"{pub.get('PublishedPort')}->{pub.get('TargetPort')}"
-                                                     for pub in (ps[name].publishers if name in ps else [])
-                                                     if pub.get("PublishedPort")})}
-                             for name, c in sorted(running.items())},
+                "healthy": not problems, "problems": problems,
+                "services": services,
                 "lock": lock.read(s.t, p.root, stack.name),
                 "disk": disk,
                 "backup": {"schedule": dataclasses.asdict(sched["schedule"]), "log": sched["log"],
                            "last_run": sched["last_run"], "last_scheduled": sched["last_scheduled"],
                            "summary": backup.status_lines(sched)},
             })
+    return out
+
+
+def status_problems(current: str | None, services: dict[str, dict[str, Any]]) -> list[str]:
+    """What is wrong with a host's stack, one phrase each (empty: healthy): no current
+    release; a service of the current release absent, not running, unhealthy, or whose
+    container was made from another configuration than ``current``'s (``in_sync``)."""
+    if not current:
+        return ["no current release"]
+    out = []
+    for name, svc in services.items():
+        if svc["state"] != "running":
+            out.append(f"{name} is {svc['state']}")
+        elif svc["health"] not in ("-", "healthy"):
+            out.append(f"{name} is {svc['health']}")
+        if svc["state"] != "absent" and not svc["in_sync"]:
+            out.append(f"{name} does not run current's configuration")
     return out
 
 

@@ -199,8 +199,9 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
                  docker_settings: dict[str, Any] | None = None) -> Bundle:
     """Build ``dist/<stack>-<version>/`` from local images (``inv bundle``).
 
-    Stand-in images with a recipe under ``stack_dir/images/`` are built first when
-    missing or outdated (cached by recipe digest). An image tarball of an earlier build
+    Every image must be in the local Docker engine (pulled on a machine with internet,
+    or, in the checkout, built from stand-in recipes by the devkit first:
+    ``devkit.images.build_bundle``). An image tarball of an earlier build
     of the same version is reused when the image ID is unchanged, so rebuilding a
     bundle is idempotent: same images, same bytes, nothing new to upload.
 
@@ -217,7 +218,7 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
     Raises:
         FerryError: invalid stack, an image missing locally, a payload that can't be had.
     """
-    from . import dockerdist, images as imagemod
+    from . import dockerdist
     from ferry.controller.localdocker import docker
     stack = load_stack(stack_dir)
     version = version or stack.version
@@ -227,8 +228,6 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "images").mkdir(parents=True)
-    if (stack_dir / "images").is_dir():
-        imagemod.build_stack_images(stack_dir, console=ui.console if ui else None)
     previous = load_bundle(final) if (final / MANIFEST).is_file() else None
     prev_images = {i["id"]: i for i in previous.manifest["images"]} if previous else {}
     image_entries = []

@@ -36,9 +36,14 @@ def append_command(root: str) -> list[str]:
     return shell.sh(f"mkdir -p {shell.q(root)}; cat >> {shell.q(path)}")
 
 
-def record(t, root: str, rec: dict[str, Any]) -> None:
-    """Append ``rec`` to the host's audit log (a failure to log is reported, not fatal)."""
-    t.run(append_command(root), input=(json.dumps(rec, ensure_ascii=False) + "\n").encode(), check=False)
+def record(t, root: str, rec: dict[str, Any], check: bool = False) -> None:
+    """Append ``rec`` to the host's audit log.
+
+    Args:
+        check: raise :class:`ferry.errors.HostError` when it could not be written
+            (default: a failure to log is not fatal).
+    """
+    t.run(append_command(root), input=(json.dumps(rec, ensure_ascii=False) + "\n").encode(), check=check)
 
 
 def tail_command(root: str, lines: int) -> list[str]:

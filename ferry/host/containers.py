@@ -85,13 +85,14 @@ def parse_compose_ps(text: str) -> list[ContainerState]:
 
 
 def project_containers(project: str) -> list[str]:
-    """``ID<TAB>SERVICE<TAB>STARTED_AT<TAB>STATUS<TAB>HEALTH`` of the project's containers,
-    from Docker's labels (works without a compose file; HEALTH is empty without a
-    healthcheck)."""
+    """``ID<TAB>SERVICE<TAB>STARTED_AT<TAB>STATUS<TAB>HEALTH<TAB>CONFIG_HASH`` of the
+    project's containers, from Docker's labels (works without a compose file; HEALTH is
+    empty without a healthcheck; CONFIG_HASH is Compose's ``com.docker.compose.config-hash``)."""
     return sh("ids=$(docker ps -aq --filter " + q(f"label=com.docker.compose.project={project}")
               + "); [ -z \"$ids\" ] || docker inspect --format "
               + q('{{.Id}}\t{{index .Config.Labels "com.docker.compose.service"}}\t{{.State.StartedAt}}'
-                  '\t{{.State.Status}}\t{{if .State.Health}}{{.State.Health.Status}}{{end}}')
+                  '\t{{.State.Status}}\t{{if .State.Health}}{{.State.Health.Status}}{{end}}'
+                  '\t{{index .Config.Labels "com.docker.compose.config-hash"}}')
               + " $ids")
 
 
@@ -103,6 +104,7 @@ class Container:
     started_at: str
     status: str        # running, exited, created, ...
     health: str        # healthy, unhealthy, starting, or "" without healthcheck
+    config_hash: str = ""   # Compose's hash of the service config the container was made from
 
     @property
     def healthy(self) -> bool:
@@ -116,10 +118,42 @@ def parse_project_containers(text: str) -> dict[str, Container]:
     for line in text.splitlines():
         parts = line.rstrip("\n").split("\t")
         if len(parts) >= 4 and parts[0].strip():
-            out[parts[1]] = Container(parts[0].strip(), parts[2], parts[3], parts[4] if len(parts) > 4 else "")
+            out[parts[1]] = Container(parts[0].strip(), parts[2], parts[3], parts[4] if len(parts) > 4 else "",
+                                      parts[5].strip() if len(parts) > 5 else "")
     return out
 
 
 def http_status(url: str, timeout: int = 5) -> list[str]:
     """The HTTP status code of ``GET url`` requested on the host (``000`` if no answer)."""
     return ["curl", "-s", "-o", "/dev/null", "-m", str(timeout), "-w", "%{http_code}", url]
+
+
+def remove_containers(ids: Sequence[str]) -> list[str]:
+    """``docker rm -f`` the containers ``ids`` (stop and remove)."""
+    return ["docker", "rm", "-f", "--", *ids]
+
+
+def project_dirs(project: str) -> list[str]:
+    """The Compose project directory (label ``com.docker.compose.project.working_dir``)
+    of every container of ``project``, one per line, sorted and unique; nothing when
+    Docker is absent."""
+    return sh("docker ps -a --filter " + q(f"label=com.docker.compose.project={project}")
+              + " --format " + q('{{.Label "com.docker.compose.project.working_dir"}}')
+              + " 2>/dev/null | sort -u || true")
+
+
+def config_hashes(project: str, compose_file: str, project_dir: str) -> list[str]:
+    """``SERVICE HASH`` per line: the config hash Compose would give each service of
+    ``compose_file`` (``docker compose config --hash '*'``), to compare with the
+    ``config_hash`` of the running containers: equal means they run that file."""
+    return compose(project, compose_file, project_dir, "config", "--hash", "*")
+
+
+def parse_config_hashes(text: str) -> dict[str, str]:
+    """``{service: hash}`` from :func:`config_hashes`."""
+    out = {}
+    for line in parse_lines(text):
+        service, _, value = line.partition(" ")
+        if value.strip():
+            out[service] = value.strip()
+    return out

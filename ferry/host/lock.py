@@ -3,14 +3,14 @@
 Taken atomically with ``mkdir`` (it fails if the directory exists), then described in
 ``info.json`` (who, when, task, version, message, a random token). Released only by the
 holder (token match), on success, failure and Ctrl-C; a lock left by a killed run is
-explained by ``inv lock.status`` and cleared by ``inv lock.release``.
+explained by ``inv lock.status`` and cleared by ``inv lock.release``. Every change takes
+it through :func:`ferry.host.session.guarded`.
 
 Layout: ``<ferry_root>/locks/<stack>/info.json``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
 import posixpath
@@ -18,12 +18,11 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import HostError
-from ferry.host import shell
+from .shell import q, sh
 
-q = shell.q
 
 
 def lock_dir(root: str, stack: str) -> str:
@@ -33,22 +32,28 @@ def lock_dir(root: str, stack: str) -> str:
 
 def acquire_command(path: str) -> list[str]:
     """Create ``path`` atomically and write stdin to ``path/info.json``; if it exists,
-    exit 75 and print the holder's info.json."""
-    return shell.sh(f"mkdir -p {q(posixpath.dirname(path))}; "
-                  f"if mkdir {q(path)} 2>/dev/null; then cat > {q(path + '/info.json')}; "
-                  f"else cat {q(path + '/info.json')} 2>/dev/null || echo '{{}}'; exit 75; fi")
+    exit 75 and print the holder's info.json. Also exit 75 while ``<path>.activating`` is
+    flock-ed: a host-side ``ferry-activate`` (:mod:`ferry.host.activate`) is still
+    bringing a release up after its controller went away."""
+    busy = q(path + ".activating")
+    return sh(f"mkdir -p {q(posixpath.dirname(path))}; "
+              f"if [ -e {busy} ] && command -v flock >/dev/null 2>&1 && ! flock -n {busy} true; then "
+              "echo '{\"who\": \"ferry-activate on the host\", \"task\": \"activate\", "
+              "\"message\": \"a release is still being brought up\"}'; exit 75; fi; "
+              f"if mkdir {q(path)} 2>/dev/null; then cat > {q(path + '/info.json')}; "
+              f"else cat {q(path + '/info.json')} 2>/dev/null || echo '{{}}'; exit 75; fi")
 
 
 def release_command(path: str, token: str | None) -> list[str]:
     """Remove the lock if its token is ``token`` (or unconditionally with ``None``)."""
     if token is None:
         return ["rm", "-rf", "--", path]
-    return shell.sh(f"grep -q {q(token)} {q(path + '/info.json')} 2>/dev/null && rm -rf -- {q(path)} || true")
+    return sh(f"grep -q {q(token)} {q(path + '/info.json')} 2>/dev/null && rm -rf -- {q(path)} || true")
 
 
 def status_command(path: str) -> list[str]:
     """The lock's info.json, or nothing when unlocked."""
-    return shell.sh(f"cat {q(path + '/info.json')} 2>/dev/null || true")
+    return sh(f"cat {q(path + '/info.json')} 2>/dev/null || true")
 
 
 def describe(info: dict[str, Any], now: float | None = None) -> str:
@@ -69,7 +74,11 @@ class Lock:
     token: str
 
     def release(self) -> None:
-        """Release the lock (only if it is still ours: the token must match)."""
+        """Release the lock (only if it is still ours: the token must match).
+
+        Raises:
+            HostError: the host could not be reached (the connection was lost).
+        """
         self.t.run(release_command(self.path, self.token), check=False)
 
 
@@ -119,22 +128,3 @@ def read(t, root: str, stack: str) -> dict[str, Any] | None:
         return json.loads(out)
     except json.JSONDecodeError:
         return {"who": "?", "message": "unreadable info.json"}
-
-
-@contextlib.contextmanager
-def holding(hosts: list[tuple[Any, str]], stack: str, task: str, version: str = "", message: str = "",
-            wait: float = 0.0) -> Iterator[None]:
-    """Hold the stack's lock on every ``(transport, ferry_root)`` for the ``with`` block.
-
-    All locks are taken before the block runs (a held one raises :class:`HostError`
-    after releasing those already taken) and all are released after it, also on errors
-    and Ctrl-C.
-    """
-    held: list[Lock] = []
-    try:
-        for t, root in hosts:
-            held.append(acquire(t, root, stack, task, version, message, wait))
-        yield
-    finally:
-        for h in held:
-            h.release()

@@ -15,6 +15,7 @@ error of a :class:`~ferry.errors.FerryError`, or ``interrupted`` on Ctrl-C/SIGTE
 from __future__ import annotations
 
 import contextlib
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -39,6 +40,24 @@ class HostSession:
     t: Any
     vars: dict[str, Any]
     paths: HostPaths
+    reopen: Callable[[], Any] | None = None
+
+    def reconnected(self) -> Any:
+        """A fresh transport to the host after the connection was lost (the old one is
+        closed and replaced), for the lock release and the audit line that must reach
+        the host whatever happened to the run.
+
+        Raises:
+            FerryError: the host cannot be reached again, or no way to reopen was given.
+        """
+        if self.reopen is None:
+            raise FerryError(f"{self.name}: connection lost")
+        try:
+            self.t.close()
+        except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is replaced
+            pass
+        self.t = self.reopen()
+        return self.t
 
 
 @contextlib.contextmanager
@@ -76,14 +95,16 @@ def open_hosts(hosts: Sequence[Any], variables: Callable[[Any], dict[str, Any]],
         with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
             list(pool.map(one, hosts))
     opened = {n: r for n, r in results.items() if not isinstance(r, BaseException)}
+    sessions: list[HostSession] = []
     try:
         for h in hosts:
             if isinstance(results.get(h.name), BaseException):
                 raise results[h.name]
-        yield [HostSession(h.name, opened[h.name], merged[h.name], paths(h.name, merged[h.name]))
-               for h in hosts]
+        sessions = [HostSession(h.name, opened[h.name], merged[h.name], paths(h.name, merged[h.name]),
+                                functools.partial(connect, h)) for h in hosts]
+        yield sessions
     finally:
-        for t in opened.values():
+        for t in {id(t): t for t in [*opened.values(), *(s.t for s in sessions)]}.values():
             t.close()
 
 
@@ -135,22 +156,45 @@ def guarded(sessions: Sequence[HostSession], stack: str, task: str, version: str
     if check:
         yield change
         return
-    with lock.holding([(s.t, s.paths.root) for s in sessions], stack, task, version, message, wait):
-        failure = ""
-        try:
-            yield change
-        except (KeyboardInterrupt, SystemExit):
-            failure = "interrupted"
-            raise
-        except FerryError as exc:
-            failure = str(exc)
-            raise
-        finally:
-            for s in sessions:
-                o = change.outcomes.get(s.name)
-                if o is None:
-                    o = Outcome("interrupted" if failure == "interrupted" else ("failed" if failure else "ok"),
-                                "" if failure == "interrupted" else failure)
-                detail = " ".join(x for x in (o.detail, f'"{message}"' if message else "") if x)
-                audit.record(s.t, s.paths.root, audit.entry(task, stack, o.version or version, o.release,
-                                                           o.result, detail))
+    held: list[tuple[HostSession, lock.Lock]] = []
+    failure = ""
+    try:
+        for s in sessions:
+            held.append((s, lock.acquire(s.t, s.paths.root, stack, task, version, message, wait)))
+    except BaseException:
+        for s, taken in held:
+            _on_host(s, lambda t, taken=taken: lock.Lock(t, taken.path, taken.token).release())
+        raise
+    try:
+        yield change
+    except (KeyboardInterrupt, SystemExit):
+        failure = "interrupted"
+        raise
+    except FerryError as exc:
+        failure = str(exc)
+        raise
+    finally:
+        for s, taken in held:
+            o = change.outcomes.get(s.name)
+            if o is None:
+                o = Outcome("interrupted" if failure == "interrupted" else ("failed" if failure else "ok"),
+                            "" if failure == "interrupted" else failure)
+            detail = " ".join(x for x in (o.detail, f'"{message}"' if message else "") if x)
+            rec = audit.entry(task, stack, o.version or version, o.release, o.result, detail)
+            _on_host(s, lambda t: audit.record(t, s.paths.root, rec, check=True))
+            _on_host(s, lambda t, taken=taken: lock.Lock(t, taken.path, taken.token).release())
+
+
+def _on_host(s: HostSession, action: Callable[[Any], None]) -> None:
+    """Run ``action(transport)`` on the host; if the connection was lost, once more on a
+    new connection. A host that stays unreachable is left as it is (the lock, if any,
+    is then explained by ``lock.status``)."""
+    try:
+        action(s.t)
+        return
+    except (FerryError, OSError, EOFError):
+        pass
+    try:
+        action(s.reconnected())
+    except (FerryError, OSError, EOFError):
+        pass

@@ -51,7 +51,7 @@ def preflight(ctx: RoleContext) -> None:
     architecture than the bundle's Docker. Leaves the facts in ``ctx.state``."""
     payload = ctx.bundle.manifest["docker"]
     facts = parse_host_facts(ctx.t.run(system.host_facts()).out)
-    ctx.state["host_facts"] = facts
+    ctx.state.host_facts = facts
     if not facts.systemd:
         raise HostError(ctx.host, "systemd is not PID 1 on this host: install-docker-offline "
                                   "needs systemd to run the docker service")
@@ -65,9 +65,9 @@ def preflight(ctx: RoleContext) -> None:
 def run(ctx: RoleContext) -> RoleResult:
     """Install or confirm Docker and Compose from the bundle; see the module docstring."""
     payload = ctx.bundle.manifest["docker"]
-    if "host_facts" not in ctx.state:
+    if ctx.state.host_facts is None:
         preflight(ctx)
-    facts = ctx.state["host_facts"]
+    facts = ctx.state.host_facts
     daemon = render_daemon_json(ctx.vars)
     current_daemon = ctx.t.run(["cat", DAEMON_JSON], check=False).stdout
     debs = deb_files(ctx.bundle.manifest)

@@ -22,7 +22,7 @@ def run(ctx: RoleContext) -> RoleResult:
     to_load = [i for i in images if i["id"] not in have]
     to_tag = [(i["id"], ref) for i in images if i["id"] in have
               for ref in i["tags"] if ref not in have[i["id"]]]
-    ctx.state["images_changed"] = bool(to_load or to_tag)
+    ctx.state.images_changed = bool(to_load or to_tag)
     if not to_load and not to_tag:
         return RoleResult(False, f"loaded 0 images (all {len(images)} present)", {"images_loaded": 0})
     if ctx.check:

@@ -13,7 +13,8 @@ import posixpath
 import re
 
 from ferry.host.files import parse_lines, parse_links, parse_tar
-from ferry.model.releases import plan_prune, read_releases
+from ferry.host.releases import read_releases
+from ferry.model.releases import plan_prune
 from ferry.roles import RoleContext, RoleResult
 from ferry.host import files, shell
 

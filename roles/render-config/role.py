@@ -1,5 +1,6 @@
 """render-config: render the stack's templates and, when anything changed, write a new
-immutable release directory and switch ``current`` to it.
+immutable release directory (``compose-up`` then makes it the running one: it switches
+``current`` and brings it up as one unit on the host).
 
 Facts: one tar stream of the current release's files, its ``release.json`` and the
 host's generated secrets. Generated secrets (``generated_secrets`` in stack.yml) are
@@ -8,7 +9,8 @@ Files marked ``secret`` are written 0600; their diffs show changed *keys* only (
 paths for JSON and YAML files, names for ``.env`` files). Static files (``files`` in
 stack.yml) travel in the release with the rendered ones.
 The new release, the secrets and the data dirs are written in one round trip (a tar
-extracted on the host); then ``current`` is switched atomically.
+extracted on the host). ``current`` is not touched here: a run interrupted between
+render-config and compose-up leaves ``current`` naming what runs.
 """
 
 from __future__ import annotations
@@ -69,19 +71,19 @@ def run(ctx: RoleContext) -> RoleResult:
     stack, p = ctx.stack, ctx.paths
     wanted = [f"current/{d}" for d in stack.release_files()] + ["current/release.json", "secrets.json", "up.json"]
     found = parse_tar(ctx.t.run(files.read_tar(p.stack_dir, wanted)).stdout)
-    ctx.state["last_up"] = json.loads(found.get("up.json", b"{}") or b"{}")
+    ctx.state.last_up = json.loads(found.get("up.json", b"{}") or b"{}")
     kept = json.loads(found.get("secrets.json", b"{}") or b"{}")
     new_secrets = {k: pysecrets.token_hex(32) for k in stack.generated_secrets if k not in kept}
     context = template_context(ctx.vars, stack, p.for_templates(), {**kept, **new_secrets}, ctx.host)
     rendered = render(stack, context, ctx.host)
-    ctx.state["rendered"] = rendered
+    ctx.state.rendered = rendered
     current = json.loads(found.get("current/release.json", b"{}") or b"{}")
-    ctx.state["previous_release"] = current.get("id")
+    ctx.state.previous_release = current.get("id")
     manifest_sha = hashlib.sha256((ctx.bundle.path / "manifest.json").read_bytes()).hexdigest()
     changed = [d for d in rendered if found.get(f"current/{d}") != rendered[d]]
     bundle_changed = current.get("bundle_manifest_sha256") != manifest_sha
     if not changed and not bundle_changed and not new_secrets:
-        ctx.state["release"] = current.get("id")
+        ctx.state.release = current.get("id")
         return RoleResult(False, f"config unchanged (release {current.get('id')})", {"files_changed": 0})
     secret_files = stack.secret_files()
     max_lines = int(ctx.vars.get("render_diff_max_lines", 40))
@@ -108,8 +110,7 @@ def run(ctx: RoleContext) -> RoleResult:
               f"tar --no-same-owner -xf -; chmod 0755 {q(rel)}; "
               f"cp {q(p.bundle_dir + '/manifest.json')} {q(rel + '/manifest.json')}")
     ctx.t.run(shell.sh(script), input=_tar(entries))
-    ctx.t.run(files.switch_symlink(p.current, rel))
-    ctx.state["release"] = rid
-    ctx.state["release_changed"] = True
+    ctx.state.release = rid
+    ctx.state.release_changed = True
     extra = f"; generated {', '.join(sorted(new_secrets))}" if new_secrets else ""
     return RoleResult(True, f"release {rid}: {why}{extra}", {"files_changed": len(changed), "release": rid})

@@ -22,9 +22,9 @@ from ferry.host import files as hostfiles
 
 def plan(ctx: RoleContext) -> tuple[list[dict], dict[str, str], int]:
     """Return (files to send, links to make, number of bundle files) for this host, from two facts (the store
-    listing may already be in ``ctx.state["store_listing"]``, gathered by deploy)."""
+    listing may already be in ``ctx.state.store_listing``, gathered by deploy)."""
     p = ctx.paths
-    present = ctx.state.get("store_listing")
+    present = ctx.state.store_listing
     if present is None:
         present = set(hostfiles.parse_lines(ctx.t.run(hostfiles.list_dir(p.store)).out))
     files = ctx.bundle.all_files()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ferry.controller.bundle import build_bundle
+from devkit.images import build_bundle
 from ferry.actions.deploy import deploy, prepare
 from ferry.roles import role_defaults
 from ferry.ui import UI

@@ -23,7 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ferry.controller.bundle import build_bundle
+from devkit.images import build_bundle
 from ferry.actions.deploy import deploy, prepare, summary_lines
 from ferry.controller.inventory import Inventory
 from ferry.roles import role_defaults

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from ferry.controller.bundle import build_bundle
+from devkit.images import build_bundle
 from ferry.actions.deploy import deploy, prepare, summary_lines
 from devkit.images import derive_image
 from ferry.controller.inventory import Inventory

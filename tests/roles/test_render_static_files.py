@@ -57,7 +57,7 @@ def run(bundle, host, out=None):
     ctx = RoleContext("fake-1", FakeTransport(host), merge_vars(all_role_defaults(), stack.defaults,
                                                                   {"ansible_host": "10.0.0.3"}),
                       bundle, stack, HostPaths("/opt/ferry", stack.name, bundle.name), ui)
-    return load_role("render-config").run(ctx)
+    return host.activated(load_role("render-config").run(ctx))
 
 
 def test_static_files_travel_in_the_release_with_lf_and_modes(bundle):

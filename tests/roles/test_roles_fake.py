@@ -187,6 +187,13 @@ class ConfigHost:
     def __init__(self):
         self.files = {}      # path relative to stack dir -> bytes
         self.current = None
+        self.written = None  # the release directory render-config wrote last
+
+    def activated(self, result):
+        """Play compose-up's switch after render-config (which never switches itself)."""
+        if self.written:
+            self.current, self.written = self.written, None
+        return result
 
     def tar_of(self, names):
         buf = io.BytesIO()
@@ -208,11 +215,10 @@ class ConfigHost:
         if "tar --no-same-owner" in script:
             with tarfile.open(fileobj=io.BytesIO(data)) as tar:
                 for m in tar:
+                    if m.name.startswith("releases/"):
+                        self.written = "/".join(m.name.split("/")[:2])
                     self.files[m.name] = tar.extractfile(m).read()
                     self.files[m.name + ":mode"] = oct(m.mode).encode()
-            return 0, "", ""
-        if "mv -T" in script:
-            self.current = script.split("ln -sfn ")[1].split(" ")[0].strip("'")
             return 0, "", ""
         raise AssertionError(argv)
 
@@ -221,7 +227,9 @@ def test_render_first_deploy_writes_release_with_secret_0600(bundle, make_ctx, o
     host = ConfigHost()
     t = FakeTransport(host)
     result = load_role("render-config").run(make_ctx(t, llm_api_key="sk-verysecret"))
-    assert result.changed and host.current.startswith("releases/")
+    assert result.changed and host.current is None        # written, not switched: compose-up does that
+    host.activated(result)
+    assert host.current.startswith("releases/")
     env = host.files[f"{host.current}/.env"]
     assert host.files[f"{host.current}/.env:mode"] == b"0o600"
     assert host.files[f"{host.current}/nginx.conf:mode"] == b"0o644"
@@ -233,7 +241,7 @@ def test_render_first_deploy_writes_release_with_secret_0600(bundle, make_ctx, o
 
 def test_render_second_time_is_noop_and_secret_is_kept(bundle, make_ctx):
     host = ConfigHost()
-    load_role("render-config").run(make_ctx(FakeTransport(host)))
+    host.activated(load_role("render-config").run(make_ctx(FakeTransport(host))))
     first = host.current
     key = json.loads(host.files["secrets.json"])["SECRET_KEY"]
     t = FakeTransport(host)
@@ -245,8 +253,9 @@ def test_render_second_time_is_noop_and_secret_is_kept(bundle, make_ctx):
 
 def test_render_var_change_shows_changed_key_not_value(bundle, make_ctx, out):
     host = ConfigHost()
-    load_role("render-config").run(make_ctx(FakeTransport(host)))
+    host.activated(load_role("render-config").run(make_ctx(FakeTransport(host))))
     result = load_role("render-config").run(make_ctx(FakeTransport(host), llm_model="qwen2-72b"))
     assert result.changed and result.metrics["files_changed"] == 1
     assert "changed keys: LLM_MODEL" in out.getvalue() and "qwen2-72b" not in out.getvalue()
+    host.activated(result)
     assert b"LLM_MODEL='qwen2-72b'" in host.files[f"{host.current}/.env"]

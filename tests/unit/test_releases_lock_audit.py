@@ -116,8 +116,11 @@ def test_release_ids_sort_by_time_and_differ_within_a_second():
     assert a == "20270115T080000.120Z-1.0.0" and a < b and a != b
 
 
-def test_holding_takes_every_lock_or_none():
-    """If the second host's lock is held, the first host's fresh lock is given back."""
+def test_guarded_takes_every_lock_or_none():
+    """If the second host's lock is held, the first host's fresh lock is given back and
+    no audit line is written (nothing ran)."""
+    from ferry.host.session import HostSession, guarded
+    from ferry.model.paths import HostPaths
     log = []
 
     def free(argv, data):
@@ -127,7 +130,26 @@ def test_holding_takes_every_lock_or_none():
     def taken(argv, data):
         return 75, json.dumps({"who": "bob@ops", "task": "restore", "since": 0}), ""
     a, b = FakeTransport(free, host="a"), FakeTransport(taken, host="b")
+    sessions = [HostSession(t.host, t, {}, HostPaths("/opt/ferry", "llm-chat", "")) for t in (a, b)]
     with pytest.raises(HostError, match="bob@ops"):
-        with lock.holding([(a, "/opt/ferry"), (b, "/opt/ferry")], "llm-chat", "backup"):
+        with guarded(sessions, "llm-chat", "backup"):
             raise AssertionError("the block must not run")
     assert len(a.calls) == 2 and "rm -rf" in a.calls[1].argv[-1]      # taken, then released
+
+
+def test_guarded_writes_one_audit_line_per_host_even_when_interrupted():
+    from ferry.host.session import HostSession, guarded
+    from ferry.model.paths import HostPaths
+    lines = []
+
+    def host(argv, data):
+        if "audit.log" in argv[-1]:
+            lines.append(json.loads(data))
+        return 0, "", ""
+    t = FakeTransport(host, host="a")
+    s = HostSession("a", t, {}, HostPaths("/opt/ferry", "llm-chat", ""))
+    with pytest.raises(KeyboardInterrupt):
+        with guarded([s], "llm-chat", "deploy", "1.0.0"):
+            raise KeyboardInterrupt
+    assert [(r["task"], r["result"]) for r in lines] == [("deploy", "interrupted")]
+    assert "rm -rf" in t.calls[-1].argv[-1]                               # and the lock released

@@ -1,0 +1,125 @@
+"""End to end: a deploy interrupted at each phase boundary never leaves a host half-done.
+
+Walks SIGINT (Ctrl-C), SIGTERM and SSH loss (the host's sshd sessions killed out of
+band) over the boundaries of a deploy that changes a running llm-chat (a new release
+with another ``llm_model``): after load-images (before anything is rendered), after
+render-config (the new release written, not yet running), during compose-up (the host
+is switching and bringing it up) and during verification. After each:
+
+- ``current`` names what runs: ``inv status`` says every service runs current's
+  configuration and is healthy (Compose's config hashes, not just "running");
+- the stack's lock is free;
+- the audit log has a line for the interrupted run (by its ``--message``).
+
+A first deploy that fails (an image that never becomes healthy) of a project that also
+runs from another ``ferry_root`` is refused; with ``--force`` it stops only the
+containers it created... (that part is in test_first_deploy_never_touches_other_roots).
+
+Host: sandbox-6.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stack_e2e import Hosts, STACKS, bundle, deploy_stack, inv_cli
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "sandbox-6"
+
+BOUNDARIES = {
+    # name: (the output line that marks it, seconds to wait after it)
+    "after-load": (" load-images: ", 0.0),
+    "after-render": (" render-config: ", 0.0),
+    "during-up": (" render-config: ", 2.0),
+    "during-verify": (" compose-up: ", 0.3),
+}
+HOW = ["INT", "TERM", "ssh-loss"]
+
+
+@pytest.fixture(scope="module")
+def hosts(sandbox):
+    return Hosts(sandbox.inventory)
+
+
+@pytest.fixture(scope="module")
+def running(sandbox, hosts, tmp_path_factory):
+    """llm-chat deployed and healthy on HOST."""
+    b = bundle(STACKS / "llm-chat", tmp_path_factory.mktemp("dist-walk"))
+    deploy_stack(sandbox.inventory, HOST, "llm-chat", b).assert_green()
+    return b
+
+
+def container(sandbox, name: str) -> str:
+    return next(h.container for h in sandbox.hosts if h.name == name)
+
+
+def kill_ssh_sessions(sandbox, name: str) -> None:
+    """SSH loss: kill the host's per-connection sshd processes (not the listener), out of
+    band through the container runtime."""
+    subprocess.run(["docker", "exec", container(sandbox, name), "pkill", "-f", "sshd: root@"],
+                   check=False, capture_output=True)
+
+
+def wait_activation_done(sandbox, name: str, timeout: float = 300) -> None:
+    """The host-side activation (if any) runs on after the controller went away: wait for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run(["docker", "exec", container(sandbox, name), "pgrep", "-f", "ferry-activate"],
+                           capture_output=True)
+        if r.returncode != 0:
+            return
+        time.sleep(1)
+    raise AssertionError("ferry-activate still running")
+
+
+def interrupted_deploy(sandbox, bundle_dir: Path, boundary: str, how: str) -> tuple[int, str]:
+    marker, delay = BOUNDARIES[boundary]
+    message = f"walk-{boundary}-{how}"
+    argv = [sys.executable, "-m", "invoke", "deploy", "--host", HOST, "-i", str(sandbox.inventory),
+            "--bundle", str(bundle_dir), "--set", f"llm_model=model-{boundary}-{how}", "--message", message]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "250"})
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line and HOST in line:
+            time.sleep(delay)
+            if how == "ssh-loss":
+                kill_ssh_sessions(sandbox, HOST)
+            else:
+                proc.send_signal(getattr(signal, f"SIG{how}"))
+            break
+    rest, _ = proc.communicate(timeout=600)
+    return proc.returncode, "".join(seen) + rest
+
+
+def audit_lines(hosts: Hosts) -> list[dict]:
+    return [json.loads(l) for l in hosts.sh(HOST, "tail -n 40 /opt/ferry/audit.log").splitlines() if l.strip()]
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("boundary", list(BOUNDARIES))
+def test_interrupted_deploy_leaves_current_naming_what_runs(sandbox, hosts, running, boundary, how):
+    rc, out = interrupted_deploy(sandbox, running, boundary, how)
+    assert rc != 0 or boundary == "during-verify", out[-3000:]   # a run that finished anyway may exit 0
+    wait_activation_done(sandbox, HOST)
+    status = inv_cli("status", "--host", HOST, "-i", str(sandbox.inventory), "--json")
+    found = json.loads(status.stdout)[0]
+    assert status.returncode == 0 and found["healthy"], (found, out[-3000:])
+    assert all(s["in_sync"] and s["state"] == "running" for s in found["services"].values()), found
+    assert found["lock"] is None, found["lock"]
+    lines = [r for r in audit_lines(hosts) if f"walk-{boundary}-{how}" in r.get("detail", "")]
+    assert lines and lines[-1]["task"] == "deploy", out[-3000:]
+    if how in ("INT", "TERM") and rc != 0:
+        assert lines[-1]["result"] == "interrupted", lines[-1]
