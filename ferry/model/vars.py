@@ -61,7 +61,7 @@ IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z"
 ABSOLUTE_PATH = r"^(?!.*(^|/)\.\.?(/|$))/[A-Za-z0-9._@+/-]*\Z"
 """An absolute path of letters, digits and ``. _ - + @ /``, no ``.`` or ``..`` part:
 nothing a shell, YAML or a Compose volume string (``:``) reads specially. (Patterns end
-with ``\Z``, not ``$``: Python's ``$`` also matches before a final newline.)"""
+with ``\\Z``, not ``$``: Python's ``$`` also matches before a final newline.)"""
 
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
