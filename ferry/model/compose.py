@@ -17,6 +17,7 @@ import yaml
 
 from ..errors import FerryError
 from .stack import COMPOSE_FILE, Stack
+from .yamlfile import parse_yaml
 
 DIGEST_LABEL = "ferry.config-digest"
 
@@ -28,7 +29,7 @@ def load_compose(compose_text: bytes | str, where: str = COMPOSE_FILE) -> dict:
         FerryError: not YAML, or no ``services`` mapping.
     """
     try:
-        data = yaml.safe_load(compose_text)
+        data = parse_yaml(compose_text)
     except yaml.YAMLError as exc:
         raise FerryError(f"{where}: rendered compose file is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
@@ -78,6 +79,8 @@ def published_ports(service: dict) -> list[tuple[str, int, str]]:
             ip = parts[0].strip("[]") if len(parts) == 3 and parts[0] else "0.0.0.0"
             host, proto = parts[-2], proto or "tcp"
         first, _, last = host.partition("-")
+        if not (first.isdigit() and (last or first).isdigit()):
+            raise FerryError(f"host port {host!r} is not a port number or range")
         for port in range(int(first), int(last or first) + 1):
             out.append((ip, port, proto))
     return out
@@ -186,7 +189,11 @@ def check_compose(files: dict[str, bytes], paths: dict[str, str], stack: Stack, 
     taken: dict[tuple[int, str], list[tuple[str, str]]] = {}
     for name, svc in services.items():
         svc = svc or {}
-        for ip, port, proto in published_ports(svc):
+        try:
+            ports = published_ports(svc)
+        except FerryError as exc:
+            fail(f"services.{name}.ports", str(exc))
+        for ip, port, proto in ports:
             for other_ip, other in taken.get((port, proto), []):
                 if ip == other_ip or "0.0.0.0" in (ip, other_ip):
                     fail(f"services.{name}.ports", f"host port {port}/{proto} is also published by "

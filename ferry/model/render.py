@@ -7,6 +7,7 @@ normalised); a file with a NUL byte is binary and shipped as it is. A rendered
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -18,6 +19,7 @@ import yaml
 from ..errors import FerryError
 from .compose import add_config_digests, check_compose
 from .stack import COMPOSE_FILE, FILES_DIR, Stack
+from .yamlfile import parse_yaml
 
 def dotenv_value(value: Any) -> str:
     """Jinja2 filter ``dotenv``: a value quoted for a Compose ``env_file`` line.
@@ -51,6 +53,34 @@ def to_json(value: Any, indent: int | None = None) -> str:
         raise FerryError(f"to_json: {exc}") from None
 
 
+class _InlineDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, every string double-quoted (escapes for newlines and
+    control characters), collections in flow style: output is one line."""
+
+
+_InlineDumper.add_representer(
+    str, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"'))
+
+
+def to_yaml(value: Any) -> str:
+    """Jinja2 filter ``to_yaml``: ``value`` as one line of YAML (a flow node), to put
+    where a YAML value goes: ``image: {{ images.web | to_yaml }}``,
+    ``- {{ (port ~ ":80") | to_yaml }}``. Strings are double-quoted with escapes, so a
+    value holding ``: # \n`` or ``{}`` stays one scalar; numbers, booleans and null stay
+    typed; lists and mappings are written in flow style (``["a", "b"]``, ``{"k": 1}``).
+
+    Raises:
+        FerryError: the value has no YAML form (e.g. an object of a custom class).
+    """
+    try:
+        text = yaml.dump(value, Dumper=_InlineDumper, default_flow_style=True, allow_unicode=True,
+                         width=float("inf"), sort_keys=False)
+    except yaml.representer.RepresenterError as exc:
+        raise FerryError(f"to_yaml: {exc.args[0] if exc.args else exc}") from None
+    text = text.rstrip("\n")
+    return text[:-4].rstrip("\n") if text.endswith("\n...") else text
+
+
 def required(value: Any, name: str = "value") -> Any:
     """Jinja2 filter ``required(NAME)``: ``value`` unchanged, or an error when it is
     empty (``""``, ``None``, an empty list or mapping): a setting the stack cannot run
@@ -80,11 +110,18 @@ def _lookup(context: jinja2.runtime.Context, kind: str, name: str, *default: Any
 
 
 def _environment(stack: Stack) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(stack.dir / "templates")),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)
+    return _template_environment(str(stack.dir / "templates"))
+
+
+@functools.lru_cache(maxsize=32)
+def _template_environment(folder: str) -> jinja2.Environment:
+    """The Jinja2 environment of a templates folder, kept: it caches compiled templates
+    (and recompiles one whose file changed, Jinja2's ``auto_reload``)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folder), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
     env.filters["dotenv"] = dotenv_value
     env.filters["to_json"] = to_json
+    env.filters["to_yaml"] = to_yaml
     env.filters["required"] = required
     env.globals["lookup"] = _lookup
     return env
@@ -137,7 +174,7 @@ def check_file_syntax(dest: str, data: bytes) -> str | None:
     except UnicodeDecodeError as exc:
         return f"not UTF-8 ({exc.reason} at byte {exc.start})"
     try:
-        json.loads(text) if dest.endswith(".json") else yaml.safe_load(text)
+        json.loads(text) if dest.endswith(".json") else parse_yaml(text)
     except json.JSONDecodeError as exc:
         return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     except yaml.YAMLError as exc:
@@ -179,7 +216,11 @@ def render(stack: Stack, context: dict[str, Any], host: str) -> dict[str, bytes]
             raise FerryError(f"{where}:{exc.lineno}: template error: {exc.message}") from None
         except FerryError as exc:
             raise FerryError(f"{where}: {exc} (host {host})") from None
-        out[t.dest] = normalize_newlines(text.encode("utf-8"))
+        try:
+            out[t.dest] = normalize_newlines(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise FerryError(f"{where}: renders {t.dest} for host {host} with a value that is not valid "
+                             "Unicode text (a lone surrogate)") from None
     for f in stack.files:
         try:
             out[f.dest] = normalize_newlines((stack.dir / FILES_DIR / f.src).read_bytes())

@@ -511,7 +511,8 @@ def parse_set_args(items: Iterable[str]) -> dict[str, str]:
         items: strings like ``llm_model=gpt-4o``.
 
     Raises:
-        FerryError: an item has no ``=``, or its key is not a variable name.
+        FerryError: an item has no ``=``, its key is not a variable name, or its value
+            is not UTF-8 (the shell's bytes arrive as lone surrogates).
     """
     out: dict[str, str] = {}
     for item in items:
@@ -520,7 +521,11 @@ def parse_set_args(items: Iterable[str]) -> dict[str, str]:
         if not sep or not key:
             raise FerryError(f"--set {sch.shown(item)}: expected key=value")
         if not VARIABLE_NAME.fullmatch(key):
-            raise FerryError(f"--set {sch.shown(item)}: '{key}' is not a variable name (letters, digits, '_')")
+            raise FerryError(f"--set {sch.shown(item)}: {sch.shown(key)} is not a variable name (letters, digits, '_')")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FerryError(f"--set {key}: the value is not valid UTF-8 text") from None
         out[key] = value
     return out
 

@@ -22,6 +22,7 @@ import jinja2
 
 from ferry.errors import HostError
 from ferry.host.system import parse_dpkg_status, parse_host_facts
+from ferry.model.render import to_json
 from ferry.resources import data_dir
 from ferry.roles import RoleContext, RoleResult
 from ferry.host import files, system
@@ -35,6 +36,7 @@ def render_daemon_json(variables: dict) -> bytes:
     """daemon.json for ``variables`` (role defaults merged with inventory vars)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["to_json"] = to_json
     text = env.get_template("daemon.json.j2").render(**variables)
     json.loads(text)  # a template bug must not reach the host
     return text.encode()

@@ -17,6 +17,7 @@ from ferry.model.compose import DIGEST_LABEL
 from ferry.actions.common import declarations
 from ferry.model.render import _environment, check_template_variables, render, template_context
 from ferry.model.stack import load_stack
+from ferry.model.vars import Layer
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
 SEED = ["chatgpt-on-wechat", "corp-wechat-gptbot", "xiaozhi-esp32-server", "uni-load"]
@@ -104,9 +105,10 @@ def test_changing_one_wechat_instance_relabels_only_that_instance():
 
 def test_required_value_left_empty_is_refused_naming_the_variable():
     stack = load_stack(STACKS / "chatgpt-on-wechat")
+    layer = Layer("inventory.yml group bots", {**INVENTORY[stack.name], "wechatmp_token": ""})
     with pytest.raises(FerryError) as e:
-        rendered(stack, wechatmp_token="")
-    assert "wechatmp_token" in str(e.value) and "config.json.j2" in str(e.value) and "h1" in str(e.value)
+        declarations(stack).check([layer], "h1")
+    assert str(e.value) == "inventory.yml group bots: key 'wechatmp_token' (host h1): is empty; a value is required"
 
 
 def test_api_yaml_change_relabels_uni_api_and_its_dependent_not_gpt_load():
