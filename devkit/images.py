@@ -505,7 +505,10 @@ def build_image(recipe: ImageRecipe, console: Any = None, force: bool = False) -
 
 
 def build_stack_images(stack_dir: Path, console: Any = None) -> dict[str, str]:
-    """Build (or find up to date) every image of a stack.
+    """Build (or find up to date) the stand-in images a stack references.
+
+    Only recipes whose ``tag`` is one of ``stack.yml``'s ``images`` are built: a recipe
+    left under ``images/`` that the stack no longer uses costs nothing.
 
     Args:
         stack_dir: the stack directory; its recipes are ``stack_dir/images/*/recipe.yml``
@@ -513,18 +516,24 @@ def build_stack_images(stack_dir: Path, console: Any = None) -> dict[str, str]:
         console: as for :func:`build_image`.
 
     Returns:
-        ``{tag: image ID}`` for every recipe; ``{}`` when the stack has none.
+        ``{tag: image ID}`` for every referenced recipe; ``{}`` when the stack has none.
 
     Raises:
-        FerryError: a bad recipe, two recipes with the same tag, or a failed build.
+        FerryError: a bad stack.yml or recipe, two recipes with the same tag, or a
+            failed build.
     """
+    from ferry.model.stack import load_stack
+    referenced = set(load_stack(Path(stack_dir)).images.values())
     recipes = [load_recipe(p) for p in sorted(Path(stack_dir).glob("images/*/recipe.yml"))]
     seen: dict[str, Path] = {}
     for r in recipes:
         if r.tag in seen:
             raise FerryError(f"{r.path}: tag {r.tag!r} is also built by {seen[r.tag]}")
         seen[r.tag] = r.path
-    return {r.tag: build_image(r, console=console) for r in recipes}
+    for r in recipes:
+        if r.tag not in referenced:
+            _say(console, f"image {r.tag}: not in {Path(stack_dir) / 'stack.yml'}'s images, not built")
+    return {r.tag: build_image(r, console=console) for r in recipes if r.tag in referenced}
 
 
 def derive_image(base: str, tag: str, changes: list[str]) -> str:
@@ -554,11 +563,11 @@ def derive_image(base: str, tag: str, changes: list[str]) -> str:
 
 
 def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui: Any = None,
-                 docker_settings: dict[str, Any] | None = None):
+                 docker_settings: dict[str, Any] | None = None, sign: Path | None = None):
     """The devkit's ``inv bundle``: build the stack's stand-in images (its recipes under
     ``images/``), then the product's bundle (:func:`ferry.controller.bundle.build_bundle`,
     same arguments and result)."""
     from ferry.controller.bundle import build_bundle as product_build
     if (Path(stack_dir) / "images").is_dir():
         build_stack_images(stack_dir, console=ui.console if ui else None)
-    return product_build(stack_dir, dist, version, ui, docker_settings=docker_settings)
+    return product_build(stack_dir, dist, version, ui, docker_settings=docker_settings, sign=sign)

@@ -43,7 +43,7 @@ from .resources import data_dir
 from ferry.host.files import parse_tar
 from ferry.model.paths import HostPaths
 from ferry.model.stack import Stack
-from ferry.model.compose import bind_mounts, compose_services
+from ferry.model.compose import ComposeModel, parse_model
 from ferry.host import files, shell
 
 ARCHIVE_SUFFIX = ".ferry-backup.tar"
@@ -175,16 +175,18 @@ def script_error(stderr: str, rc: int) -> str:
 
 # -- the script and the cron entry -----------------------------------------------------
 
-def sqlite_container_path(services: dict[str, dict], data_dir: str, service: str, file: str) -> str:
+def sqlite_container_path(model: ComposeModel, data_dir: str, service: str, file: str) -> str:
     """The path inside ``service``'s container of ``data_dir/file`` on the host, from the
-    service's bind mounts (the longest mounted source that contains the file).
+    service's bind mounts in Compose's model (the longest mounted source that contains
+    the file).
 
     Raises:
         FerryError: the file is not under any bind mount of the service.
     """
     host_path = posixpath.join(data_dir, file)
     best: tuple[str, str] | None = None
-    for src, target in bind_mounts(services.get(service) or {}):
+    svc = model.services.get(service)
+    for src, target in [(b.source, b.target) for b in (svc.binds if svc else [])]:
         src = src.rstrip("/")
         if host_path.startswith(src + "/") and (best is None or len(src) > len(best[0])):
             best = (src, target)
@@ -223,16 +225,16 @@ def log_file(variables: dict[str, Any], stack: str) -> str:
     return posixpath.join(str(variables.get("backup_log_dir", "/var/log/ferry")), f"backup-{stack}.log")
 
 
-def script_context(stack: Stack, compose_text: bytes | str, variables: dict[str, Any], paths: HostPaths,
+def script_context(stack: Stack, model: ComposeModel, variables: dict[str, Any], paths: HostPaths,
                    host: str) -> dict[str, Any]:
-    """The variables ``ferry-backup.sh.j2`` is rendered with (pure).
+    """The variables ``ferry-backup.sh.j2`` is rendered with (pure; ``model``: Compose's
+    model of the current release, :func:`ferry.model.compose.parse_model`).
 
     Raises:
         FerryError: a declared SQLite file outside every bind mount of its service.
     """
-    services = compose_services(compose_text)
     spec = stack.backup
-    sqlite = [{**e, "container_path": sqlite_container_path(services, paths.data, e["service"], e["file"])}
+    sqlite = [{**e, "container_path": sqlite_container_path(model, paths.data, e["service"], e["file"])}
               for e in spec.sqlite]
     return {
         "stack": stack.name, "project": stack.name, "inventory_hostname": host,
@@ -372,7 +374,10 @@ def install_script(target: Target, check: bool = False) -> tuple[bool, str]:
     found = parse_tar(target.t.run(files.read_tar(p.stack_dir, ["current/compose.yml", "ferry-backup"])).stdout)
     if "current/compose.yml" not in found:
         raise HostError(target.host, f"'{target.stack.name}' is not deployed here (no {p.current}/compose.yml)")
-    script = render_script(script_context(target.stack, found["current/compose.yml"], target.vars, p, target.host))
+    from ferry.host.containers import compose_config
+    model = parse_model(json.loads(target.t.run(compose_config(target.stack.name, f"{p.current}/compose.yml",
+                                                               p.current)).stdout))
+    script = render_script(script_context(target.stack, model, target.vars, p, target.host))
     if found.get("ferry-backup") == script:
         return False, f"backup script up to date ({target.script})"
     if check:
@@ -596,11 +601,11 @@ def open_targets(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict
 def verify_stack(target: Target) -> list:
     """:func:`ferry.host.verify.verify_host` on the host's current release (a list of
     :class:`ferry.host.verify.Check`)."""
-    from ferry.host.verify import verify_host
+    from ferry.host.verify import settle_seconds, verify_host
     found = parse_tar(target.t.run(files.read_tar(target.paths.stack_dir, ["current/compose.yml"])).stdout)
     if "current/compose.yml" not in found:
         raise HostError(target.host, f"no current release of {target.stack.name}")
-    return verify_host(target.t, target.stack, found["current/compose.yml"], target.paths.current)
+    return verify_host(target.t, target.stack, target.paths.current, settle_seconds(target.vars))
 
 
 def summary_line(host: str, result: dict[str, str], seconds: float) -> str:

@@ -102,23 +102,40 @@ def init(c, path="."):
         ui.info(line)
 
 
+@task(help={"path": "the project's docker-compose.yml (or compose.yaml)",
+            "env": "its .env (default: the .env next to it, if any)",
+            "name": "stack name (default: the compose file's `name:` or its directory's name)",
+            "force": "replace an existing stacks/NAME/"})
+@user_errors
+def stack_import(c, path, env=None, name=None, force=False):
+    """Import an existing compose project as stacks/NAME/: compose file unchanged, stack.yml and defaults.yml derived."""
+    from .controller.importer import import_stack
+    ui = UI()
+    p = project()
+    result = import_stack(Path(path), Path(env) if env else None, name, p.root / "stacks", force=force)
+    for line in result.lines:
+        ui.info(line)
+
+
 # -- bundle, deploy, verify ------------------------------------------------------------
 
 @task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
-            "dist": "output directory (default: <project>/dist)"})
+            "dist": "output directory (default: <project>/dist)",
+            "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)"})
 @user_errors
-def bundle(c, stack=None, version=None, dist=None):
-    """Build the offline bundle of a stack from local images: image archives, Docker installer, manifest."""
+def bundle(c, stack=None, version=None, dist=None, sign=None):
+    """Build the offline bundle of a stack from local images: image parts, Docker installer, manifest."""
     from .controller.bundle import build_bundle
     from .roles import role_defaults
     ui = UI()
     p = project()
     b = build_bundle(p.stack_dir(stack), Path(dist) if dist else p.dist, version, ui,
-                     docker_settings=role_defaults("install-docker-offline"))
+                     docker_settings=role_defaults("install-docker-offline"),
+                     sign=Path(sign) if sign else None)
     size = sum(f["size"] for f in b.files())
     ui.info(f"bundle {b.path}: {len(b.files())} files, {size / 1e6:.1f} MB, "
             f"{len(b.manifest['images'])} images, Docker {b.manifest['docker']['docker']}, "
-            f"Compose {b.manifest['docker']['compose']}")
+            f"Compose {b.manifest['docker']['compose']}" + (", signed" if sign else ""))
 
 
 @task(iterable=["set"], help={
@@ -137,7 +154,7 @@ def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=Fal
     sets = _sets(set)
     p = project()
     name = p.stack_name(stack)
-    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, sets,
+    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, sets, ui,
                    known=p.declared_variables())
     for line in plan.warnings:
         ui.warn(line)
@@ -274,6 +291,28 @@ def verify(c, host, stack=None, inventory=None, set=None, json_=False):
                     for ch in checks])
     if not checks or any(not ch.ok for ch in checks):
         raise Exit("error: verification failed", code=1)
+
+
+@task(iterable=["set"], help={**COMMON, **CHANGES,
+                              "purge_data": "also delete the data dir, named volumes, secrets and backups",
+                              "yes": "do not ask for the stack name to confirm --purge-data"})
+@user_errors
+def remove(c, host, stack=None, inventory=None, set=None, purge_data=False, yes=False, lock_wait=0, message=""):
+    """Remove a stack from hosts: its containers, networks and releases; data and backups are kept."""
+    from .actions.remove import remove as run_remove
+    ui = UI()
+    p = project()
+    name = p.stack_name(stack)
+    if purge_data and not yes:
+        if not sys.stdin.isatty():
+            raise FerryError(f"--purge-data deletes the data and backups of '{name}' on {host}: "
+                             "confirm with --yes (no terminal to ask)")
+        answer = input(f"--purge-data deletes the data and backups of '{name}' on {host}. "
+                       f"Type the stack name to confirm: ")
+        if answer.strip() != name:
+            raise FerryError(f"'{answer.strip()}' is not '{name}': nothing was removed")
+    run_remove(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), ui, purge_data=purge_data,
+               lock_wait=float(lock_wait), message=message)
 
 
 # -- backup, restore, schedules --------------------------------------------------------
@@ -422,8 +461,11 @@ def namespace(*extra: Collection | object) -> Collection:
     locks.add_task(lock_status, "status")
     locks.add_task(lock_release, "release")
     replaced = {t.name for t in extra if not isinstance(t, Collection)}
-    ns = Collection(*[t for t in (init, bundle, deploy, verify, rollback, releases, status, audit, backup, backups,
-                                  restore, schedule_backup, unschedule_backup) if t.name not in replaced], locks)
+    stacks = Collection("stack")
+    stacks.add_task(stack_import, "import")
+    ns = Collection(*[t for t in (init, bundle, deploy, verify, rollback, releases, status, audit, remove, backup,
+                                  backups, restore, schedule_backup, unschedule_backup) if t.name not in replaced],
+                    locks, stacks)
     for item in extra:
         if isinstance(item, Collection):
             ns.add_collection(item)

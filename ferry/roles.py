@@ -65,6 +65,11 @@ class HostState:
             directory was written, or rollback chose another one).
         containers_before: IDs of the stack's containers before this run's ``up``
             (a failed first deploy removes only the others).
+        model: Compose's model of ``release`` (:class:`ferry.model.compose.ComposeModel`;
+            render-config's, or read from the host by compose-up after a rollback).
+        planned_model: the model of deploy's trial render (compose-up's preflight).
+        activated: compose-up switched ``current`` and brought the release up (a
+            failure after that, such as a restart loop, must switch back).
     """
 
     store_listing: set[str] | None = None
@@ -76,6 +81,9 @@ class HostState:
     release: str | None = None
     release_changed: bool = False
     containers_before: list[str] = field(default_factory=list)
+    model: Any = None
+    planned_model: Any = None
+    activated: bool = False
 
 
 @dataclass

@@ -2,14 +2,15 @@
 
 Deploy runs in phases so that bad input changes nothing on any host:
 
-1. controller only: inventory, host selection, bundle manifest, stack definition,
-   variables, and a trial render of every template for every host (an undefined
-   variable stops here, before any connection);
+1. controller only: inventory, host selection, the bundle end to end (manifest
+   schema, every file listed and nothing else, every file's sha256, the signature when
+   ``ferry_bundle_signers`` is set), stack definition, variables, and a trial render of
+   every template for every host (an undefined variable stops here, before any
+   connection);
 2. connect to every selected host (unreachable hosts and unknown or changed host keys
    stop here), run every role's read-only ``preflight`` (no systemd, wrong CPU
    architecture...) and list each host's store;
-3. check the sha256 of every bundle file some host is missing against the manifest
-   (a damaged bundle stops here);
+3. list each host's store (what it already holds, by sha256);
 4. per host (batches: ``--serial``), the roles in :data:`ferry.roles.DEPLOY_ROLES`
    with verification before ``prune-releases``; a failed health gate switches the
    host back to its previous release.
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..controller import composecli
 from ..controller.bundle import Bundle, find_bundle, load_bundle
 from ..controller.inventory import Host, Inventory
 from ..errors import FerryError, HostError
@@ -31,9 +33,10 @@ from ..host import containers, files
 from ..host.activate import ActivationFailed
 from ..host.session import Change, HostSession, guarded, open_hosts
 from ..host.transport.ssh import connect_host
-from ..host.verify import Check, verify_host
+from ..host.verify import Check, settle_seconds, verify_host
 from ..model.paths import HostPaths
-from ..model.render import check_template_variables, render, template_context
+from ..model.compose import ComposeModel
+from ..model.render import check_template_variables, render_release, template_context
 from ..model.stack import Stack
 from ..roles import DEPLOY_ROLES, RoleContext, RoleResult, load_role
 from ..ui import UI, human_bytes
@@ -42,13 +45,15 @@ from .common import declarations, host_variables, unknown_variable_warnings
 
 @dataclass
 class Plan:
-    """What a deploy will do, resolved on the controller before any host is contacted."""
+    """What a deploy will do, resolved on the controller before any host is contacted
+    (``models``: each host's Compose model from the trial render, for preflight)."""
 
     inventory: Inventory
     hosts: list[Host]
     bundle: Bundle
     stack: Stack
     host_vars: dict[str, dict[str, Any]]
+    models: dict[str, ComposeModel] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def paths(self, host: str) -> HostPaths:
@@ -84,51 +89,79 @@ class HostReport:
 
 
 def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Path | None,
-            dist: Path, sets: dict[str, Any], known: Iterable[str] = ()) -> Plan:
+            dist: Path, sets: dict[str, Any], ui: UI | None = None, known: Iterable[str] = ()) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
 
+    The bundle is checked end to end here: manifest schema, the listing (every file
+    listed, nothing else), the sha256 of every file (cached by file identity, see
+    :mod:`ferry.controller.hashcache`) and, when any selected host's inventory sets
+    ``ferry_bundle_signers``, the manifest's signature. Only then is the stack read
+    from the bundle's ``stack/`` copy, and every host's variables are checked against
+    their declarations (:func:`ferry.actions.common.host_variables`).
+
     Args:
+        ui: console for the hashing progress (None: silent).
         known: variable names other stacks of the project declare: set in the
             inventory, they are not reported as unknown (:attr:`Plan.warnings`).
 
     Raises:
-        FerryError: any bad input (inventory, host pattern, bundle, stack, variables,
-            templates).
+        FerryError: any bad input (inventory, host pattern, bundle, signature, stack,
+            variables, templates).
     """
     inventory = Inventory(inventory_path)
     hosts = inventory.select(pattern)
     bundle = load_bundle(bundle_path or find_bundle(dist, stack_name))
     if bundle.stack_name != stack_name:
         raise FerryError(f"{bundle.path}: bundle is for stack '{bundle.stack_name}', not '{stack_name}'")
+    check_signature(bundle, inventory, hosts)
+    total = sum(f["size"] for f in bundle.files())
+    with (ui.transfer("checking bundle sha256", total) if ui else contextlib.nullcontext(None)) as advance:
+        bundle.verify(progress=advance)
     stack = bundle.stack()
     check_template_variables(stack, declarations(stack).names())
     host_vars = {h.name: host_variables(h, stack, sets) for h in hosts}
     plan = Plan(inventory, hosts, bundle, stack, host_vars,
-                unknown_variable_warnings(hosts, stack, sets, set(known)))
+                warnings=unknown_variable_warnings(hosts, stack, sets, set(known)))
     for h in hosts:
         placeholders = {k: "(generated on the host)" for k in stack.generated_secrets}
         context = template_context(host_vars[h.name], stack, plan.paths(h.name).for_templates(),
                                    placeholders, h.name)
-        render(stack, context, h.name)
+        plan.models[h.name] = render_release(stack, context, h.name, composecli.resolver(bundle.path)).model
     return plan
 
 
-def check_bundle_files(plan: Plan, sessions: list[HostSession], ui: UI) -> dict[str, set[str]]:
-    """Phase 3: list each host's store; verify locally every file some host lacks.
+def check_signature(bundle: Bundle, inventory: Inventory, hosts: list[Host]) -> list[str]:
+    """Verify the bundle's signature against every ``ferry_bundle_signers`` file the
+    selected hosts' inventory variables name (relative to the inventory file).
+
+    Only the inventory is read for this (never the bundle's own stack defaults, nor
+    ``--set``): the bundle must not choose who may sign it.
+
+    Returns:
+        The verified principals (empty when no host sets ``ferry_bundle_signers``).
+
+    Raises:
+        FerryError: unsigned, or signed by no allowed signer (names the host's file).
+    """
+    from ..controller.signing import verify_manifest
+    files = {}
+    for h in hosts:
+        value = h.vars.get("ferry_bundle_signers")
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            raise FerryError(f"{h.name}: ferry_bundle_signers must be a file path, not {type(value).__name__}")
+        files.setdefault(inventory.resolve_path(value), h.name)
+    return [verify_manifest(bundle.path, signers) for signers in files]
+
+
+def list_stores(sessions: list[HostSession]) -> dict[str, set[str]]:
+    """Phase 3: each host's store listing (the bundle itself was checked in :func:`prepare`).
 
     Returns:
         ``{host: {sha256 already in its store}}`` (handed to upload-bundle).
     """
-    listings = {}
-    for s in sessions:
-        listings[s.name] = set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out))
-    needed = {f["path"] for f in plan.bundle.files()
-              if any(f["sha256"] not in have for have in listings.values())}
-    if needed:
-        total = sum(f["size"] for f in plan.bundle.files() if f["path"] in needed)
-        with ui.transfer("checking bundle sha256", total) as advance:
-            plan.bundle.verify(needed, advance)
-    return listings
+    return {s.name: set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out)) for s in sessions}
 
 
 def foreign_project(s: HostSession, stack: str) -> str | None:
@@ -179,6 +212,8 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                     lambda h: connect_host(h, plan.inventory)) as sessions:
         contexts = {s.name: RoleContext(s.name, s.t, s.vars, plan.bundle, plan.stack, s.paths, ui, check)
                     for s in sessions}
+        for name, ctx in contexts.items():
+            ctx.state.planned_model = plan.models.get(name)
         for s in sessions:
             elsewhere = foreign_project(s, plan.stack.name)
             if elsewhere and not force:
@@ -192,7 +227,7 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                     preflight(ctx)
         with guarded(sessions, plan.stack.name, "deploy", plan.bundle.version, message, lock_wait,
                      check) as change:
-            listings = check_bundle_files(plan, sessions, ui)
+            listings = list_stores(sessions)
             for ctx in contexts.values():
                 ctx.state.store_listing = listings[ctx.host]
             names = [h.name for h in plan.hosts]
@@ -256,7 +291,7 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
             activated = activated or role == "compose-up"
         if do_verify and not ctx.check:
             started = time.monotonic()
-            report.checks = verify_host(ctx.t, ctx.stack, ctx.state.rendered["compose.yml"], ctx.paths.current)
+            report.checks = verify_host(ctx.t, ctx.stack, ctx.paths.current, settle_seconds(ctx.vars))
             line = checks_line(report.checks)
             report.results.append(("verify", RoleResult(False, line), time.monotonic() - started))
             ctx.ui.host_line(ctx.host, "verify", line, False)
@@ -276,7 +311,7 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
     except HostError as exc:
         report.error = str(exc)
         report.status = "failed"
-        if activated and not ctx.check:
+        if (activated or ctx.state.activated) and not ctx.check:
             revert(ctx, report)
     if change is not None:
         change.done(ctx.host, report.status, report.error or "", report.release, ctx.bundle.version)
@@ -339,11 +374,7 @@ def revert(ctx: RoleContext, report: HostReport) -> None:
 def _verify_after_revert(ctx: RoleContext, report: HostReport, previous: str | None) -> None:
     if not previous:
         return
-    found = files.parse_tar(ctx.t.run(files.read_tar(ctx.paths.stack_dir, [f"releases/{previous}/compose.yml"])).stdout)
-    compose_text = found.get(f"releases/{previous}/compose.yml")
-    if compose_text is None:
-        return
-    checks = verify_host(ctx.t, ctx.stack, compose_text, ctx.paths.current)
+    checks = verify_host(ctx.t, ctx.stack, ctx.paths.current, settle_seconds(ctx.vars))
     ctx.ui.host_line(ctx.host, "verify", checks_line(checks), False)
     if not all(c.ok for c in checks):
         report.status = "failed"
@@ -374,6 +405,8 @@ def load_release(ctx: RoleContext, rid: str, running: str | None) -> None:
     if path not in found:
         raise HostError(ctx.host, f"release {rid} has no compose.yml under {ctx.paths.stack_dir}")
     ctx.state.rendered = {"compose.yml": found[path]}
+    ctx.state.model = None
+    ctx.state.activated = False
     ctx.state.previous_release = running
     ctx.state.release = rid
     ctx.state.release_changed = True

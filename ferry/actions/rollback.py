@@ -10,7 +10,7 @@ from ..errors import HostError
 from ..host import containers
 from ..host.releases import read_releases
 from ..host.session import HostSession, guarded
-from ..host.verify import verify_host
+from ..host.verify import settle_seconds, verify_host
 from ..model.stack import Stack, load_stack
 from ..roles import RoleContext, RoleResult, load_role
 from ..ui import UI
@@ -67,7 +67,7 @@ def _rollback_host(s: HostSession, stack: Stack, ui: UI, current: str | None, ta
         load_release(ctx, target.id, current)
         result = load_role("compose-up").run(ctx)
         report.results.append(("compose-up", result, time.monotonic() - started))
-        report.checks = verify_host(s.t, stack, ctx.state.rendered["compose.yml"], s.paths.current)
+        report.checks = verify_host(s.t, stack, s.paths.current, settle_seconds(s.vars))
         line = checks_line(report.checks)
         seconds = time.monotonic() - started
         report.results.append(("rollback", RoleResult(True, f"{current} -> {target.id} in {seconds:.1f}s; {line}",

@@ -11,7 +11,7 @@ from ..errors import HostError
 from ..host import containers, files, lock
 from ..host.releases import read_releases
 from ..host.shell import q, sh
-from ..host.verify import Check, verify_host
+from ..host.verify import Check, settle_seconds, verify_host
 from ..model.stack import load_stack
 from .common import stack_hosts
 
@@ -102,5 +102,5 @@ def verify_hosts(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict
             found = files.parse_tar(s.t.run(files.read_tar(s.paths.stack_dir, ["current/compose.yml"])).stdout)
             if "current/compose.yml" not in found:
                 raise HostError(s.name, f"no current release of '{stack.name}' under {s.paths.stack_dir}")
-            checks += verify_host(s.t, stack, found["current/compose.yml"], s.paths.current)
+            checks += verify_host(s.t, stack, s.paths.current, settle_seconds(s.vars))
     return checks

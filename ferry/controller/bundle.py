@@ -19,7 +19,6 @@ bundle (not from the working tree), uploads files by sha256 and loads images by 
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import os
 import re
@@ -31,26 +30,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import FerryError
-from ferry.model.stack import FILES_DIR, Stack, load_stack
-
-MANIFEST = "manifest.json"
-CHECKSUMS = "checksums.sha256"
-FORMAT = 1
-HASH_BLOCK = 4 << 20
-
-
-def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    """Hex sha256 of a file, read in 4 MiB blocks; ``progress(nbytes)`` per block."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(HASH_BLOCK)
-            if not block:
-                break
-            h.update(block)
-            if progress:
-                progress(len(block))
-    return h.hexdigest()
+from ..model.manifest import CHECKSUMS, FORMAT, MANIFEST, UNLISTED, checksums_text, validate_manifest
+from ..model.stack import FILES_DIR, Stack, load_stack
+from .hashcache import HashCache, sha256_file
 
 
 def image_filename(ref: str) -> str:
@@ -60,11 +42,11 @@ def image_filename(ref: str) -> str:
 
 @dataclass
 class Bundle:
-    """A bundle directory on the controller and its parsed manifest.
+    """A bundle directory on the controller and its parsed, schema-checked manifest.
 
     Attributes:
         path: the bundle directory.
-        manifest: parsed ``manifest.json`` (see module docstring).
+        manifest: parsed ``manifest.json`` (see :mod:`ferry.model.manifest`).
     """
 
     path: Path
@@ -85,47 +67,103 @@ class Bundle:
         """``<stack>-<version>``: the bundle's directory name, locally and on hosts."""
         return f"{self.stack_name}-{self.version}"
 
+    @property
+    def format(self) -> int:
+        """Manifest format (1: one tarball per image; 2: images as blobs)."""
+        return int(self.manifest["format"])
+
     def files(self) -> list[dict[str, Any]]:
-        """Manifest entries ``{path, size, sha256}`` (manifest.json itself excluded)."""
+        """Manifest entries ``{path, size, sha256}`` (the files of :data:`UNLISTED` excluded)."""
         return self.manifest["files"]
 
-    def all_files(self) -> list[dict[str, Any]]:
-        """Every file to ship, ``manifest.json`` and ``checksums.sha256`` included."""
+    def all_files(self, cache: HashCache | None = None) -> list[dict[str, Any]]:
+        """Every file to ship: the listed ones, then ``manifest.json``,
+        ``checksums.sha256`` and, when signed, ``manifest.json.sig``."""
+        cache = cache or HashCache()
         extra = []
-        for name in (MANIFEST, CHECKSUMS):
+        for name in UNLISTED:
             p = self.path / name
-            extra.append({"path": name, "size": p.stat().st_size, "sha256": sha256_file(p)})
+            if p.is_file():
+                extra.append({"path": name, "size": p.stat().st_size, "sha256": cache.sha256(p)})
         return self.files() + extra
 
     def stack(self) -> Stack:
         """The stack definition carried in the bundle (``stack/``)."""
         return load_stack(self.path / "stack")
 
-    def verify(self, paths: set[str] | None = None, progress: Callable[[int], None] | None = None) -> None:
-        """Check size and sha256 of bundle files against the manifest.
+    def check_listing(self) -> None:
+        """The manifest lists every file of the bundle directory and nothing else.
+
+        Raises:
+            FerryError: a file not in the manifest (an entry removed, a file added),
+                a listed file missing, or something that is not a regular file
+                (a symlink, a device), named.
+        """
+        listed = {f["path"] for f in self.files()}
+        present = set()
+        for dirpath, dirnames, filenames in os.walk(self.path):
+            for name in sorted(dirnames + filenames):
+                full = Path(dirpath) / name
+                rel = full.relative_to(self.path).as_posix()
+                if full.is_symlink():
+                    raise FerryError(f"{full}: a symlink inside the bundle (bundles hold regular files only)")
+                if name in filenames:
+                    if not full.is_file():
+                        raise FerryError(f"{full}: not a regular file")
+                    present.add(rel)
+        for rel in sorted(present - listed - set(UNLISTED)):
+            raise FerryError(f"{self.path / rel}: not listed in {self.path / MANIFEST}: refusing the bundle "
+                             f"(rebuild it with `inv bundle`)")
+        for rel in sorted(listed - present):
+            raise FerryError(f"{self.path / rel}: listed in {self.path / MANIFEST} but missing")
+        if MANIFEST not in present:
+            raise FerryError(f"{self.path}: not a bundle (no {MANIFEST})")
+
+    def verify(self, paths: set[str] | None = None, progress: Callable[[int], None] | None = None,
+               cache: HashCache | None = None) -> None:
+        """Check the bundle end to end: the listing (:meth:`check_listing`), then size
+        and sha256 of every listed file (or only ``paths``), then ``checksums.sha256``.
+
+        Digests come from ``cache`` (by device, inode, size, mtime and ctime; see
+        :mod:`ferry.controller.hashcache`), so an unchanged bundle is re-checked in
+        milliseconds while any edited file is hashed again.
 
         Args:
             paths: only these manifest paths (default: every file).
-            progress: called with bytes hashed.
+            progress: called with bytes actually hashed.
+            cache: the digest cache (default: the controller's).
 
         Raises:
-            FerryError: a file is missing, or its size or sha256 differs (names the file).
+            FerryError: a file is missing, unlisted, or its size or sha256 differs (names the file).
         """
-        for entry in self.files():
-            if paths is not None and entry["path"] not in paths:
-                continue
-            p = self.path / entry["path"]
-            if not p.is_file():
-                raise FerryError(f"{p}: listed in {self.path / MANIFEST} but missing")
-            if p.stat().st_size != entry["size"]:
-                raise FerryError(f"{p}: size {p.stat().st_size} bytes does not match manifest ({entry['size']})")
-            digest = sha256_file(p, progress)
-            if digest != entry["sha256"]:
-                raise FerryError(f"{p}: sha256 {digest[:12]}... does not match manifest ({entry['sha256'][:12]}...)")
+        cache = cache or HashCache()
+        if paths is None:
+            self.check_listing()
+        try:
+            for entry in self.files():
+                if paths is not None and entry["path"] not in paths:
+                    continue
+                p = self.path / entry["path"]
+                if not p.is_file():
+                    raise FerryError(f"{p}: listed in {self.path / MANIFEST} but missing")
+                if p.stat().st_size != entry["size"]:
+                    raise FerryError(f"{p}: size {p.stat().st_size} bytes does not match manifest ({entry['size']})")
+                digest = cache.sha256(p, progress)
+                if digest != entry["sha256"]:
+                    raise FerryError(f"{p}: sha256 {digest[:12]}... does not match manifest ({entry['sha256'][:12]}...)")
+            sums = self.path / CHECKSUMS
+            if paths is None and sums.is_file():
+                expected = checksums_text(self.manifest, cache.sha256(self.path / MANIFEST))
+                if sums.read_text(encoding="utf-8", errors="replace") != expected:
+                    raise FerryError(f"{sums}: does not match {self.path / MANIFEST}: refusing the bundle")
+        finally:
+            cache.save()
 
 
 def load_bundle(path: Path) -> Bundle:
-    """Read and validate a bundle's manifest (the files are checked by :meth:`Bundle.verify`).
+    """Read a bundle's manifest and check it against the manifest schema
+    (:func:`ferry.model.manifest.validate_manifest`); the files are checked by
+    :meth:`Bundle.verify`.
 
     Raises:
         FerryError: no bundle there, malformed manifest (names the key).
@@ -137,17 +175,7 @@ def load_bundle(path: Path) -> Bundle:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FerryError(f"{mpath}: malformed manifest: {exc}") from None
-    for key in ("format", "stack", "version", "files", "images"):
-        if key not in manifest:
-            raise FerryError(f"{mpath}: key '{key}' missing")
-    if manifest["format"] != FORMAT:
-        raise FerryError(f"{mpath}: key 'format': {manifest['format']} (this Ferry reads format {FORMAT})")
-    for i, f in enumerate(manifest["files"]):
-        if not {"path", "size", "sha256"} <= set(f) or ".." in Path(f["path"]).parts or f["path"].startswith("/"):
-            raise FerryError(f"{mpath}: key 'files[{i}]' needs a relative path, size and sha256")
-        if not re.fullmatch(r"[0-9a-f]{64}", f["sha256"]):
-            raise FerryError(f"{mpath}: key 'files[{i}].sha256' is not a sha256 hex digest")
-    return Bundle(path, manifest)
+    return Bundle(path, validate_manifest(manifest, mpath))
 
 
 def find_bundle(dist: Path, stack: str, version: str | None = None) -> Path:
@@ -162,12 +190,16 @@ def find_bundle(dist: Path, stack: str, version: str | None = None) -> Path:
         if not (p / MANIFEST).is_file():
             raise FerryError(f"no bundle {p}; build it with `inv bundle --stack {stack} --version {version}`")
         return p
-    found = sorted((p for p in dist.glob(f"{stack}-*") if (p / MANIFEST).is_file()
-                    and json.loads((p / MANIFEST).read_text()).get("stack") == stack),
-                   key=lambda p: (p / MANIFEST).stat().st_mtime)
+    found = []
+    for p in dist.glob(f"{stack}-*"):
+        try:
+            if json.loads((p / MANIFEST).read_text()).get("stack") == stack:
+                found.append(p)
+        except (OSError, ValueError, AttributeError):
+            continue
     if not found:
         raise FerryError(f"no bundle for stack '{stack}' in {dist}; build one with `inv bundle --stack {stack}`")
-    return found[-1]
+    return max(found, key=lambda p: (p / MANIFEST).stat().st_mtime)
 
 
 # -- building --------------------------------------------------------------------------
@@ -196,40 +228,50 @@ def _copy_stack(stack: Stack, dest: Path) -> None:
 
 
 def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=None,
-                 docker_settings: dict[str, Any] | None = None) -> Bundle:
+                 docker_settings: dict[str, Any] | None = None, sign: Path | None = None) -> Bundle:
     """Build ``dist/<stack>-<version>/`` from local images (``inv bundle``).
 
-    Every image must be in the local Docker engine (pulled on a machine with internet,
-    or, in the checkout, built from stand-in recipes by the devkit first:
-    ``devkit.images.build_bundle``). An image tarball of an earlier build
-    of the same version is reused when the image ID is unchanged, so rebuilding a
-    bundle is idempotent: same images, same bytes, nothing new to upload.
+    Every image of ``stack.yml`` must be in the local Docker engine (pulled, or built:
+    in the checkout, ``devkit.images.build_bundle`` builds stand-ins first). An
+    image tarball of an earlier build of the same version is reused when the image ID
+    is unchanged, so rebuilding a bundle is idempotent: same images, same bytes,
+    nothing new to upload.
 
     Args:
         stack_dir: ``stacks/<name>``.
         dist: output directory (``dist/``).
-        version: overrides ``version`` of stack.yml.
+        version: overrides ``version`` of stack.yml (an identifier: no ``/``, no ``..``).
         ui: :class:`ferry.ui.UI` for progress (optional).
         docker_settings: install-docker-offline role defaults (packages, versions).
+        sign: an SSH private key: sign the manifest with it (``manifest.json.sig``,
+            see :mod:`ferry.controller.signing`).
 
     Returns:
         The loaded bundle.
 
     Raises:
-        FerryError: invalid stack, an image missing locally, a payload that can't be had.
+        FerryError: invalid stack or version, an image missing locally, a payload that
+            can't be had, a key that cannot sign.
     """
     from . import dockerdist
     from ferry.controller.localdocker import docker
+    from ferry.model.manifest import is_identifier
     stack = load_stack(stack_dir)
     version = version or stack.version
+    if not is_identifier(version):
+        raise FerryError(f"version {version!r}: must be an identifier (letters, digits, '.', '_', '+', '-'; "
+                         f"no '/', no '..')")
     name = f"{stack.name}-{version}"
     final = dist / name
     tmp = dist / f".{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "images").mkdir(parents=True)
-    previous = load_bundle(final) if (final / MANIFEST).is_file() else None
-    prev_images = {i["id"]: i for i in previous.manifest["images"]} if previous else {}
+    try:
+        previous = load_bundle(final) if (final / MANIFEST).is_file() else None
+    except FerryError:
+        previous = None
+    prev_images = {i["id"]: i for i in previous.manifest["images"] if "file" in i} if previous else {}
     image_entries = []
     for service, ref in stack.images.items():
         info = _inspect_image(ref)
@@ -252,27 +294,49 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
         text = (tmp / "stack" / "stack.yml").read_text()
         (tmp / "stack" / "stack.yml").write_text(
             re.sub(r"(?m)^version:.*$", f'version: "{version}"', text, count=1))
-    files = []
-    for p in sorted(x for x in tmp.rglob("*") if x.is_file()):
-        files.append({"path": p.relative_to(tmp).as_posix(), "size": p.stat().st_size,
-                      "sha256": sha256_file(p)})
     manifest = {
         "format": FORMAT, "stack": stack.name, "version": version,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "created_by": f"{getpass.getuser()}@{socket.gethostname()}",
-        "docker": payload, "images": image_entries, "files": files,
+        "docker": payload, "images": image_entries,
     }
-    if previous and _same_content(previous.manifest, manifest):
-        manifest["created"] = previous.manifest["created"]
-        manifest["created_by"] = previous.manifest["created_by"]
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    lines = [f"{f['sha256']}  {f['path']}" for f in files]
-    lines.append(f"{sha256_file(tmp / MANIFEST)}  {MANIFEST}")
-    (tmp / CHECKSUMS).write_text("\n".join(lines) + "\n")
+    seal(tmp, manifest, keep_times=previous.manifest if previous else None)
+    if sign is not None:
+        from .signing import sign_manifest
+        sign_manifest(tmp, sign)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
     return load_bundle(final)
+
+
+def seal(root: Path, manifest: dict[str, Any], keep_times: dict[str, Any] | None = None) -> dict[str, Any]:
+    """List and hash every file under ``root`` into ``manifest["files"]``, check the
+    manifest against the schema (a stack file whose name a host could not take stops
+    the build, named), and write ``manifest.json`` and ``checksums.sha256``.
+
+    Args:
+        root: the bundle directory being built.
+        manifest: every key but ``files``.
+        keep_times: an earlier build's manifest: when nothing but the creation time and
+            user differ, those are kept, so an unchanged rebuild is byte-identical.
+
+    Returns:
+        The manifest as written.
+    """
+    cache = HashCache()
+    manifest["files"] = [{"path": p.relative_to(root).as_posix(), "size": p.stat().st_size,
+                          "sha256": cache.sha256(p)}
+                         for p in sorted(x for x in root.rglob("*") if x.is_file())
+                         if p.relative_to(root).as_posix() not in UNLISTED]
+    cache.save()
+    if keep_times and _same_content(keep_times, manifest):
+        manifest["created"] = keep_times.get("created", manifest.get("created"))
+        manifest["created_by"] = keep_times.get("created_by", manifest.get("created_by"))
+    validate_manifest(manifest, root / MANIFEST)
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    (root / CHECKSUMS).write_text(checksums_text(manifest, sha256_file(root / MANIFEST)))
+    return manifest
 
 
 def _same_content(a: dict, b: dict) -> bool:

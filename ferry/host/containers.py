@@ -5,6 +5,7 @@ output. Pure: argument lists in, data out; nothing here does I/O.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -85,25 +86,36 @@ def parse_compose_ps(text: str) -> list[ContainerState]:
 
 
 def project_containers(project: str) -> list[str]:
-    """``ID<TAB>SERVICE<TAB>STARTED_AT<TAB>STATUS<TAB>HEALTH<TAB>CONFIG_HASH`` of the
-    project's containers, from Docker's labels (works without a compose file; HEALTH is
-    empty without a healthcheck; CONFIG_HASH is Compose's ``com.docker.compose.config-hash``)."""
-    return sh("ids=$(docker ps -aq --filter " + q(f"label=com.docker.compose.project={project}")
-              + "); [ -z \"$ids\" ] || docker inspect --format "
-              + q('{{.Id}}\t{{index .Config.Labels "com.docker.compose.service"}}\t{{.State.StartedAt}}'
-                  '\t{{.State.Status}}\t{{if .State.Health}}{{.State.Health.Status}}{{end}}'
-                  '\t{{index .Config.Labels "com.docker.compose.config-hash"}}')
-              + " $ids")
+    """``docker inspect`` (JSON array) of every container of a Compose project, found by
+    Docker's labels (works without a compose file), preceded by the host's clock
+    (``date +%s``) on the first line. Full JSON, no Go template: on Docker 20.10 a
+    template reading ``.State.Health`` fails for a container without a healthcheck."""
+    return sh("date +%s; ids=$(docker ps -aq --filter " + q(f"label=com.docker.compose.project={project}")
+              + "); if [ -n \"$ids\" ]; then docker inspect $ids; else echo '[]'; fi")
 
 
 @dataclass(frozen=True)
 class Container:
-    """A project container from :func:`ferry.host.containers.project_containers`."""
+    """A project container, from :func:`ferry.host.containers.project_containers`.
+
+    Attributes:
+        started_at: ``State.StartedAt`` as Docker prints it (RFC 3339).
+        started: the same in seconds since the epoch (0.0 if never started).
+        health: ``healthy``, ``unhealthy``, ``starting``, or ``""`` without healthcheck
+            (none in the compose file nor in the image).
+        restarts: ``RestartCount`` (restarts by the restart policy).
+    """
 
     id: str
     started_at: str
-    status: str        # running, exited, created, ...
-    health: str        # healthy, unhealthy, starting, or "" without healthcheck
+    status: str        # running, exited, created, restarting...
+    health: str
+    name: str = ""
+    restarts: int = 0
+    exit_code: int = 0
+    started: float = 0.0
+    image: str = ""
+    ports: tuple = ()  # ((host_ip, host_port, "tcp"|"udp"), ...)
     config_hash: str = ""   # Compose's hash of the service config the container was made from
 
     @property
@@ -112,15 +124,105 @@ class Container:
         return self.status == "running" and self.health in ("", "healthy")
 
 
+def _epoch(stamp: str) -> float:
+    import datetime
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", stamp or "")
+    if not m or m.group(1).startswith("0001"):
+        return 0.0
+    when = datetime.datetime.fromisoformat(m.group(1) + (m.group(3) if m.group(3) != "Z" else "+00:00"))
+    return when.timestamp() + float(m.group(2) or 0)
+
+
+def container_from_inspect(info: dict) -> tuple[str, Container]:
+    """``(service, Container)`` from one ``docker inspect`` object."""
+    state = info.get("State") or {}
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    ports = []
+    for spec, binds in ((info.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        proto = spec.partition("/")[2] or "tcp"
+        for b in binds or []:
+            if b.get("HostPort"):
+                ports.append((str(b.get("HostIp") or "0.0.0.0"), int(b["HostPort"]), proto))
+    return str(labels.get("com.docker.compose.service", "")), Container(
+        id=str(info.get("Id", "")), started_at=str(state.get("StartedAt", "")), status=str(state.get("Status", "")),
+        health=str((state.get("Health") or {}).get("Status", "")), name=str(info.get("Name", "")).lstrip("/"),
+        restarts=int(info.get("RestartCount") or 0), exit_code=int(state.get("ExitCode") or 0),
+        started=_epoch(str(state.get("StartedAt", ""))), image=str(info.get("Image", "")), ports=tuple(ports),
+        config_hash=str(labels.get("com.docker.compose.config-hash", "")))
+
+
+def parse_inspect(text: str) -> list[dict]:
+    """The objects of ``docker inspect`` output (``[]`` for none or no output)."""
+    text = text.strip()
+    return json.loads(text) if text.startswith("[") else []
+
+
+def parse_project_state(text: str) -> tuple[float, dict[str, Container]]:
+    """``(host clock in seconds, {service: Container})`` from
+    :func:`ferry.host.containers.project_containers`."""
+    first, _, rest = text.partition("\n")
+    now = float(first.strip()) if first.strip().isdigit() else 0.0
+    return now, dict(container_from_inspect(i) for i in parse_inspect(rest))
+
+
 def parse_project_containers(text: str) -> dict[str, Container]:
     """``{service: Container}`` from :func:`ferry.host.containers.project_containers`."""
-    out = {}
-    for line in text.splitlines():
-        parts = line.rstrip("\n").split("\t")
-        if len(parts) >= 4 and parts[0].strip():
-            out[parts[1]] = Container(parts[0].strip(), parts[2], parts[3], parts[4] if len(parts) > 4 else "",
-                                      parts[5].strip() if len(parts) > 5 else "")
-    return out
+    return parse_project_state(text)[1]
+
+
+def compose_config(project: str, compose_file: str, project_dir: str) -> list[str]:
+    """Compose's model of the project as the host resolves it (JSON)."""
+    return compose(project, compose_file, project_dir, "config", "--format", "json")
+
+
+def host_facts() -> list[str]:
+    """What other stacks and processes hold on the host, for preflight: every
+    container's inspect JSON, the networks' inspect JSON and the listening sockets
+    (``ss -Hltnup``), in sections ``==containers``, ``==networks``, ``==sockets``.
+    Works without Docker (empty sections)."""
+    return sh("echo ==containers; ids=$(docker ps -aq 2>/dev/null); "
+              "if [ -n \"$ids\" ]; then docker inspect $ids; else echo '[]'; fi; "
+              "echo ==networks; nets=$(docker network ls -q 2>/dev/null); "
+              "if [ -n \"$nets\" ]; then docker network inspect $nets; else echo '[]'; fi; "
+              "echo ==sockets; ss -Hltnup 2>/dev/null || true")
+
+
+def parse_host_facts(text: str) -> dict:
+    """``{"containers": [{name, project, ports: [(ip, port, proto)]}], "networks":
+    [{name, project, subnets}], "listening": [(proto, ip, port, process)]}`` from
+    :func:`ferry.host.containers.host_facts`. A container publishes only while running."""
+    sections: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines(keepends=True):
+        if line.startswith("==") and line.strip()[2:] in ("containers", "networks", "sockets"):
+            name = line.strip()[2:]
+            sections[name] = ""
+        elif name:
+            sections[name] += line
+    containers = []
+    for info in parse_inspect(sections.get("containers", "")):
+        _, c = container_from_inspect(info)
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        containers.append({"name": c.name, "project": labels.get("com.docker.compose.project", ""),
+                           "ports": list(c.ports) if c.status == "running" else []})
+    networks = [{"name": n.get("Name", ""), "project": ((n.get("Labels") or {}).get("com.docker.compose.project", "")),
+                 "subnets": [str(cfg.get("Subnet")) for cfg in ((n.get("IPAM") or {}).get("Config") or [])
+                             if cfg.get("Subnet")]}
+                for n in parse_inspect(sections.get("networks", ""))]
+    listening = []
+    for line in sections.get("sockets", "").splitlines():
+        parts = line.split()
+        if len(parts) < 5:
+            continue
+        ip, _, port = parts[4].rpartition(":")
+        if not port.isdigit():
+            continue
+        m = re.search(r'users:\(\("([^"]+)",pid=(\d+)', line)
+        proc = f"{m.group(1)} (pid {m.group(2)})" if m else ""
+        if m and m.group(1) == "docker-proxy":
+            continue                    # a published port: the containers say whose
+        listening.append((parts[0], ip.strip("[]").split("%")[0] or "0.0.0.0", int(port), proc))
+    return {"containers": containers, "networks": networks, "listening": listening}
 
 
 def http_status(url: str, timeout: int = 5) -> list[str]:

@@ -1,53 +1,92 @@
-"""Verification with testinfra, derived from the stack and its rendered compose file.
+"""Verification with testinfra, on Compose's own model of what runs on the host.
 
-For every service of the current release on a host it asserts:
+The facts are gathered in two SSH round trips (:mod:`ferry.host.batch`): first the
+host's Compose model of the current release (``docker compose config --format json``),
+``docker inspect`` of every container of the project and the listening TCP sockets;
+then, knowing the model, one batch with the health URLs (``curl``) and the bind-mount
+sources (``test -e``). testinfra's own modules then assert on those answers: its
+backend (:class:`FerryBackend`) answers each command testinfra issues from the gathered
+batch (keyed by the exact command line), and runs anything else for real.
 
-- the container is running, and healthy when it has a healthcheck;
-- each published port is listening on the host, and the service's health path
-  (``health_paths`` in stack.yml) answers HTTP 200 on it, requested on the host;
-- each declared bind mount or volume is mounted at its target, and a bind mount's
-  source exists on the host.
+For every service of the model it asserts, saying which rule it applied:
 
-testinfra runs over Ferry's own SSH connection (:class:`FerryBackend`), so the host
-key was verified like every other command. (testinfra's paramiko backend would accept
-unknown host keys.)
+- **healthcheck**: a container with a healthcheck (the compose file's or the image's)
+  must be running and ``healthy``;
+- **completed**: a one-shot service that others wait for with ``condition:
+  service_completed_successfully`` must have exited with status 0;
+- **settle**: any other container must be running, not restarting, and up for at
+  least ``compose_settle_seconds`` (no restart loop);
+- each published TCP port listens on the host, and the service's ``health_paths``
+  entry answers HTTP 200 on it (requested on the host);
+- each bind mount and named volume is mounted at its target, a bind source exists.
+
+testinfra runs over Ferry's own SSH connection, so the host key was verified like for
+every other command (testinfra's paramiko backend would accept unknown host keys).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
+from testinfra.modules.socket import LinuxSocketSS
 
-from ferry.host.containers import parse_compose_ps
+from ferry.errors import FerryError, HostError
+from ferry.host import batch, containers, shell
+from ferry.model.compose import ComposeModel, parse_model
 from ferry.model.stack import Stack
-from ferry.model.compose import bind_mounts, compose_services, published_ports
-from ferry.host import containers, shell
+
+SOCKETS = "ss --numeric --listening --tcp"
+"""The command testinfra's ``socket`` module runs for listening TCP sockets (``ss``)."""
 
 
 class FerryBackend(BaseBackend):
-    """A testinfra backend that runs commands on a :class:`ferry.host.transport.Transport`."""
+    """A testinfra backend that runs commands on a :class:`ferry.host.transport.Transport`,
+    answering from gathered batches first (:meth:`gather`)."""
 
     NAME = "ferry"
 
     def __init__(self, transport: Any, *args: Any, **kwargs: Any):
         self.transport = transport
+        self.answers: dict[str, CommandResult] = {}
         super().__init__(transport.host, *args, **kwargs)
 
+    def remember(self, command: str, rc: int, stdout: bytes, stderr: bytes = b"") -> None:
+        """Answer ``command`` (the exact line testinfra will issue) with this result."""
+        self.answers[command] = self.result(rc, self.encode(command), stdout, stderr)
+
+    def gather(self, commands: list[str]) -> list[batch.Answer]:
+        """Run ``commands`` in one round trip and remember every answer."""
+        res = self.transport.run(batch.script(commands), check=False, timeout=300)
+        try:
+            answers = batch.parse(res.stdout, len(commands))
+        except FerryError as exc:
+            raise HostError(self.transport.host, f"verification: {exc}: {res.last_error_line()}") from None
+        for cmd, a in zip(commands, answers):
+            self.remember(cmd, a.rc, a.stdout, a.stderr)
+        return answers
+
     def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
-        """Run ``command`` (testinfra's shell string) through the transport as ``sh -c``."""
+        """testinfra's command: from the gathered answers, else run as ``sh -c``."""
         command = self.get_command(command, *args)
+        if command in self.answers:
+            return self.answers[command]
         res = self.transport.run(["sh", "-c", command], check=False)
         return self.result(res.rc, self.encode(command), res.stdout, res.stderr)
 
 
 def infra_host(transport: Any) -> testinfra.host.Host:
     """A testinfra ``host`` object (``host.docker``, ``host.socket``, ``host.file``...)
-    whose commands go through ``transport``."""
-    return testinfra.host.Host(FerryBackend(transport))
+    whose commands go through ``transport``. Its ``socket`` module reads ``ss``
+    (iproute2, on every Debian) without probing the system first."""
+    backend = FerryBackend(transport)
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    host.socket = type("LinuxSocketSS", (LinuxSocketSS,), {"_host": host, "_command": "ss"})
+    return host
 
 
 @dataclass
@@ -61,66 +100,117 @@ class Check:
     detail: str
 
 
-def verify_host(transport: Any, stack: Stack, compose_text: bytes, current_dir: str) -> list[Check]:
-    """Run every check for one host.
+def settle_seconds(variables: dict[str, Any]) -> float:
+    """``compose_settle_seconds`` from a host's variables (default 10)."""
+    return float(variables.get("compose_settle_seconds", 10))
+
+
+def one_shot_services(model: ComposeModel) -> set[str]:
+    """Services others wait for with ``condition: service_completed_successfully``."""
+    return {dep for s in model.services.values() for dep, opts in s.depends_on().items()
+            if opts.get("condition") == "service_completed_successfully"}
+
+
+def readiness(service: str, c: containers.Container | None, now: float, settle: float,
+              one_shot: bool) -> tuple[bool, str]:
+    """Whether a service's container counts as ready, and a sentence saying by which rule
+    (see the module docstring).
+
+    Args:
+        c: its container (None: there is none).
+        now: the host's clock (seconds since the epoch).
+        settle: ``compose_settle_seconds``.
+        one_shot: others wait for it to complete.
+    """
+    if c is None:
+        return False, "no container"
+    if one_shot:
+        ok = c.status == "exited" and c.exit_code == 0
+        return ok, f"{c.status} (exit {c.exit_code}); rule: one-shot, must exit 0 ({c.name})"
+    if c.health:
+        ok = c.status == "running" and c.health == "healthy"
+        return ok, f"{c.status}, {c.health}; rule: healthcheck must pass ({c.name})"
+    up = max(0.0, now - c.started) if c.started else 0.0
+    ok = c.status == "running" and up >= settle
+    why = "" if ok or c.status != "running" else f", up only {up:.0f}s"
+    return ok, (f"{c.status} for {up:.0f}s, {c.restarts} restarts{why}; rule: no healthcheck, "
+                f"running {settle:g}s without a restart ({c.name})")
+
+
+def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 10.0) -> list[Check]:
+    """Run every check for one host (two round trips, see the module docstring).
 
     Args:
         transport: the host's transport.
-        stack: the deployed stack (service list, health paths).
-        compose_text: the current release's ``compose.yml`` (as on the host).
+        stack: the deployed stack (project name, health paths).
         current_dir: host path of the ``current`` release.
+        settle: seconds a container without healthcheck must have been running.
 
     Returns:
         One :class:`Check` per assertion; the caller decides the exit status.
+
+    Raises:
+        HostError: Compose on the host cannot read the current release.
     """
     host = infra_host(transport)
+    backend: FerryBackend = host.backend
     name = transport.host
-    services = compose_services(compose_text)
-    ps = {c.service: c for c in parse_compose_ps(
-        transport.run(containers.compose_ps(stack.name, f"{current_dir}/compose.yml", current_dir), check=False).out)}
-    listening = {s for s in host.socket.get_listening_sockets() if s.startswith("tcp://")}
-
-    def is_listening(ip: str, port: int) -> bool:
-        wanted = {f"tcp://{ip}:{port}", f"tcp://0.0.0.0:{port}", f"tcp://:::{port}"}
-        return bool(wanted & listening)
-
-    def check_service(svc_name: str, svc: dict) -> list[Check]:
-        checks: list[Check] = []
-        c = ps.get(svc_name)
-        if c is None:
-            return [Check(name, "container", svc_name, False, "no container")]
-        container = host.docker(c.name)
-        info = container.inspect()
-        state = info["State"]
-        health = (state.get("Health") or {}).get("Status", "")
-        ok = container.is_running and health in ("", "healthy")
-        checks.append(Check(name, "container", svc_name, ok,
-                            f"{state['Status']}{', ' + health if health else ''} ({c.name})"))
-        for ip, port, proto in published_ports(svc):
-            if proto != "tcp":
+    config_cmd = shell.join(containers.compose_config(stack.name, f"{current_dir}/compose.yml", current_dir))
+    state_cmd = containers.project_containers(stack.name)[-1]
+    config, state, _ = backend.gather([config_cmd, state_cmd, SOCKETS])
+    if config.rc != 0:
+        raise HostError(name, f"docker compose config in {current_dir}: "
+                              f"{(config.stderr.decode(errors='replace').strip().splitlines() or ['failed'])[-1]}")
+    model = parse_model(json.loads(config.stdout))
+    now, by_service = containers.parse_project_state(state.out)
+    for info in containers.parse_inspect(state.out.partition("\n")[2]):
+        _, c = containers.container_from_inspect(info)
+        backend.remember(backend.get_command("docker inspect %s", c.name), 0, json.dumps([info]).encode())
+    urls = {}
+    for svc in model.services.values():
+        path = stack.health_paths.get(svc.name)
+        for p in svc.ports:
+            if path and p.protocol == "tcp":
+                url = f"http://127.0.0.1:{p.port}{path}"
+                urls[url] = shell.join(containers.http_status(url))
+    sources = sorted({b.source for s in model.services.values() for b in s.binds})
+    second = list(urls.values()) + [backend.get_command("test -e %s", src) for src in sources]
+    if second:
+        backend.gather(second)
+    one_shot = one_shot_services(model)
+    checks: list[Check] = []
+    for svc in model.services.values():
+        c = by_service.get(svc.name)
+        ok, detail = readiness(svc.name, c, now, settle, svc.name in one_shot)
+        if c is not None:
+            info = host.docker(c.name).inspect()          # testinfra, from the gathered answers
+            ok = ok and (info["State"]["Running"] or svc.name in one_shot)
+        checks.append(Check(name, "container", svc.name, ok, detail))
+        if c is None or svc.name in one_shot:
+            continue
+        for p in svc.ports:
+            if p.protocol != "tcp":
                 continue           # listening sockets and HTTP checks are TCP
-            up = is_listening(ip, port)
-            checks.append(Check(name, "port", f"{svc_name} {ip}:{port}", up, "listening" if up else "not listening"))
-            path = stack.health_paths.get(svc_name)
-            if path:
-                url = f"http://127.0.0.1:{port}{path}"
-                code = host.run(" ".join(shell.q(a) for a in containers.http_status(url))).stdout.strip()
-                checks.append(Check(name, "http", f"{svc_name} {url}", code == "200", f"HTTP {code}"))
+            up = host.socket(f"tcp://{p.host_ip}:{p.port}").is_listening or \
+                host.socket(f"tcp://0.0.0.0:{p.port}").is_listening or host.socket(f"tcp://:::{p.port}").is_listening
+            checks.append(Check(name, "port", f"{svc.name} {p.host_ip}:{p.port}", up,
+                                "listening" if up else "not listening"))
+            url = f"http://127.0.0.1:{p.port}{stack.health_paths.get(svc.name, '')}"
+            if url in urls:
+                code = host.run(urls[url]).stdout.strip()
+                checks.append(Check(name, "http", f"{svc.name} {url}", code == "200", f"HTTP {code}"))
         mounts = {m.get("Destination"): m for m in info.get("Mounts") or []}
-        for src, target in bind_mounts(svc):
-            m = mounts.get(target)
+        for b in svc.binds:
+            m = mounts.get(b.target)
             if m is None:
-                checks.append(Check(name, "mount", f"{svc_name} {target}", False, "not mounted"))
-            elif src.startswith("/"):
-                exists = host.file(src).exists
-                checks.append(Check(name, "mount", f"{svc_name} {target}", exists,
-                                    f"{m.get('Type')} from {src}" + ("" if exists else " (source missing)")))
-            else:
-                checks.append(Check(name, "mount", f"{svc_name} {target}", m.get("Type") == "volume",
-                                    f"{m.get('Type')} {m.get('Name', src)}"))
-        return checks
-
-    # one SSH connection, several channels at once: services are checked concurrently
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = pool.map(lambda item: check_service(item[0], item[1] or {}), services.items())
-    return [c for group in results for c in group]
+                checks.append(Check(name, "mount", f"{svc.name} {b.target}", False, "not mounted"))
+                continue
+            exists = host.file(b.source).exists
+            checks.append(Check(name, "mount", f"{svc.name} {b.target}", exists,
+                                f"{m.get('Type')} from {b.source}" + ("" if exists else " (source missing)")))
+        for vol, target in svc.volumes:
+            m = mounts.get(target)
+            ok = m is not None and m.get("Type") == "volume"
+            checks.append(Check(name, "mount", f"{svc.name} {target}", ok,
+                                f"volume {m.get('Name')}" if ok else f"volume {vol} not mounted"))
+    return checks

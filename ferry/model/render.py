@@ -10,14 +10,15 @@ from __future__ import annotations
 import functools
 import json
 import re
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import jinja2
 import jinja2.meta
 import yaml
 
 from ..errors import FerryError
-from .compose import add_config_digests, check_compose
+from .compose import DIGEST_LABEL, ComposeModel, add_labels, check_model, config_digests, data_paths
 from .stack import COMPOSE_FILE, FILES_DIR, Stack
 from .yamlfile import parse_yaml
 
@@ -68,6 +69,8 @@ def to_yaml(value: Any) -> str:
     ``- {{ (port ~ ":80") | to_yaml }}``. Strings are double-quoted with escapes, so a
     value holding ``: # \n`` or ``{}`` stays one scalar; numbers, booleans and null stay
     typed; lists and mappings are written in flow style (``["a", "b"]``, ``{"k": 1}``).
+    In a template of ``compose.yml`` the filter also doubles ``$`` (Compose's escape),
+    so Compose does not interpolate ``${X}`` inside a value.
 
     Raises:
         FerryError: the value has no YAML form (e.g. an object of a custom class).
@@ -79,6 +82,19 @@ def to_yaml(value: Any) -> str:
         raise FerryError(f"to_yaml: {exc.args[0] if exc.args else exc}") from None
     text = text.rstrip("\n")
     return text[:-4].rstrip("\n") if text.endswith("\n...") else text
+
+
+RENDERING = "__ferry_dest__"
+"""Context key holding the release path a template renders (``compose.yml``...)."""
+
+
+@jinja2.pass_context
+def _to_yaml_filter(context: jinja2.runtime.Context, value: Any) -> str:
+    """:func:`to_yaml`; in ``compose.yml`` also every ``$`` doubled, Compose's escape:
+    Compose interpolates ``${X}`` in the compose file, and a value is data, never a
+    reference to another variable (``"${LLM_API_KEY}"`` arrives as those characters)."""
+    text = to_yaml(value)
+    return text.replace("$", "$$") if context.get(RENDERING) == COMPOSE_FILE else text
 
 
 def required(value: Any, name: str = "value") -> Any:
@@ -121,7 +137,7 @@ def _template_environment(folder: str) -> jinja2.Environment:
                              keep_trailing_newline=True, autoescape=False)
     env.filters["dotenv"] = dotenv_value
     env.filters["to_json"] = to_json
-    env.filters["to_yaml"] = to_yaml
+    env.filters["to_yaml"] = _to_yaml_filter
     env.filters["required"] = required
     env.globals["lookup"] = _lookup
     return env
@@ -183,30 +199,46 @@ def check_file_syntax(dest: str, data: bytes) -> str | None:
     return None
 
 
-def render(stack: Stack, context: dict[str, Any], host: str) -> dict[str, bytes]:
-    """Render every template of ``stack`` for one host and add its static files.
+Resolver = Callable[[dict[str, bytes], str, str, str], "tuple[ComposeModel, list[str]]"]
+"""``resolve(files, project, current_dir, where) -> (model, warnings)``: Compose's own
+model of the release files (:func:`ferry.controller.composecli.resolve` on the
+controller; the model layer only receives it)."""
 
-    Args:
-        stack: the stack.
-        context: merged variables (defaults < group < host < --set) plus ``stack``,
-            ``paths``, ``images`` and the generated secrets.
-        host: inventory name, for error messages.
 
-    Returns:
-        ``{dest: content_bytes}`` in :meth:`Stack.release_files` order, text with LF line
-        endings; ``compose.yml`` carries the config-digest labels.
+@dataclass
+class Release:
+    """A rendered release for one host.
+
+    Attributes:
+        files: ``{dest: bytes}`` in :meth:`Stack.release_files` order, ``compose.yml``
+            carrying the config-digest labels.
+        model: Compose's model of them (host paths).
+        data_paths: release-relative paths linked to ``<stack_dir>/data/<path>``
+            (relative bind sources no release file provides: ``./data``).
+        warnings: Compose's warnings (a variable that is not set...).
+    """
+
+    files: dict[str, bytes]
+    model: ComposeModel
+    data_paths: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def render_files(stack: Stack, context: dict[str, Any], host: str) -> dict[str, bytes]:
+    """Render every template of ``stack`` for one host and add its static files
+    (text with LF line endings, ``*.json``/``*.yaml`` syntax-checked).
 
     Raises:
         FerryError: an undefined variable (named, with template and host), a template
             syntax error, a ``*.json``/``*.yaml`` file that does not parse, a static file
-            that cannot be read, or a ``compose.yml`` that fails :func:`check_compose`.
+            that cannot be read.
     """
     env = _environment(stack)
     out: dict[str, bytes] = {}
     for t in stack.templates:
         where = stack.dir / "templates" / t.src
         try:
-            text = env.get_template(t.src).render(**{**context, **t.vars})
+            text = env.get_template(t.src).render(**{**context, **t.vars, RENDERING: t.dest})
         except jinja2.UndefinedError as exc:
             m = re.search(r"'([^']+)' is undefined", str(exc))
             var = m.group(1) if m else str(exc)
@@ -230,9 +262,54 @@ def render(stack: Stack, context: dict[str, Any], host: str) -> dict[str, bytes]
         problem = check_file_syntax(dest, data)
         if problem:
             raise FerryError(f"{stack.template_file(dest)}: renders {dest} for host {host}, {problem}")
-    out[COMPOSE_FILE] = add_config_digests(out, context["paths"]["current"], stack, host)
-    check_compose(out, context["paths"], stack, host)
     return out
+
+
+def render_release(stack: Stack, context: dict[str, Any], host: str, resolve: Resolver) -> Release:
+    """Render the release of one host and check it on Compose's model.
+
+    ``resolve`` gives Compose's model of the rendered files; the checks of
+    :func:`ferry.model.compose.check_model` run on it, then every service that
+    bind-mounts release files gets its ``ferry.config-digest`` label (the model is
+    resolved again when a label was added, so it describes the file that ships).
+
+    Args:
+        stack: the stack.
+        context: merged variables (defaults < group < host < --set) plus ``stack``,
+            ``paths``, ``images`` and the generated secrets.
+        host: inventory name, for error messages.
+        resolve: see :data:`Resolver`.
+
+    Raises:
+        FerryError: see :func:`render_files`; Compose refusing the files; a failed
+            check of :func:`ferry.model.compose.check_model`.
+    """
+    files = render_files(stack, context, host)
+    where = str(stack.template_file(COMPOSE_FILE))
+    current = context["paths"]["current"]
+
+    def resolved() -> tuple[ComposeModel, list[str]]:
+        try:
+            return resolve(files, stack.name, current, where)
+        except FerryError as exc:
+            raise FerryError(f"{exc} (host {host})") from None
+
+    model, warnings = resolved()
+    missing = sorted(set(stack.images) - set(model.services))
+    if missing:
+        raise FerryError(f"{stack.file}: key 'images': service '{missing[0]}' is not in {COMPOSE_FILE}")
+    check_model(model, files, context["paths"], stack, host, where)
+    digests = config_digests(model, files, current, f"{where} (host {host})")
+    labelled = add_labels(files[COMPOSE_FILE], {s: {DIGEST_LABEL: d} for s, d in digests.items()}, where)
+    if labelled != files[COMPOSE_FILE]:
+        files[COMPOSE_FILE] = labelled
+        model, warnings = resolved()
+    return Release(files, model, data_paths(model, files, current), warnings)
+
+
+def render(stack: Stack, context: dict[str, Any], host: str, resolve: Resolver) -> dict[str, bytes]:
+    """The files of :func:`render_release` (``{dest: bytes}``)."""
+    return render_release(stack, context, host, resolve).files
 
 
 def template_context(variables: dict[str, Any], stack: Stack, paths: dict[str, str],

@@ -132,6 +132,22 @@ def load_backup_spec(data: Any, path: Path, images: dict[str, str]) -> BackupSpe
     return spec
 
 
+def load_allow(data: Any, path: Path, images: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The ``allow`` key of ``path`` (stack.yml), whose shape :data:`STACK_SCHEMA` has
+    checked: ``{service: {key: value}}``, host access a service may have (``privileged:
+    true``, ``cap_add: [NET_ADMIN]``, ``network_mode: host``, ``pid: host``...,
+    ``devices: [/dev/x]``, ``security_opt: [seccomp:unconfined]``, ``binds:
+    [/abs/host/path]``), checked on Compose's model by
+    :func:`ferry.model.compose.check_model`.
+
+    Raises:
+        FerryError: a service that is not in ``images``.
+    """
+    for svc in data or {}:
+        _need(svc in images, path, f"allow.{svc}", "is not a service in 'images'")
+    return {svc: dict(spec or {}) for svc, spec in (data or {}).items()}
+
+
 @dataclass
 class Stack:
     """A loaded, validated stack definition (see module docstring for the format)."""
@@ -148,6 +164,7 @@ class Stack:
     defaults: dict[str, Any] = field(default_factory=dict)
     files: list[StaticFile] = field(default_factory=list)
     backup: BackupSpec = field(default_factory=BackupSpec)
+    allow: dict[str, dict[str, Any]] = field(default_factory=dict)
     variables: Declarations = field(default_factory=Declarations)
 
     @property
@@ -243,4 +260,5 @@ def load_stack(stack_dir: Path) -> Stack:
                  generated_secrets=list(data.get("generated_secrets") or []),
                  data_dirs=list(data.get("data_dirs") or []),
                  health_paths=dict(health), defaults=variables.defaults(),
-                 files=files, backup=load_backup_spec(data.get("backup"), path, images), variables=variables)
+                 files=files, backup=load_backup_spec(data.get("backup"), path, images),
+                 allow=load_allow(data.get("allow"), path, images), variables=variables)

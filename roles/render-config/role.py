@@ -11,6 +11,12 @@ stack.yml) travel in the release with the rendered ones.
 The new release, the secrets and the data dirs are written in one round trip (a tar
 extracted on the host). ``current`` is not touched here: a run interrupted between
 render-config and compose-up leaves ``current`` naming what runs.
+
+The rendered files are resolved with Compose on the controller
+(:mod:`ferry.controller.composecli`) and checked on that model before anything is
+written. A bind source written relative to the release (``./data``) that no release
+file provides is data: the release holds a symlink ``data -> <stack_dir>/data/data``,
+so the data lives outside releases and survives releases, rollbacks and upgrades.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import time
 from ferry.model.configdiff import config_values
 from ferry.host.files import parse_tar
 from ferry.roles import RoleContext, RoleResult
-from ferry.model.render import render, template_context
+from ferry.controller import composecli
+from ferry.model.render import render_release, template_context
 from ferry.host import files, shell
 
 q = shell.q
@@ -48,7 +55,8 @@ def _diff(name: str, old: bytes | None, new: bytes, secret: bool, max_lines: int
     return ["  " + l for l in lines]
 
 
-def _tar(entries: dict[str, tuple[bytes, int]]) -> bytes:
+def _tar(entries: dict[str, tuple[bytes, int]], links: dict[str, str] | None = None) -> bytes:
+    """A tar of ``entries`` (``{path: (bytes, mode)}``) and symlinks (``{path: target}``)."""
     buf = io.BytesIO()
     now = time.time()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -56,6 +64,10 @@ def _tar(entries: dict[str, tuple[bytes, int]]) -> bytes:
             info = tarfile.TarInfo(path)
             info.size, info.mode, info.mtime, info.uid, info.gid = len(data), mode, now, 0, 0
             tar.addfile(info, io.BytesIO(data))
+        for path, target in (links or {}).items():
+            info = tarfile.TarInfo(path)
+            info.type, info.linkname, info.mode, info.mtime = tarfile.SYMTYPE, target, 0o777, now
+            tar.addfile(info)
     return buf.getvalue()
 
 
@@ -75,8 +87,11 @@ def run(ctx: RoleContext) -> RoleResult:
     kept = json.loads(found.get("secrets.json", b"{}") or b"{}")
     new_secrets = {k: pysecrets.token_hex(32) for k in stack.generated_secrets if k not in kept}
     context = template_context(ctx.vars, stack, p.for_templates(), {**kept, **new_secrets}, ctx.host)
-    rendered = render(stack, context, ctx.host)
-    ctx.state.rendered = rendered
+    release = render_release(stack, context, ctx.host, composecli.resolver(ctx.bundle.path))
+    rendered = release.files
+    for w in release.warnings:
+        ctx.ui.warn(f"{ctx.host}: Compose: {w}")
+    ctx.state.rendered, ctx.state.model = rendered, release.model
     current = json.loads(found.get("current/release.json", b"{}") or b"{}")
     ctx.state.previous_release = current.get("id")
     manifest_sha = hashlib.sha256((ctx.bundle.path / "manifest.json").read_bytes()).hexdigest()
@@ -95,21 +110,22 @@ def run(ctx: RoleContext) -> RoleResult:
         return RoleResult(True, f"would write a release: {why}", {"files_changed": len(changed)})
     rid = release_id(ctx.bundle.version)
     rel = f"releases/{rid}"
-    release = {"id": rid, "stack": stack.name, "version": ctx.bundle.version, "bundle": ctx.bundle.name,
+    meta = {"id": rid, "stack": stack.name, "version": ctx.bundle.version, "bundle": ctx.bundle.name,
                "bundle_manifest_sha256": manifest_sha,
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "by": f"{getpass.getuser()}@{socket.gethostname()}",
                "files": {d: hashlib.sha256(b).hexdigest() for d, b in rendered.items()}}
     entries = {f"{rel}/{d}": (b, stack.file_mode(d)) for d, b in rendered.items()}
-    entries[f"{rel}/release.json"] = (json.dumps(release, indent=2).encode() + b"\n", 0o644)
+    entries[f"{rel}/release.json"] = (json.dumps(meta, indent=2).encode() + b"\n", 0o644)
     if new_secrets:
         entries["secrets.json"] = (json.dumps({**kept, **new_secrets}, indent=2).encode(), 0o600)
-    data_dirs = " ".join(q(f"{p.data}/{d}") for d in stack.data_dirs)
+    links = {f"{rel}/{d}": f"{p.data}/{d}" for d in release.data_paths}
+    data_dirs = " ".join(q(f"{p.data}/{d}") for d in [*stack.data_dirs, *release.data_paths])
     script = (f"set -e; mkdir -p {q(p.releases)} {q(p.data)} {data_dirs}; cd {q(p.stack_dir)}; "
               f"if [ -e {q(rel)} ]; then echo {q('release ' + rid + ' exists already')} >&2; exit 17; fi; "
               f"tar --no-same-owner -xf -; chmod 0755 {q(rel)}; "
               f"cp {q(p.bundle_dir + '/manifest.json')} {q(rel + '/manifest.json')}")
-    ctx.t.run(shell.sh(script), input=_tar(entries))
+    ctx.t.run(shell.sh(script), input=_tar(entries, links))
     ctx.state.release = rid
     ctx.state.release_changed = True
     extra = f"; generated {', '.join(sorted(new_secrets))}" if new_secrets else ""

@@ -40,7 +40,7 @@ def bundle(tmp_path):
                            "packages": {"docker.io": "20.10.24", "containerd": "1.6.20"}},
                 "images": [{"service": "backend", "ref": "llm-chat-backend:1.0.0", "id": "sha256:" + "b" * 64,
                             "tags": ["llm-chat-backend:1.0.0"], "size": 1, "file": "images/llm-chat-backend_1.0.0.tar"},
-                           {"service": "nginx", "ref": "nginx:1.22", "id": "sha256:" + "n" * 64,
+                           {"service": "nginx", "ref": "nginx:1.22", "id": "sha256:" + "e" * 64,
                             "tags": ["nginx:1.22"], "size": 1, "file": "images/nginx_1.22.tar"}],
                 "files": entries}
     (root / MANIFEST).write_text(json.dumps(manifest))

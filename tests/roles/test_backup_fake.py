@@ -9,6 +9,7 @@ import pytest
 from ferry import backup as b
 from ferry.errors import HostError
 from ferry.roles import load_role
+from ferry.controller.composecli import config_json, resolver
 from ferry.model.render import render, template_context
 from ferry.host.transport.fake import FakeTransport
 
@@ -25,9 +26,10 @@ def _tar(files: dict[str, bytes]) -> bytes:
 
 @pytest.fixture
 def compose(make_ctx):
+    """The current release's files as rendered for the context's host."""
     def make(ctx):
         return render(ctx.stack, template_context(ctx.vars, ctx.stack, ctx.paths.for_templates(),
-                                                  {"SECRET_KEY": "k"}, ctx.host), ctx.host)["compose.yml"]
+                                                  {"SECRET_KEY": "k"}, ctx.host), ctx.host, resolver())
     return make
 
 
@@ -36,8 +38,9 @@ class Host:
 
     def __init__(self, compose=None, script=None):
         self.files = {}
+        self.release = compose or {}
         if compose is not None:
-            self.files["current/compose.yml"] = compose
+            self.files["current/compose.yml"] = compose["compose.yml"]
         if script is not None:
             self.files["ferry-backup"] = script
         self.written = {}
@@ -46,6 +49,9 @@ class Host:
         script = argv[-1]
         if argv[0] == "sh" and "tar -chf" in script:
             return 0, _tar(self.files), ""
+        if argv[:2] == ["docker", "compose"] and "config" in argv:     # Compose itself answers
+            current = argv[argv.index("--project-directory") + 1]
+            return 0, config_json(self.release, argv[argv.index("-p") + 1], current), ""
         if argv[0] == "sh" and "cat > " in script:
             path = script.split("mv -f ")[1].split()[1].strip("'")
             self.written[path] = (data, script.split("chmod ")[1].split()[0])
@@ -61,7 +67,8 @@ def test_role_installs_the_rendered_script_0700_then_is_a_noop(make_ctx, compose
     host = Host()
     t = FakeTransport(host)
     ctx = make_ctx(t)
-    host.files["current/compose.yml"] = compose(ctx)
+    host.release = compose(ctx)
+    host.files["current/compose.yml"] = host.release["compose.yml"]
     result = load_role("backup").run(ctx)
     assert result.changed
     data, mode = host.written["/opt/ferry/stacks/llm-chat/ferry-backup"]
@@ -77,7 +84,8 @@ def test_role_check_mode_writes_nothing(make_ctx, compose):
     host = Host()
     t = FakeTransport(host)
     ctx = make_ctx(t, check=True)
-    host.files["current/compose.yml"] = compose(ctx)
+    host.release = compose(ctx)
+    host.files["current/compose.yml"] = host.release["compose.yml"]
     result = load_role("backup").run(ctx)
     assert result.changed and result.summary.startswith("would install") and host.written == {}
 

@@ -47,7 +47,7 @@ def bundle(tmp_path):
     plugin.write_bytes(plugin.read_bytes().replace(b"\n", b"\r\n"))            # saved on Windows
     os.chmod(root / "stack" / "files" / "plugins_func" / "register.py", 0o755)
     (root / "manifest.json").write_text(json.dumps({"format": 1, "stack": "xiaozhi-esp32-server", "version": "1.0.0",
-                                                    "files": [], "images": []}))
+                                                    "files": [], "images": [], "docker": {}}))
     return load_bundle(root)
 
 

@@ -92,7 +92,7 @@ def test_upload_check_mode_sends_nothing(bundle, make_ctx):
 # -- load-images -----------------------------------------------------------------------
 
 def test_load_images_loads_only_missing_ids_and_retags(bundle, make_ctx):
-    state = {"images": "sha256:" + "n" * 64 + "\tnginx:old\n"}
+    state = {"images": "sha256:" + "e" * 64 + "\tnginx:old\n"}
 
     def host(argv, data):
         if argv[:2] == ["docker", "images"]:
@@ -108,7 +108,7 @@ def test_load_images_loads_only_missing_ids_and_retags(bundle, make_ctx):
     loads = [c for c in t.commands() if c[:2] == ["docker", "load"]]
     assert loads == [["docker", "load", "-q", "-i",
                       "/opt/ferry/bundles/llm-chat-1.0.0/images/llm-chat-backend_1.0.0.tar"]]
-    assert ["docker", "tag", "sha256:" + "n" * 64, "nginx:1.22"] in t.commands()
+    assert ["docker", "tag", "sha256:" + "e" * 64, "nginx:1.22"] in t.commands()
     assert result.metrics["images_loaded"] == 1
 
 

@@ -12,11 +12,13 @@ import yaml
 
 from ferry import backup as b
 from ferry.errors import FerryError
+from ferry.model.compose import parse_model
 from ferry.controller.inventory import merge_vars
 from ferry.model.paths import HostPaths
 from ferry.roles import DEPLOY_ROLES, all_role_defaults
 from ferry.model.stack import load_stack
-from ferry.model.render import render, template_context
+from ferry.controller.composecli import resolver
+from ferry.model.render import render_release, template_context
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = dt.timezone.utc
@@ -77,10 +79,10 @@ def _script(tmp_path: Path, stack_dir: Path) -> Path:
     stack = load_stack(stack_dir)
     paths = HostPaths("/opt/ferry", stack.name, "")
     v = merge_vars(all_role_defaults(DEPLOY_ROLES + ["backup"]), stack.defaults)
-    files = render(stack, template_context(v, stack, paths.for_templates(),
-                                           {k: "x" for k in stack.generated_secrets}, "h"), "h")
+    release = render_release(stack, template_context(v, stack, paths.for_templates(),
+                                                     {k: "x" for k in stack.generated_secrets}, "h"), "h", resolver())
     path = tmp_path / "ferry-backup"
-    path.write_bytes(b.render_script(b.script_context(stack, files["compose.yml"], v, paths, "h")))
+    path.write_bytes(b.render_script(b.script_context(stack, release.model, v, paths, "h")))
     return path
 
 
@@ -190,7 +192,10 @@ def test_llm_chat_declares_its_sqlite_and_the_script_finds_it_in_the_container(t
 
 
 def test_sqlite_container_path_takes_the_longest_bind_mount():
-    services = {"app": {"volumes": ["/d/data:/srv", "/d/data/db:/var/db:rw", "named:/x"]}}
+    services = parse_model({"name": "p", "services": {"app": {"volumes": [
+        {"type": "bind", "source": "/d/data", "target": "/srv"},
+        {"type": "bind", "source": "/d/data/db", "target": "/var/db"},
+        {"type": "volume", "source": "named", "target": "/x"}]}}})
     assert b.sqlite_container_path(services, "/d/data", "app", "db/a.db") == "/var/db/a.db"
     assert b.sqlite_container_path(services, "/d/data", "app", "other/a.db") == "/srv/other/a.db"
     with pytest.raises(FerryError, match="not inside a bind mount"):
@@ -202,7 +207,8 @@ def test_script_quotes_every_value_from_the_inventory(tmp_path):
     paths = HostPaths("/opt/ferry", stack.name, "")
     v = merge_vars(all_role_defaults(DEPLOY_ROLES + ["backup"]), stack.defaults,
                    {"backup_dir": "/srv/b'; touch /tmp/pwned; '", "backup_compress": "$(id)"})
-    files = render(stack, template_context(v, stack, paths.for_templates(), {"SECRET_KEY": "k"}, "h"), "h")
-    text = b.render_script(b.script_context(stack, files["compose.yml"], v, paths, "h")).decode()
+    release = render_release(stack, template_context(v, stack, paths.for_templates(), {"SECRET_KEY": "k"}, "h"), "h",
+                             resolver())
+    text = b.render_script(b.script_context(stack, release.model, v, paths, "h")).decode()
     assert "BACKUP_DIR='/srv/b'\"'\"'; touch /tmp/pwned; '\"'\"'/llm-chat'" in text
     assert "COMPRESS_PREF='$(id)'" in text

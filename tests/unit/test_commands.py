@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from ferry.errors import FerryError
 from ferry.host.files import parse_links, parse_tar
 from ferry.host import containers, files, system
 
@@ -109,3 +110,14 @@ def test_compose_up_never_pulls_and_waits():
 def test_apt_install_never_uses_network_sources():
     argv = system.apt_install_local(["/b/docker.io_1_amd64.deb"])
     assert "Dir::Etc::SourceList=/dev/null" in argv and argv[-1] == "/b/docker.io_1_amd64.deb"
+
+
+def test_batch_answers_every_command_exactly_in_one_shell():
+    from ferry.host import batch
+    cmds = ["printf 'a\\nb'", "echo oops >&2; exit 3", "printf '==ferry-batch 9 0 0 0\\n'", "head -c 3 /dev/zero"]
+    proc = subprocess.run(batch.script(cmds), capture_output=True)
+    answers = batch.parse(proc.stdout, len(cmds))
+    assert [(a.rc, a.stdout, a.stderr) for a in answers] == [
+        (0, b"a\nb", b""), (3, b"", b"oops\n"), (0, b"==ferry-batch 9 0 0 0\n", b""), (0, b"\0\0\0", b"")]
+    with pytest.raises(FerryError, match="missing"):
+        batch.parse(proc.stdout[:40], len(cmds))

@@ -1,6 +1,8 @@
 """Fact parsers against real command output captured from sandbox hosts."""
 
-from ferry.host.containers import Container, parse_compose_ps, parse_images, parse_project_containers
+import json
+
+from ferry.host.containers import Container, parse_compose_ps, parse_images, parse_project_containers, parse_project_state
 from ferry.model.configdiff import parse_dotenv
 from ferry.host.system import parse_dpkg_status, parse_host_facts
 
@@ -34,10 +36,26 @@ def test_compose_ps_json_lines_and_array():
     assert parse_compose_ps("") == []
 
 
+def _inspect(cid, service, status, health=None, started="2026-11-22T03:00:00.5Z", restarts=0, ports=None):
+    state = {"Status": status, "Running": status == "running", "StartedAt": started, "ExitCode": 0}
+    if health is not None:          # Docker 20.10 has no "Health" key at all without a healthcheck
+        state["Health"] = {"Status": health}
+    return {"Id": cid, "Name": f"/p-{service}-1", "RestartCount": restarts, "State": state, "Image": "sha256:i",
+            "Config": {"Labels": {"com.docker.compose.service": service, "com.docker.compose.project": "p"}},
+            "NetworkSettings": {"Ports": ports or {}}}
+
+
 def test_project_containers_and_dotenv():
-    out = "id1\tbackend\t2026-11-22T03:00:00Z\trunning\thealthy\nid2\tnginx\t2026-11-22T03:00:01Z\texited\t\n"
-    found = parse_project_containers(out)
-    assert found["backend"].id == "id1" and found["backend"].healthy
+    out = "1795000000\n" + json.dumps([_inspect("id1", "backend", "running", "healthy"),
+                                       _inspect("id2", "nginx", "exited"),
+                                       _inspect("id3", "redis", "running", restarts=2,
+                                                ports={"6379/tcp": [{"HostIp": "0.0.0.0", "HostPort": "6379"}]})])
+    now, found = parse_project_state(out)
+    assert now == 1795000000 and found == parse_project_containers(out)
+    assert found["backend"].id == "id1" and found["backend"].healthy and found["backend"].health == "healthy"
     assert found["nginx"].status == "exited" and found["nginx"].health == "" and not found["nginx"].healthy
+    assert found["redis"].healthy and found["redis"].restarts == 2 and found["redis"].ports == (("0.0.0.0", 6379, "tcp"),)
+    assert found["redis"].started == 1795316400.5 and found["redis"].name == "p-redis-1"
+    assert parse_project_state("1795000000\n[]\n") == (1795000000, {})
     env = parse_dotenv("# c\nA='x y'\nB=\"q\"\nC=plain\n\n")
     assert env == {"A": "x y", "B": "q", "C": "plain"}

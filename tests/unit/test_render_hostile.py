@@ -16,7 +16,8 @@ from ferry.actions.common import declarations
 from ferry.errors import FerryError
 from ferry.model.configdiff import config_values
 from ferry.model.paths import HostPaths
-from ferry.model.render import render, template_context, to_yaml
+from ferry.controller.composecli import config_json, resolver
+from ferry.model.render import render, render_files, template_context, to_yaml
 from ferry.model.stack import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,9 +59,19 @@ def scalars(obj):
     return [obj]
 
 
+def compose_unescaped(obj):
+    if isinstance(obj, dict):
+        return {compose_unescaped(k): compose_unescaped(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [compose_unescaped(v) for v in obj]
+    return obj.replace("$$", "$") if isinstance(obj, str) else obj
+
+
 def parsed(dest: str, data: bytes):
     if dest.endswith(".json"):
         return json.loads(data.decode("utf-8"))
+    if dest == "compose.yml":                         # Compose reads $$ as a literal $
+        return compose_unescaped(yaml.safe_load(data.decode("utf-8")))
     if dest.endswith((".yml", ".yaml")):
         return yaml.safe_load(data.decode("utf-8"))
     if dest.endswith(".env"):
@@ -70,11 +81,15 @@ def parsed(dest: str, data: bytes):
     return None
 
 
-def render_with(stack, root="/opt/ferry", **over):
+def render_with(stack, root="/opt/ferry", compose=False, **over):
+    """The stack's release files for host h1 with ``over`` set, no variable check in
+    front: the templates alone (``compose=False``), or also resolved and checked by
+    Compose (what deploy does after rendering)."""
     variables = {**declarations(stack).defaults(), **INVENTORY.get(stack.name, {}), **over}
     secrets = {k: "generated" for k in stack.generated_secrets}
     paths = HostPaths(root, stack.name, f"{stack.name}-{stack.version}").for_templates()
-    return render(stack, template_context(variables, stack, paths, secrets, "h1"), "h1")
+    context = template_context(variables, stack, paths, secrets, "h1")
+    return render(stack, context, "h1", resolver()) if compose else render_files(stack, context, "h1")
 
 
 def cases():
@@ -153,13 +168,13 @@ def test_hostile_env_value_without_newline_or_quote_arrives_intact():
         render_with(load_stack(ROOT / "stacks" / "llm-chat"), llm_model=HOSTILE[0])
 
 
-@pytest.mark.parametrize("root", ["/opt/ferry #new", "/srv/a b", "/opt/x\n      privileged: true", "/o'p\"t"])
+@pytest.mark.parametrize("root", ["/opt/ferry #new", "/opt/x\n      privileged: true", "/a:/etc", "/opt/${HOME}"])
 @pytest.mark.parametrize("stack_dir", [p.parent for p in STACKS], ids=lambda p: p.name)
-def test_hostile_ferry_root_is_refused_or_inert(stack_dir, root):
+def test_hostile_ferry_root_is_refused_or_inert_on_composes_model(stack_dir, root):
     stack = load_stack(stack_dir)
-    benign = yaml.safe_load(render_with(stack)["compose.yml"])
+    benign = yaml.safe_load(render_with(stack, compose=True)["compose.yml"])
     try:
-        compose = yaml.safe_load(render_with(stack, root=root)["compose.yml"])
+        compose = yaml.safe_load(render_with(stack, root=root, compose=True)["compose.yml"])
     except FerryError as exc:
         assert "\n" not in str(exc)
         return
@@ -167,6 +182,16 @@ def test_hostile_ferry_root_is_refused_or_inert(stack_dir, root):
     for svc in compose["services"].values():
         for v in svc.get("volumes") or []:
             assert not v.startswith("/") or v.startswith(root + "/stacks/"), v
+
+
+def test_a_value_is_never_interpolated_by_compose():
+    stack = load_stack(ROOT / "stacks" / "xiaozhi-esp32-server")
+    files = render_with(stack, compose=True, xiaozhi_timezone="${MYSQL_ROOT_PASSWORD}$HOME")
+    resolved = json.loads(config_json(files, stack.name, "/opt/ferry/stacks/xiaozhi-esp32-server/current"))
+    env = resolved["services"]["xiaozhi-esp32-server"]["environment"]
+    # `compose config` prints a literal $ as $$; interpolated, TZ would be the password
+    assert env["TZ"] == "$${MYSQL_ROOT_PASSWORD}$$HOME"
+    assert config_values("db.env", files["db.env"])["TZ"] == "${MYSQL_ROOT_PASSWORD}$HOME"
 
 
 @pytest.mark.parametrize("value", [*HOSTILE, None, True, 80, 0.5, "", "yes", "null", "~", "1e3", "0o17",

@@ -15,7 +15,10 @@ from ferry.errors import FerryError
 from ferry.model.configdiff import config_values
 from ferry.model.compose import DIGEST_LABEL
 from ferry.actions.common import declarations
+from ferry.controller.composecli import resolver
 from ferry.model.render import _environment, check_template_variables, render, template_context
+
+RESOLVE = resolver()
 from ferry.model.stack import load_stack
 from ferry.model.vars import Layer
 
@@ -39,7 +42,7 @@ def paths(name):
 def rendered(stack, **over):
     variables = {**stack.defaults, **INVENTORY.get(stack.name, {}), **over}
     secrets = {k: "generated" for k in stack.generated_secrets}
-    return render(stack, template_context(variables, stack, paths(stack.name), secrets, "h1"), "h1")
+    return render(stack, template_context(variables, stack, paths(stack.name), secrets, "h1"), "h1", RESOLVE)
 
 
 def labels(files, service):
@@ -201,7 +204,7 @@ def test_compose_mistakes_are_refused_with_file_and_key(tmp_path, compose, key, 
 def test_allowed_mounts_and_ports_pass(tmp_path):
     compose = ("services:\n  a:\n    image: img:1\n    ports: ['9000:80', '9000:80/udp', '127.0.0.1:9001:81']\n"
                "    volumes: ['{{ paths.data }}/db:/db', 'named:/n', './compose.yml:/c.yml:ro']\n"
-               "  b: {image: 'img:2', ports: ['127.0.0.2:9001:81', '9002']}\nvolumes: {named: {}}\n")
+               "  b: {image: 'img:1', ports: ['127.0.0.2:9001:81', '9002']}\nvolumes: {named: {}}\n")
     stack = load_stack(write_stack(tmp_path / "small", compose))
     assert "compose.yml" in rendered(stack)
 
@@ -214,10 +217,10 @@ def test_rendered_json_that_does_not_parse_names_the_template(tmp_path):
     assert "c.json.j2" in str(e.value) and "renders c.json" in str(e.value) and "not valid JSON" in str(e.value)
 
 
-def test_restart_cycle_is_refused(tmp_path):
+def test_dependency_cycle_is_refused_by_compose(tmp_path):
     compose = ("services:\n  a: {image: 'img:1', depends_on: {b: {condition: service_started, restart: true}}}\n"
                "  b: {image: 'img:1', depends_on: {a: {condition: service_started, restart: true}}}\n")
-    with pytest.raises(FerryError, match="restart cycle"):
+    with pytest.raises(FerryError, match="Compose: dependency cycle detected: a -> b -> a"):
         rendered(load_stack(write_stack(tmp_path / "s", compose)))
 
 
