@@ -40,10 +40,24 @@ def shown(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+_validators: dict[int, tuple[dict[str, Any], Any]] = {}
+
+
+def validator(schema: dict[str, Any]):
+    """A validator for ``schema`` (with format checks, e.g. ``regex``), kept while the
+    same schema object is used again: schemas are built once and never changed."""
+    found = _validators.get(id(schema))
+    if found is None or found[0] is not schema:
+        if len(_validators) > 1024:
+            _validators.clear()
+        found = _validators[id(schema)] = (schema, Validator(schema, format_checker=Validator.FORMAT_CHECKER))
+    return found[1]
+
+
 def first_error(instance: Any, schema: dict[str, Any]) -> ValidationError | None:
     """The most relevant violation of ``schema`` by ``instance`` (jsonschema's
     ``best_match``), or None when it conforms."""
-    return best_match(Validator(schema, format_checker=Validator.FORMAT_CHECKER).iter_errors(instance))
+    return best_match(validator(schema).iter_errors(instance))
 
 
 def explain(error: ValidationError) -> tuple[list[Any], str]:

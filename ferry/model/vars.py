@@ -41,6 +41,7 @@ it came from (file, group, ``--set``), the key, the host and the rule.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ import yaml
 
 from ..errors import FerryError
 from . import schema as sch
-from .yamlfile import load_yaml_file
+from .yamlfile import load_yaml_file, parse_yaml
 
 TYPES = ("int", "float", "port", "bool", "string", "identifier", "path", "enum", "secret", "list", "map")
 """The declared types of variables (see the module docstring)."""
@@ -155,9 +156,9 @@ class Declaration:
         """The value (or part of it) is secret: never shown in messages."""
         return _has_secret(self.spec)
 
-    @property
+    @functools.cached_property
     def schema(self) -> dict[str, Any]:
-        """The JSON Schema a value of this variable must satisfy."""
+        """The JSON Schema a value of this variable must satisfy (built once)."""
         return value_schema(self.spec)
 
 
@@ -260,7 +261,7 @@ def coerce(spec: Mapping[str, Any], value: Any, text: bool = False) -> Any:
     t = spec["type"]
     if isinstance(value, str) and text and t in _TEXT_PARSED:
         try:
-            value = yaml.safe_load(value)
+            value = parse_yaml(value)
         except yaml.YAMLError:
             return value
     if t in ("int", "port") and isinstance(value, float) and value.is_integer():
