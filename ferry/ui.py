@@ -12,7 +12,9 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn)
+from rich.cells import cell_len
 from rich.table import Table
+from rich.text import Text
 
 
 class UI:
@@ -77,16 +79,31 @@ class UI:
                 progress.update(task, advance=1, description=f"{description}: {label}")
             yield done
 
-    def table(self, title: str, columns: list[str], rows: list[list[str]]) -> None:
-        """Print a rich table with ``columns`` and string ``rows``. Cells are folded onto
-        several lines when the terminal (or a pipe's 80 columns) is too narrow, never
-        cut: the release and backup ids are what ``rollback`` and ``restore`` take."""
+    KEEP = ("host", "id", "release", "service")
+    """Columns whose cells are never broken: ids that ``rollback``, ``restore`` and
+    ``--host``/``--service`` take, copied from the table."""
+
+    def table(self, title: str, columns: list[str], rows: list[list[str]], keep: tuple[str, ...] = KEEP) -> None:
+        """Print a rich table with ``columns`` and string ``rows``. Cells of the ``keep``
+        columns stay on one line, whole (the release and backup ids are what
+        ``rollback`` and ``restore`` take); the other cells are folded onto several
+        lines when the terminal (or a pipe's 80 columns) is too narrow. When even that
+        does not make room, the table is printed wider than the terminal rather than
+        cut."""
         t = Table(title=title, show_lines=False)
-        for c in columns:
-            t.add_column(c, overflow="fold")
+        need = 1
+        for i, c in enumerate(columns):
+            natural = max([cell_len(c), *(cell_len(Text.from_markup(str(r[i])).plain) for r in rows)])
+            if c in keep:
+                t.add_column(c, no_wrap=True, min_width=natural)
+                need += natural + 3
+            else:
+                least = min(natural, max(6, cell_len(c)))
+                t.add_column(c, overflow="fold", min_width=least)
+                need += least + 3
         for r in rows:
             t.add_row(*r)
-        self.console.print(t)
+        self.console.print(t, width=max(self.console.width, need), crop=False)
 
 
 def human_bytes(n: float) -> str:

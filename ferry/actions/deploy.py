@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 from ..controller import composecli
 from ..controller.bundle import Bundle, find_bundle, load_bundle
-from ..controller.inventory import Host, Inventory
+from ..controller.inventory import MAGIC_VARS, Host, Inventory, load_inventory
 from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.activate import ActivationFailed
@@ -88,7 +88,7 @@ class HostReport:
         return self.status != "ok"
 
 
-def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Path | None,
+def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bundle_path: Path | None,
             dist: Path, sets: dict[str, Any], ui: UI | None = None, known: Iterable[str] = ()) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
 
@@ -108,7 +108,7 @@ def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Pa
         FerryError: any bad input (inventory, host pattern, bundle, signature, stack,
             variables, templates).
     """
-    inventory = Inventory(inventory_path)
+    inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
     bundle = load_bundle(bundle_path or find_bundle(dist, stack_name))
     if bundle.stack_name != stack_name:
@@ -118,7 +118,7 @@ def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Pa
     with (ui.transfer("checking bundle sha256", total) if ui else contextlib.nullcontext(None)) as advance:
         bundle.verify(progress=advance)
     stack = bundle.stack()
-    check_template_variables(stack, declarations(stack).names())
+    check_template_variables(stack, declarations(stack).names() | set(MAGIC_VARS))
     host_vars = {h.name: host_variables(h, stack, sets) for h in hosts}
     plan = Plan(inventory, hosts, bundle, stack, host_vars,
                 warnings=unknown_variable_warnings(hosts, stack, sets, set(known)))

@@ -8,9 +8,25 @@ Layout (one directory per stack version, built on the controller by ``inv bundle
       checksums.sha256     "<sha256>  <path>" lines, as ``sha256sum -c`` reads them
       images/<ref>.tar     one ``docker save`` tarball per image
       docker/              the offline Docker installer (ferry.controller.dockerdist): debs/,
-                           docker-compose, versions.json
+                           docker-compose, versions.json; with ``--docker-static``
+                           also static/docker-<ver>.tgz (ferry.controller.dockerstatic)
       stack/               the stack definition it was built from (stack.yml,
                            defaults.yml, templates/, files/)
+
+The manifest's ``docker`` key describes the Docker payload, one entry per layout:
+
+- the Compose v2 plugin, used by both layouts: ``compose`` (version), ``compose_sha256``
+  (of ``docker/docker-compose``);
+- ``arch`` / ``uname_arch``: the architecture of everything under ``docker/``;
+- the Debian layout (hosts with dpkg): ``docker`` (docker.io version), ``packages``
+  ({name: version} of every ``docker/debs/*.deb``);
+- the static layout (any systemd Linux), present only when built with
+  ``--docker-static``: ``static`` = {``file`` (bundle path of the tarball), ``version``,
+  ``sha256``, ``size``, ``arch``, ``uname_arch``, ``binaries`` ({name: version or
+  null}), ``source`` (the file name given)}.
+
+The install-docker-offline role picks the layout per host (``docker_install``); a host
+only ever needs the files of its own layout plus the Compose plugin.
 
 The manifest is the bundle's contract: ``deploy`` renders from ``stack/`` of the
 bundle (not from the working tree), uploads files by sha256 and loads images by ID.
@@ -228,7 +244,8 @@ def _copy_stack(stack: Stack, dest: Path) -> None:
 
 
 def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=None,
-                 docker_settings: dict[str, Any] | None = None, sign: Path | None = None) -> Bundle:
+                 docker_settings: dict[str, Any] | None = None, sign: Path | None = None,
+                 docker_static: Path | None = None) -> Bundle:
     """Build ``dist/<stack>-<version>/`` from local images (``inv bundle``).
 
     Every image of ``stack.yml`` must be in the local Docker engine (pulled, or built:
@@ -245,15 +262,18 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
         docker_settings: install-docker-offline role defaults (packages, versions).
         sign: an SSH private key: sign the manifest with it (``manifest.json.sig``,
             see :mod:`ferry.controller.signing`).
+        docker_static: Docker's static tarball (``docker-<version>.tgz``) to carry for
+            hosts without dpkg (see :mod:`ferry.controller.dockerstatic`), or None.
 
     Returns:
         The loaded bundle.
 
     Raises:
         FerryError: invalid stack or version, an image missing locally, a payload that
-            can't be had, a key that cannot sign.
+            can't be had, a key that cannot sign, a static tarball that is not Docker's
+            layout for the bundle's architecture.
     """
-    from . import dockerdist
+    from . import dockerdist, dockerstatic
     from ferry.controller.localdocker import docker
     from ferry.model.manifest import is_identifier
     stack = load_stack(stack_dir)
@@ -289,6 +309,11 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
         image_entries.append({"service": service, "ref": ref, "file": rel, **info})
     payload = dockerdist.build_docker_payload(tmp / "docker", docker_settings or {},
                                               console=ui.console if ui else None)
+    if docker_static is not None:
+        payload["static"] = dockerstatic.add_static_engine(Path(docker_static), tmp / "docker", payload["arch"])
+        if ui:
+            ui.info(f"docker payload: static engine {payload['static']['source']} "
+                    f"(dockerd {payload['static']['binaries'].get('dockerd') or payload['static']['version']})")
     _copy_stack(stack, tmp / "stack")
     if version != stack.version:
         text = (tmp / "stack" / "stack.yml").read_text()

@@ -27,7 +27,7 @@ ferry_known_hosts=~/.ssh/known_hosts
 `ferry stack.import PATH/docker-compose.yml`, or write stack.yml, defaults.yml and
 templates/ by hand (see Ferry's README).
 """,
-    ".gitignore": "dist/\n",
+    ".gitignore": "dist/\naudit/\n",
 }
 
 

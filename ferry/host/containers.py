@@ -225,6 +225,25 @@ def parse_host_facts(text: str) -> dict:
     return {"containers": containers, "networks": networks, "listening": listening}
 
 
+def stack_state(found: dict[str, Container], services: list[str] | None = None) -> str:
+    """One word for a stack's containers (from :func:`parse_project_containers`):
+    ``running`` (every service running and healthy), ``stopped`` (none running),
+    ``degraded`` (some running, or unhealthy), ``absent`` (no container at all).
+
+    Args:
+        services: the services of the current release; a missing one is not running.
+    """
+    names = set(services or []) | set(found)
+    if not found:
+        return "absent"
+    running = [n for n in names if n in found and found[n].status == "running"]
+    if not running:
+        return "stopped"
+    if len(running) == len(names) and all(found[n].healthy for n in names):
+        return "running"
+    return "degraded"
+
+
 def http_status(url: str, timeout: int = 5) -> list[str]:
     """The HTTP status code of ``GET url`` requested on the host (``000`` if no answer)."""
     return ["curl", "-s", "-o", "/dev/null", "-m", str(timeout), "-w", "%{http_code}", url]
@@ -259,3 +278,63 @@ def parse_config_hashes(text: str) -> dict[str, str]:
         if value.strip():
             out[service] = value.strip()
     return out
+
+
+def container_images() -> list[str]:
+    """The image ID of every container on the host, running or not, one per line."""
+    return sh("docker ps -aq --no-trunc | xargs -r docker inspect --format '{{.Image}}'")
+
+
+def remove_image(image_id: str, tags: set[str] | None = None) -> list[str]:
+    """``docker rmi`` of an image: by its tags when it has some (an image with several
+    tags cannot be removed by ID without ``-f``), else by ID. Refused by Docker, and so
+    harmless, while a container uses it."""
+    return ["docker", "rmi", *(sorted(tags) if tags else [image_id])]
+
+
+# -- day-2 commands on the current release (ferry.actions.logs, .execute, .services) ----
+
+def with_pid(argv: list[str], merge_stderr: bool = False) -> list[str]:
+    """Run ``argv`` after printing its PID on the first line of stdout (``exec``: the PID
+    is the command's own), so that the caller can stop it on the host with
+    :func:`kill` when the user interrupts (closing an SSH channel does not).
+    ``merge_stderr``: its stderr goes to stdout (one stream, in order)."""
+    return ["sh", "-c", 'echo "$$"; exec "$@"' + (" 2>&1" if merge_stderr else ""), "sh", *argv]
+
+
+def kill(pid: int) -> list[str]:
+    """``kill -TERM PID`` (quietly; the process may have ended already)."""
+    return sh(f"kill -TERM {int(pid)} 2>/dev/null || true")
+
+
+def compose_logs(project: str, compose_file: str, project_dir: str, services: list[str], follow: bool = False,
+                 since: str | None = None, tail: str | None = None) -> list[str]:
+    """``docker compose logs --no-color`` of ``services`` (all when empty); ``since``
+    and ``tail`` as validated by :func:`ferry.model.options.since` and
+    :func:`ferry.model.options.tail`."""
+    args = ["logs", "--no-color"]
+    if follow:
+        args.append("--follow")
+    if since:
+        args += ["--since", since]
+    if tail is not None:
+        args += ["--tail", str(tail)]
+    return compose(project, compose_file, project_dir, *args, "--", *services)
+
+
+def compose_exec(project: str, compose_file: str, project_dir: str, service: str, command: list[str]) -> list[str]:
+    """``docker compose exec -T SERVICE COMMAND...``: no TTY, stdin closed; each word of
+    ``command`` reaches the container as one argument (no shell in between)."""
+    return compose(project, compose_file, project_dir, "exec", "-T", service, *command)
+
+
+def compose_lifecycle(project: str, compose_file: str, project_dir: str, action: str, services: list[str],
+                      timeout: int | None = None) -> list[str]:
+    """``docker compose restart|stop|start [SERVICE...]`` (``timeout``: seconds a
+    container gets to stop before it is killed; restart and stop only)."""
+    if action not in ("restart", "stop", "start"):
+        raise ValueError(action)
+    args = [action]
+    if timeout is not None and action != "start":
+        args += ["--timeout", str(int(timeout))]
+    return compose(project, compose_file, project_dir, *args, *services)

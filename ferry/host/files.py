@@ -75,6 +75,21 @@ def parse_lines(text: str) -> list[str]:
     return [l.strip() for l in text.splitlines() if l.strip()]
 
 
+def list_dir_sizes(path: str) -> list[str]:
+    """``NAME<TAB>SIZE`` (bytes) of the regular files directly in ``path`` (nothing if absent)."""
+    return sh(f"[ -d {q(path)} ] && find {q(path)} -maxdepth 1 -type f -printf '%f\\t%s\\n' || true")
+
+
+def parse_sizes(text: str) -> dict[str, int]:
+    """``{name: size in bytes}`` from :func:`ferry.host.files.list_dir_sizes`."""
+    out = {}
+    for line in parse_lines(text):
+        name, _, size = line.rpartition("\t")
+        if name and size.isdigit():
+            out[name] = int(size)
+    return out
+
+
 def list_links(path: str) -> list[str]:
     """``RELPATH TARGET`` for every symlink under ``path``, one per line (nothing if absent)."""
     return sh(f"[ -d {q(path)} ] && find {q(path)} -type l -printf '%P %l\\n' || true")

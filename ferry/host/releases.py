@@ -1,9 +1,15 @@
-"""Reading a stack's release history from a host: one command and its parser."""
+"""Reading release history from a host: the commands and their parsers.
+
+:func:`read_releases_command` reads one stack's releases; :func:`read_host_command`
+reads every stack's releases and every bundle's manifest under ``ferry_root`` (what
+``prune`` and ``uninstall`` need to know what is in use).
+"""
 
 from __future__ import annotations
 
 import json
 import posixpath
+from dataclasses import dataclass, field
 
 from ..model.releases import History, Release
 from .files import parse_tar
@@ -15,29 +21,94 @@ def read_releases_command(stack_dir: str) -> list[str]:
     release's ``release.json`` and ``manifest.json``."""
     return sh(f"cd {q(stack_dir)} 2>/dev/null || exit 0; readlink current || echo; "
                   "set -- releases/*/release.json releases/*/manifest.json; "
-                  "for f; do [ -e \"$f\" ] || shift; done; [ $# -eq 0 ] || tar -cf - -- \"$@\"")
+                  "for f; do shift; [ -e \"$f\" ] && set -- \"$@\" \"$f\"; done; [ $# -eq 0 ] || tar -cf - -- \"$@\"")
+
+
+def _add_release_file(by_id: dict[str, Release], rid: str, name: str, data: bytes) -> None:
+    rel = by_id.setdefault(rid, Release(rid))
+    doc = json.loads(data or b"{}")
+    if name == "release.json":
+        rel.info = doc
+    elif name == "manifest.json":
+        rel.image_ids = {i["id"] for i in doc.get("images", [])}
+        rel.file_shas = {f["sha256"] for f in doc.get("files", [])}
 
 
 def parse_releases(stdout: bytes) -> History:
     """Parse :func:`read_releases_command` output."""
     first, _, rest = stdout.partition(b"\n")
     current = posixpath.basename(first.decode().strip()) or None
-    files = parse_tar(rest)
     by_id: dict[str, Release] = {}
-    for path, data in files.items():
+    for path, data in parse_tar(rest).items():
         parts = path.split("/")
-        if len(parts) != 3 or parts[0] != "releases":
-            continue
-        rel = by_id.setdefault(parts[1], Release(parts[1]))
-        doc = json.loads(data or b"{}")
-        if parts[2] == "release.json":
-            rel.info = doc
-        elif parts[2] == "manifest.json":
-            rel.image_ids = {i["id"] for i in doc.get("images", [])}
-            rel.file_shas = {f["sha256"] for f in doc.get("files", [])}
+        if len(parts) == 3 and parts[0] == "releases":
+            _add_release_file(by_id, parts[1], parts[2], data)
     return History(sorted(by_id.values(), key=lambda r: r.id), current)
 
 
 def read_releases(t, stack_dir: str) -> History:
     """The release history of the stack under ``stack_dir`` on the host behind ``t``."""
     return parse_releases(t.run(read_releases_command(stack_dir)).stdout)
+
+
+def read_host_command(root: str) -> list[str]:
+    """A tar stream (through symlinks) of every ``stacks/*/releases/*/{release,manifest}.json``
+    and ``bundles/*/manifest.json`` under ``root`` (nothing when ``root`` is absent)."""
+    return sh(f"cd {q(root)} 2>/dev/null || exit 0; "
+              "set -- stacks/*/releases/*/release.json stacks/*/releases/*/manifest.json bundles/*/manifest.json; "
+              "for f; do shift; [ -e \"$f\" ] && set -- \"$@\" \"$f\"; done; [ $# -eq 0 ] || tar -chf - -- \"$@\"")
+
+
+@dataclass
+class HostReleases:
+    """Every stack's releases and every bundle's manifest on one host.
+
+    Attributes:
+        stacks: ``{stack: History}`` for each ``stacks/<stack>/`` with releases.
+        bundles: ``{bundle directory name: its manifest}`` for each ``bundles/<name>/``
+            with a readable ``manifest.json``.
+    """
+
+    stacks: dict[str, History] = field(default_factory=dict)
+    bundles: dict[str, dict] = field(default_factory=dict)
+
+    def releases(self) -> list[Release]:
+        """Every release of every stack."""
+        return [r for h in self.stacks.values() for r in h.releases]
+
+    def releases_except(self, stack: str) -> list[Release]:
+        """Every release of every stack but ``stack``."""
+        return [r for name, h in self.stacks.items() if name != stack for r in h.releases]
+
+    def known_images(self) -> set[str]:
+        """Image IDs listed in any release's or bundle's manifest: what Ferry brought."""
+        ids = set().union(*(r.image_ids for r in self.releases())) if self.stacks else set()
+        for m in self.bundles.values():
+            ids |= {i["id"] for i in m.get("images", []) if i.get("id")}
+        return ids
+
+    def bundle_stack(self, name: str) -> str | None:
+        """The stack a bundle is for (its manifest's ``stack``)."""
+        return self.bundles.get(name, {}).get("stack")
+
+
+def parse_host(stdout: bytes) -> HostReleases:
+    """Parse :func:`read_host_command` output."""
+    out = HostReleases()
+    by_stack: dict[str, dict[str, Release]] = {}
+    for path, data in parse_tar(stdout).items():
+        parts = path.split("/")
+        if len(parts) == 5 and parts[0] == "stacks" and parts[2] == "releases":
+            _add_release_file(by_stack.setdefault(parts[1], {}), parts[3], parts[4], data)
+        elif len(parts) == 3 and parts[0] == "bundles" and parts[2] == "manifest.json":
+            try:
+                out.bundles[parts[1]] = json.loads(data or b"{}")
+            except json.JSONDecodeError:
+                continue
+    out.stacks = {s: History(sorted(rels.values(), key=lambda r: r.id), None) for s, rels in by_stack.items()}
+    return out
+
+
+def read_host(t, root: str) -> HostReleases:
+    """:class:`HostReleases` of the host behind ``t`` (``root``: ``ferry_root``)."""
+    return parse_host(t.run(read_host_command(root)).stdout)

@@ -18,7 +18,7 @@ import contextlib
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import FerryError
 from ..model.paths import HostPaths
@@ -126,6 +126,8 @@ class Change:
     stack: str
     version: str
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    """host -> token of the stack's lock held there (none in check mode)."""
 
     def done(self, host: str, result: str = "ok", detail: str = "", release: str | None = None,
              version: str | None = None) -> None:
@@ -134,13 +136,17 @@ class Change:
 
 
 @contextlib.contextmanager
-def guarded(sessions: Sequence[HostSession], stack: str, task: str, version: str = "", message: str = "",
-            wait: float = 0.0, check: bool = False) -> Iterator[Change]:
+def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[str]], task: str, version: str = "",
+            message: str = "", wait: float = 0.0, check: bool = False) -> Iterator[Change]:
     """Lock the stack on every host, run the block, audit every host.
 
     Args:
         sessions: the hosts (from :func:`open_hosts`).
-        stack: stack name (the lock and the audit line are per stack).
+        stack: stack name (the lock and the audit line are per stack); or, for a
+            command that spans the stacks of a host (``prune``, ``uninstall``),
+            ``{host name: [stack names]}``: each host's stacks are all locked (in name
+            order, so two such runs cannot deadlock) and its one audit line names them
+            all (a host with no stack is neither locked nor audited).
         task: ``deploy``, ``rollback``, ``backup``...
         version: recorded in the lock and the audit line.
         message: ``--message``, recorded in the lock and the audit line.
@@ -152,19 +158,25 @@ def guarded(sessions: Sequence[HostSession], stack: str, task: str, version: str
             taken are released); and whatever the block raises, after the audit lines
             are written.
     """
-    change = Change(task, stack, version)
+    def stacks_of(s: HostSession) -> list[str]:
+        return [stack] if isinstance(stack, str) else sorted(set(stack.get(s.name, ())))
+
+    change = Change(task, stack if isinstance(stack, str) else "", version)
     if check:
         yield change
         return
     held: list[tuple[HostSession, lock.Lock]] = []
     failure = ""
     try:
-        for s in sessions:
-            held.append((s, lock.acquire(s.t, s.paths.root, stack, task, version, message, wait)))
+        for name in sorted({n for s in sessions for n in stacks_of(s)}):
+            for s in sessions:
+                if name in stacks_of(s):
+                    held.append((s, lock.acquire(s.t, s.paths.root, name, task, version, message, wait)))
     except BaseException:
         for s, taken in held:
             _on_host(s, lambda t, taken=taken: lock.Lock(t, taken.path, taken.token).release())
         raise
+    change.tokens = {s.name: taken.token for s, taken in held}
     try:
         yield change
     except (KeyboardInterrupt, SystemExit):
@@ -174,15 +186,19 @@ def guarded(sessions: Sequence[HostSession], stack: str, task: str, version: str
         failure = str(exc)
         raise
     finally:
-        for s, taken in held:
+        for s in sessions:
+            mine = [taken for h, taken in held if h is s]
+            if not mine:
+                continue
             o = change.outcomes.get(s.name)
             if o is None:
                 o = Outcome("interrupted" if failure == "interrupted" else ("failed" if failure else "ok"),
                             "" if failure == "interrupted" else failure)
             detail = " ".join(x for x in (o.detail, f'"{message}"' if message else "") if x)
-            rec = audit.entry(task, stack, o.version or version, o.release, o.result, detail)
+            rec = audit.entry(task, ",".join(stacks_of(s)), o.version or version, o.release, o.result, detail)
             _on_host(s, lambda t: audit.record(t, s.paths.root, rec, check=True))
-            _on_host(s, lambda t, taken=taken: lock.Lock(t, taken.path, taken.token).release())
+            for taken in mine:
+                _on_host(s, lambda t, taken=taken: lock.Lock(t, taken.path, taken.token).release())
 
 
 def _on_host(s: HostSession, action: Callable[[Any], None]) -> None:

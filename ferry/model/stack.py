@@ -23,7 +23,10 @@ key (what a consistent backup of the stack needs, :class:`BackupSpec`):
       stop: []                                        # services stopped meanwhile
       exclude: []                                     # paths left out of the data tar
 
-Every ``data_dirs`` entry is archived as tar (minus the SQLite files above, which are
+Without any ``backup`` key a backup still covers every named volume, every entry of the
+data dir and the databases recognised by image (:mod:`ferry.model.backup`); the key adds
+to that or, as ``backup: none``, opts out of data backups. Every ``data_dirs`` entry is
+archived as tar (minus the SQLite files above, which are
 copied consistently instead), with the current release's rendered config and
 ``secrets.json``.
 """
@@ -88,6 +91,7 @@ class BackupSpec:
         volumes: Compose volume names (keys of the compose file's ``volumes``).
         stop: services stopped while the backup runs.
         exclude: paths relative to the data dir left out of the data tar.
+        none: ``backup: none``: the stack opts out of data backups (config only).
     """
 
     sqlite: list[dict[str, str]] = field(default_factory=list)
@@ -96,6 +100,7 @@ class BackupSpec:
     volumes: list[str] = field(default_factory=list)
     stop: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    none: bool = False
 
     def services(self) -> set[str]:
         """Services whose containers must be running for a consistent backup."""
@@ -111,6 +116,8 @@ def load_backup_spec(data: Any, path: Path, images: dict[str, str]) -> BackupSpe
         FerryError: a service not in ``images``, or a service both backed up live and
             stopped; the message names the file and the key (``backup.sqlite[0].service``).
     """
+    if data == "none":
+        return BackupSpec(none=True)
     data = data or {}
     spec = BackupSpec()
     for kind in ("sqlite", "mysql", "redis"):

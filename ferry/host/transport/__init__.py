@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Generator, Iterable, Protocol, Sequence
 
 from ...errors import HostError
 
@@ -84,9 +84,11 @@ class Transport(Protocol):
         upload receiver of ``ferry.host.files.receive_files``. ``check`` as in :meth:`run`."""
         ...
 
-    def stream(self, argv: Sequence[str], timeout: float | None = None) -> Iterable[bytes]:
-        """Run ``argv`` and yield its stdout in blocks (raises HostError at the end when
-        the command failed)."""
+    def stream(self, argv: Sequence[str], timeout: float | None = None,
+               check: bool = True) -> Generator[bytes, None, Result]:
+        """Run ``argv`` and yield its stdout in blocks. At the end: raises HostError when
+        the command failed and ``check``; returns the :class:`Result` (exit status,
+        stderr) as the generator's value (see :func:`drain`)."""
         ...
 
     def close(self) -> None:
@@ -105,3 +107,13 @@ def check_result(host: str, result: Result, what: str | None = None) -> Result:
         cmd = what or " ".join(str(a) for a in result.argv[:3])
         raise HostError(host, f"'{cmd}' failed: {result.last_error_line()}")
     return result
+
+
+def drain(blocks: Generator[bytes, None, Result], sink: Callable[[bytes], None]) -> Result:
+    """Hand every block of a :meth:`Transport.stream` to ``sink`` and return the stream's
+    :class:`Result` (exit status and stderr)."""
+    while True:
+        try:
+            sink(next(blocks))
+        except StopIteration as end:
+            return end.value

@@ -8,7 +8,7 @@ Roles under test cannot tell it from :class:`ferry.host.transport.ssh.SSHTranspo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Generator, Iterable, Sequence
 
 from . import Result, check_result
 
@@ -58,11 +58,14 @@ class FakeTransport:
         result = self._result(argv, data)
         return check_result(self.host, result, "send") if check else result
 
-    def stream(self, argv: Sequence[str], timeout: float | None = None) -> Iterable[bytes]:
-        """Like :meth:`run` with ``check``, stdout yielded in 64 KiB blocks."""
-        out = self.run(argv).stdout
+    def stream(self, argv: Sequence[str], timeout: float | None = None,
+               check: bool = True) -> Generator[bytes, None, Result]:
+        """Like :meth:`run`, stdout yielded in 64 KiB blocks; returns the Result."""
+        result = self.run(argv, check=check)
+        out = result.stdout
         for i in range(0, len(out), 1 << 16):
             yield out[i:i + (1 << 16)]
+        return Result(result.argv, result.rc, b"", result.stderr)
 
     def close(self) -> None:
         """Nothing to close."""

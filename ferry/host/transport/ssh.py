@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, Iterable, Sequence
+from typing import Generator, Iterable, Sequence
 
 import paramiko
 from fabric import Connection
@@ -178,9 +178,12 @@ class SSHTransport:
         result = self._finish(chan, argv)
         return check_result(self.host, result) if check else result
 
-    def stream(self, argv: Sequence[str], timeout: float | None = None) -> Iterator[bytes]:
+    def stream(self, argv: Sequence[str], timeout: float | None = None,
+               check: bool = True) -> Generator[bytes, None, Result]:
         """Run ``argv`` and yield its stdout in blocks as they arrive (for downloads too
-        big for memory). Raises :class:`HostError` at the end when it exits non-zero."""
+        big for memory, logs). When it ends, raises :class:`HostError` if it exited
+        non-zero and ``check``; the generator's return value is the :class:`Result`
+        (exit status and stderr; stdout was yielded)."""
         chan = self._open(argv, timeout)
         chan.shutdown_write()
         try:
@@ -192,7 +195,8 @@ class SSHTransport:
             raise HostError(self.host, f"'{join(argv)[:80]}' timed out") from None
         finally:
             chan.close()
-        check_result(self.host, Result(list(argv), rc, b"", err))
+        result = Result(list(argv), rc, b"", err)
+        return check_result(self.host, result) if check else result
 
     def send(self, argv: Sequence[str], chunks: Iterable[bytes], check: bool = True) -> Result:
         """Stream ``chunks`` into the stdin of ``argv`` on the host.
