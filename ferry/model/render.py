@@ -11,7 +11,7 @@ import functools
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jinja2
 import jinja2.meta
@@ -63,6 +63,21 @@ _InlineDumper.add_representer(
     str, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"'))
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with subclasses of str, int, float, mappings and sequences (Ansible's
+    tagged values, Jinja's Markup) made the plain types YAML knows."""
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (str, int, float):
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def to_yaml(value: Any) -> str:
     """Jinja2 filter ``to_yaml``: ``value`` as one line of YAML (a flow node), to put
     where a YAML value goes: ``image: {{ images.web | to_yaml }}``,
@@ -76,7 +91,7 @@ def to_yaml(value: Any) -> str:
         FerryError: the value has no YAML form (e.g. an object of a custom class).
     """
     try:
-        text = yaml.dump(value, Dumper=_InlineDumper, default_flow_style=True, allow_unicode=True,
+        text = yaml.dump(_plain(value), Dumper=_InlineDumper, default_flow_style=True, allow_unicode=True,
                          width=float("inf"), sort_keys=False)
     except yaml.representer.RepresenterError as exc:
         raise FerryError(f"to_yaml: {exc.args[0] if exc.args else exc}") from None

@@ -1,16 +1,21 @@
 """End to end: a stack with a mistake is refused before anything reaches a host - a
-port used by two services, a template variable with no value, a bind mount outside the
-stack's directory. One line naming the stack file and key; no host contacted (an
+port used by two services, a template variable no defaults.yml declares, a bind mount
+outside the stack's directory - and so is a variable that breaks its declared type (a
+port out of range, YAML in a port, a ferry_root with ' #' or no leading '/', an empty
+required value). One line naming the file (or --set) and key; no host contacted (an
 unreachable host in the selection is never tried); hosts unchanged."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
 import pytest
 import yaml
 
+from ferry.controller.bundle import seal
+from ferry.model.manifest import CHECKSUMS, MANIFEST
 from stack_e2e import STACKS, Hosts, bundle, inv_cli
 
 pytestmark = pytest.mark.e2e
@@ -39,12 +44,18 @@ def inventory_with_ghost(sandbox, tmp_path_factory):
 
 
 def broken(good, tmp, template, edit):
+    """A copy of the good bundle whose stack template was edited before bundling (the
+    manifest lists the edited file: the mistake is the stack's, not a tampered bundle)."""
     b = tmp / good.name
     shutil.copytree(good, b, copy_function=os.link)
     t = b / "stack" / "templates" / template
     text = t.read_text()
     t.unlink()
     t.write_text(edit(text))
+    manifest = json.loads((b / MANIFEST).read_text())
+    for name in (MANIFEST, CHECKSUMS):          # hard links to the good bundle's: replace, never rewrite
+        (b / name).unlink()
+    seal(b, {k: v for k, v in manifest.items() if k != "files"})
     return b, t
 
 
@@ -55,9 +66,9 @@ SIDECAR = ("  sidecar:\n    image: {{ images['corp-wechat-gptbot'] }}\n    ports
 @pytest.mark.parametrize("template,edit,needles", [
     ("compose.yml.j2", lambda t: t + SIDECAR,
      ["key 'services.sidecar.ports'", "host port 50008/tcp is also published by service 'corp-wechat-gptbot'"]),
-    ("config.yaml.j2", lambda t: t.replace("port: 50008", "port: 50008\n  publicUrl: {{ gptbot_public_url }}"),
-     ["variable 'gptbot_public_url' has no value"]),
-    ("compose.yml.j2", lambda t: t.replace("{{ paths.data }}/db:/apps/db", "/var/lib/gptbot/db:/apps/db"),
+    ("config.yaml.j2", lambda t: t.replace("port: 50008", "port: 50008\n  publicUrl: {{ gptbot_public_url | to_yaml }}"),
+     ["variable 'gptbot_public_url' is used but no defaults.yml declares it"]),
+    ("compose.yml.j2", lambda t: t.replace('(paths.data ~ "/db:/apps/db") | to_yaml', '"/var/lib/gptbot/db:/apps/db"'),
      ["key 'services.corp-wechat-gptbot.volumes[1]'", "bind-mount source /var/lib/gptbot/db is outside the stack's directory"]),
 ], ids=["port-used-twice", "variable-missing", "mount-outside-stack-dir"])
 def test_stack_mistake_is_refused_before_any_host_is_touched(sandbox, good_bundle, inventory_with_ghost, tmp_path,
@@ -79,12 +90,12 @@ def test_stack_mistake_is_refused_before_any_host_is_touched(sandbox, good_bundl
 
 
 @pytest.mark.parametrize("sets,group_vars,needles", [
-    (["gptbot_port=99999"], {}, ["error: --set: key 'gptbot_port' (host sandbox-2): 99999 must be a port"]),
+    (["gptbot_port=99999"], {}, ["error: --set: key 'gptbot_port' (host ", "): 99999 must be a port"]),
     ([], {"gptbot_port": "50008\n    privileged: true"},
-     ["group staging: key 'gptbot_port' (host sandbox-2): '50008\\n    privileged: true' must be a port"]),
-    (["ferry_root=/opt/ferry #new"], {}, ["key 'ferry_root' (host sandbox-2): '/opt/ferry #new' must be an absolute"]),
-    ([], {"ferry_root": "srv/ferry"}, ["group staging: key 'ferry_root' (host sandbox-2): 'srv/ferry' must be"]),
-    (["gptbot_gpt_model="], {}, ["error: --set: key 'gptbot_gpt_model' (host sandbox-2): is empty"]),
+     ["inventory-", ".yml:", ": key 'gptbot_port' (host ", "): '50008\\n    privileged: true' must be a port"]),
+    (["ferry_root=/opt/ferry #new"], {}, ["error: --set: key 'ferry_root' (host ", "): '/opt/ferry #new' must be an absolute"]),
+    ([], {"ferry_root": "srv/ferry"}, ["inventory-", ": key 'ferry_root' (host ", "): 'srv/ferry' must be an absolute"]),
+    (["gptbot_gpt_model="], {}, ["error: --set: key 'gptbot_gpt_model' (host ", "): is empty; a value is required"]),
 ], ids=["port-out-of-range", "yaml-in-a-port", "ferry-root-with-comment", "ferry-root-relative", "required-empty"])
 def test_bad_variable_is_refused_before_any_host_is_touched(sandbox, good_bundle, inventory_with_ghost, tmp_path,
                                                              sets, group_vars, needles):

@@ -194,8 +194,12 @@ def test_a_value_is_never_interpolated_by_compose():
     assert config_values("db.env", files["db.env"])["TZ"] == "${MYSQL_ROOT_PASSWORD}$HOME"
 
 
+class Tagged(str):
+    """A str subclass, as Ansible's tagged values and Jinja's Markup are."""
+
+
 @pytest.mark.parametrize("value", [*HOSTILE, None, True, 80, 0.5, "", "yes", "null", "~", "1e3", "0o17",
-                                   ["a", {"b": "c\nd"}], {"k": [1, "x: y"]}, "\ud800"])
+                                   ["a", {"b": "c\nd"}], {"k": [1, "x: y"]}, "\ud800", Tagged("x: y\n- z")])
 def test_to_yaml_is_one_line_that_parses_back_to_the_value(value):
     try:
         text = to_yaml(value)
