@@ -49,6 +49,25 @@ def bundle(stack_dir: Path, dist: Path, version: str | None = None, base: Path |
     return b.path
 
 
+def edited_bundle(good: Path, dest: Path, rel: str, edit) -> tuple[Path, Path]:
+    """A copy of bundle ``good`` under ``dest`` (hard links) whose stack file ``rel``
+    (``stack/templates/x.j2``) is ``edit(text)``, sealed again: a stack edited before
+    bundling, not a tampered bundle. Returns ``(bundle dir, edited file)``."""
+    from ferry.controller.bundle import seal
+    from ferry.model.manifest import CHECKSUMS, MANIFEST
+    b = dest / good.name
+    shutil.copytree(good, b, copy_function=os.link)
+    f = b / rel
+    text = f.read_text()
+    f.unlink()                                   # hard links to the good bundle's: replace, never rewrite
+    f.write_text(edit(text))
+    manifest = json.loads((b / MANIFEST).read_text())
+    for name in (MANIFEST, CHECKSUMS):
+        (b / name).unlink()
+    seal(b, {k: v for k, v in manifest.items() if k != "files"})
+    return b, f
+
+
 def inv_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run the real command line (``inv ...``) from the repository root."""
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True,

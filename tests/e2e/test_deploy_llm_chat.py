@@ -27,7 +27,7 @@ from ferry.controller.inventory import Inventory
 from ferry.roles import role_defaults
 from ferry.host.transport.ssh import connect_host
 from ferry.ui import UI
-from stack_e2e import Hosts as SandboxHosts, inv_cli
+from stack_e2e import edited_bundle, Hosts as SandboxHosts, inv_cli
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,12 +202,9 @@ def test_bad_inputs_fail_with_one_line_and_change_nothing(sandbox, hosts, bundle
     _assert_one_line_error(r, str(bad_yaml) + ":", "YAML parsing failed")
 
     # a template variable with no value: named, before any connection
-    b2 = tmp_path / "bundle-undef"
-    shutil.copytree(bundle_path, b2, copy_function=os.link)
-    tpl = b2 / "stack" / "templates" / "nginx.conf.j2"
-    text = tpl.read_text()
-    tpl.unlink()
-    tpl.write_text(text.replace("server_name _;", "server_name {{ public_hostname }};"))
+    (tmp_path / "undef").mkdir()
+    b2, _ = edited_bundle(bundle_path, tmp_path / "undef", "stack/templates/nginx.conf.j2",
+                          lambda text: text.replace("server_name _;", "server_name {{ public_hostname }};"))
     r = inv_cli("deploy", "--host", "prod,staging", "-i", inv, "--bundle", str(b2))
     _assert_one_line_error(r, "public_hostname", "nginx.conf.j2")
 

@@ -7,16 +7,12 @@ unreachable host in the selection is never tried); hosts unchanged."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 
 import pytest
 import yaml
 
-from ferry.controller.bundle import seal
-from ferry.model.manifest import CHECKSUMS, MANIFEST
-from stack_e2e import STACKS, Hosts, bundle, inv_cli
+from stack_e2e import STACKS, Hosts, bundle, edited_bundle, inv_cli
 
 pytestmark = pytest.mark.e2e
 STACK = "corp-wechat-gptbot"
@@ -44,19 +40,7 @@ def inventory_with_ghost(sandbox, tmp_path_factory):
 
 
 def broken(good, tmp, template, edit):
-    """A copy of the good bundle whose stack template was edited before bundling (the
-    manifest lists the edited file: the mistake is the stack's, not a tampered bundle)."""
-    b = tmp / good.name
-    shutil.copytree(good, b, copy_function=os.link)
-    t = b / "stack" / "templates" / template
-    text = t.read_text()
-    t.unlink()
-    t.write_text(edit(text))
-    manifest = json.loads((b / MANIFEST).read_text())
-    for name in (MANIFEST, CHECKSUMS):          # hard links to the good bundle's: replace, never rewrite
-        (b / name).unlink()
-    seal(b, {k: v for k, v in manifest.items() if k != "files"})
-    return b, t
+    return edited_bundle(good, tmp, f"stack/templates/{template}", edit)
 
 
 SIDECAR = ("  sidecar:\n    image: {{ images['corp-wechat-gptbot'] }}\n    ports:\n"
