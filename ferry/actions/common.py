@@ -4,6 +4,7 @@ variables; the current release's compose file; remote processes that stop on Ctr
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -12,7 +13,8 @@ from ..errors import HostError
 from ..host import containers, files
 from ..host.session import HostSession, open_hosts
 from ..host.transport import Result, drain
-from ..host.transport.ssh import connect_host
+from ..host.transport.ssh import connect, connection_specs
+from ..host.transport.ssh.spec import CONNECTION_VARS
 from ..model.paths import HostPaths
 from ..model.stack import Stack
 from ..model.vars import Declarations, Layer
@@ -63,9 +65,11 @@ def unknown_variable_warnings(hosts: list[Host], stack: Stack, sets: dict[str, A
         hosts: the selected hosts.
         stack: the stack being run.
         sets: ``--set`` values.
-        known: names declared elsewhere (other stacks of the project), not reported.
+        known: names declared elsewhere (other stacks of the project), not reported;
+            nor are the connection variables the SSH transport reads and checks.
     """
     decls = declarations(stack)
+    known = {*known, *CONNECTION_VARS}
     found: dict[str, list[Host]] = {}
     for h in hosts:
         for name in decls.unknown([*h.vars, *sets], known):
@@ -89,14 +93,16 @@ def stack_hosts(inventory_path: Inventory | Path, pattern: str, stack: Stack | N
     what it uses).
 
     Raises:
-        FerryError: bad inventory or pattern; HostError: a host unreachable or its key
+        FerryError: bad inventory, pattern or connection variables (all hosts' are
+            checked before any is contacted); HostError: a host unreachable or its key
             unknown/changed (no host is touched then).
     """
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
+    specs = connection_specs(hosts, inventory)
     with open_hosts(hosts, lambda h: host_variables(h, stack, sets),
                     lambda name, v: HostPaths(str(v["ferry_root"]), stack.name if stack else "", bundle),
-                    lambda h: connect_host(h, inventory)) as sessions:
+                    lambda h: connect(specs[h.name])) as sessions:
         yield sessions
 
 
@@ -163,7 +169,10 @@ class RemoteProcess:
                 self.pid = int(line.strip() or b"0")
             if block:
                 sink(block)
-        return drain(self.s.t.stream(containers.with_pid(self.argv, self.merge_stderr), check=False), take)
+        # no deadline (logs --follow, exec run until they end or are stopped); a dead host
+        # is still noticed by the transport's keepalives
+        return drain(self.s.t.stream(containers.with_pid(self.argv, self.merge_stderr), timeout=math.inf,
+                                     check=False), take)
 
     def stop(self) -> None:
         """Stop the command on the host (SIGTERM), if it started."""

@@ -32,7 +32,7 @@ from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.activate import ActivationFailed
 from ..host.session import Change, HostSession, guarded, open_hosts
-from ..host.transport.ssh import connect_host
+from ..host.transport.ssh import ConnectionSpec, connect, connection_specs
 from ..host.verify import Check, settle_seconds, verify_host
 from ..model.paths import HostPaths
 from ..model.compose import ComposeModel
@@ -54,7 +54,10 @@ class Plan:
     stack: Stack
     host_vars: dict[str, dict[str, Any]]
     models: dict[str, ComposeModel] = field(default_factory=dict)
+    specs: dict[str, ConnectionSpec] = field(default_factory=dict)
+    """Each host's validated SSH connection (:func:`ferry.host.transport.ssh.connection_specs`)."""
     warnings: list[str] = field(default_factory=list)
+    """Variables set that nothing declares (:func:`ferry.actions.common.unknown_variable_warnings`)."""
 
     def paths(self, host: str) -> HostPaths:
         """Paths on ``host`` for this plan's stack and bundle (``ferry_root`` from its vars)."""
@@ -110,6 +113,7 @@ def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bun
     """
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
+    specs = connection_specs(hosts, inventory)
     bundle = load_bundle(bundle_path or find_bundle(dist, stack_name))
     if bundle.stack_name != stack_name:
         raise FerryError(f"{bundle.path}: bundle is for stack '{bundle.stack_name}', not '{stack_name}'")
@@ -120,7 +124,7 @@ def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bun
     stack = bundle.stack()
     check_template_variables(stack, declarations(stack).names() | set(MAGIC_VARS))
     host_vars = {h.name: host_variables(h, stack, sets) for h in hosts}
-    plan = Plan(inventory, hosts, bundle, stack, host_vars,
+    plan = Plan(inventory, hosts, bundle, stack, host_vars, specs=specs,
                 warnings=unknown_variable_warnings(hosts, stack, sets, set(known)))
     for h in hosts:
         placeholders = {k: "(generated on the host)" for k in stack.generated_secrets}
@@ -209,7 +213,7 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
     roles = roles or DEPLOY_ROLES
     reports = {h.name: HostReport(h.name, status="skipped") for h in plan.hosts}
     with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),
-                    lambda h: connect_host(h, plan.inventory)) as sessions:
+                    lambda h: connect(plan.specs[h.name])) as sessions:
         contexts = {s.name: RoleContext(s.name, s.t, s.vars, plan.bundle, plan.stack, s.paths, ui, check)
                     for s in sessions}
         for name, ctx in contexts.items():
@@ -429,7 +433,8 @@ def summary_lines(reports: list[HostReport]) -> list[str]:
             out.append(f"{r.host}: SKIPPED: not touched (an earlier batch failed)")
             continue
         if r.error:
-            out.append(f"{r.host}: {r.status.upper()}: {r.error}")
+            error = r.error[len(r.host) + 2:] if r.error.startswith(f"{r.host}: ") else r.error
+            out.append(f"{r.host}: {r.status.upper()}: {error}")
             continue
         changed = [name for name, res, _ in r.results if res.changed]
         failed = [c for c in r.checks if not c.ok]

@@ -58,10 +58,14 @@ from ..model.vars import merge_vars, parse_set_args  # noqa: F401 (re-exported)
 
 #: Ansible connection variables Ferry acts on. Any other ``ansible_*`` variable of a
 #: selected host (``ansible_connection``, ``ansible_become``...) is named in one warning
-#: line, since Ferry would silently do something else than Ansible. Extend it when
-#: Ferry learns a key (the ssh and become work does).
+#: line, since Ferry would silently do something else than Ansible. The SSH transport
+#: reads them (:data:`ferry.host.transport.ssh.CONNECTION_VARS`, a unit test keeps the
+#: two lists equal).
 HONOURED_ANSIBLE_VARS: frozenset[str] = frozenset({
-    "ansible_host", "ansible_port", "ansible_user", "ansible_ssh_private_key_file",
+    "ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port", "ansible_user", "ansible_ssh_user",
+    "ansible_ssh_private_key_file", "ansible_private_key_file", "ansible_password", "ansible_ssh_pass",
+    "ansible_ssh_password", "ansible_become", "ansible_become_method", "ansible_become_user",
+    "ansible_become_password", "ansible_become_pass", "ansible_ssh_common_args", "ansible_ssh_extra_args",
 })
 
 #: ``ansible_*`` variables that are not about the connection and change nothing for
@@ -147,6 +151,9 @@ class Host:
             sets: ``--set`` values, highest precedence (data, not templated).
             required: more names that must render (beside ``lower``'s keys, the
                 ``ansible_*`` and ``ferry_*`` ones).
+
+        Call it from one thread (the main one, before hosts are opened in parallel):
+        it runs ansible-core, whose display and vault state are process-wide.
 
         Raises:
             FerryError: a variable Ferry reads cannot be rendered, or a template or
@@ -455,7 +462,7 @@ class Inventory:
                 magic = {k: _plain(raw[k], self._es) for k in MAGIC_VARS if k in raw}
                 self.hosts[name] = Host(name, {"all", *magic.get("group_names", [])}, values, magic,
                                         self._secret_keys(name, values), self)
-            self._report(said.warnings[len(self.warnings):])
+            self._report(said.warnings)
 
     # -- loading ---------------------------------------------------------------------
 
@@ -490,14 +497,18 @@ class Inventory:
         return prefix + message
 
     def _fail_on(self, said: _Said) -> None:
-        """A source some plugin failed to parse is an error (Ansible would warn and go on)."""
+        """A source some plugin failed to parse is an error (Ansible would warn and go
+        on). Of the plugins that tried the first such file, the error of the one its
+        extension calls for is reported."""
         if not said.failures:
             return
-        by_plugin = [(msg, exc) for msg, exc in said.failures]
-        preferred = _preferred_plugin(self.path)
-        chosen = next((f for f in by_plugin if preferred and f"'{preferred}'" in f[0]), by_plugin[-1])
-        unparsed = [w for w in said.warnings if w.startswith("Unable to parse ")]
-        where = unparsed[0][len("Unable to parse "):].split(" as an inventory source")[0] if unparsed else ""
+        unparsed = [w[len("Unable to parse "):].split(" as an inventory source")[0]
+                    for w in said.warnings if w.startswith("Unable to parse ")]
+        where = unparsed[0] if unparsed else ""
+        about = [f for f in said.failures if where and where in str(_origin(getattr(f[1], "obj", None)))] \
+            or said.failures
+        preferred = f"'{_preferred_plugin(Path(where or self.path))}'"
+        chosen = next((f for f in about if preferred in f[0]), about[-1])
         message = self._vault_hint(*_explain(chosen[1]))
         if where and where not in message:
             message = f"{where}: {message}"

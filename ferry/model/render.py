@@ -285,8 +285,8 @@ def render_release(stack: Stack, context: dict[str, Any], host: str, resolve: Re
 
     ``resolve`` gives Compose's model of the rendered files; the checks of
     :func:`ferry.model.compose.check_model` run on it, then every service that
-    bind-mounts release files gets its ``ferry.config-digest`` label (the model is
-    resolved again when a label was added, so it describes the file that ships).
+    bind-mounts release files gets its ``ferry.config-digest`` label (in the file, by a
+    round-trip YAML edit, and in the model's ``labels``).
 
     Args:
         stack: the stack.
@@ -315,10 +315,10 @@ def render_release(stack: Stack, context: dict[str, Any], host: str, resolve: Re
         raise FerryError(f"{stack.file}: key 'images': service '{missing[0]}' is not in {COMPOSE_FILE}")
     check_model(model, files, context["paths"], stack, host, where)
     digests = config_digests(model, files, current, f"{where} (host {host})")
-    labelled = add_labels(files[COMPOSE_FILE], {s: {DIGEST_LABEL: d} for s, d in digests.items()}, where)
-    if labelled != files[COMPOSE_FILE]:
-        files[COMPOSE_FILE] = labelled
-        model, warnings = resolved()
+    files[COMPOSE_FILE] = add_labels(files[COMPOSE_FILE], {s: {DIGEST_LABEL: d} for s, d in digests.items()}, where)
+    for name, d in digests.items():                     # the model of the file that ships
+        labels = model.services[name].raw.get("labels") or {}
+        model.services[name].raw["labels"] = {**labels, DIGEST_LABEL: d}
     return Release(files, model, data_paths(model, files, current), warnings)
 
 

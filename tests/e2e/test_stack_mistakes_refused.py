@@ -12,7 +12,7 @@ import shutil
 import pytest
 import yaml
 
-from stack_e2e import STACKS, Hosts, bundle, edited_bundle, inv_cli
+from stack_e2e import STACKS, Hosts, bundle, inv_cli
 
 pytestmark = pytest.mark.e2e
 STACK = "corp-wechat-gptbot"
@@ -40,7 +40,14 @@ def inventory_with_ghost(sandbox, tmp_path_factory):
 
 
 def broken(good, tmp, template, edit):
-    return edited_bundle(good, tmp, f"stack/templates/{template}", edit)
+    """A real bundle (images reused from ``good``) of the stack with ``template`` edited:
+    a bundled file edited in place would be refused by the integrity check instead."""
+    stack = tmp / "stack" / STACK
+    shutil.copytree(STACKS / STACK, stack, ignore=shutil.ignore_patterns("images"))
+    t = stack / "templates" / template
+    t.write_text(edit(t.read_text()))
+    b = bundle(stack, tmp / "dist", "1.0.0-broken", base=good)
+    return b, b / "stack" / "templates" / template
 
 
 SIDECAR = ("  sidecar:\n    image: {{ images['corp-wechat-gptbot'] }}\n    ports:\n"

@@ -182,8 +182,8 @@ def test_unhonoured_connection_variables_one_warning_line(tmp_path, capfd):
         all:
           vars: {ansible_python_interpreter: /usr/bin/python3}
           hosts:
-            a: {ansible_become: true, ansible_connection: ssh, ansible_user: deploy}
-            b: {ansible_become: true, ansible_connection: local, ansible_ssh_extra_args: -v}
+            a: {ansible_become: true, ansible_connection: ssh, ansible_user: deploy, ansible_shell_type: csh}
+            b: {ansible_become: true, ansible_connection: local, ansible_ssh_extra_args: -v, ansible_pipelining: true}
           children:
             bogus: {hostz: {}}
     """))
@@ -194,13 +194,19 @@ def test_unhonoured_connection_variables_one_warning_line(tmp_path, capfd):
     inv.select("all")
     assert len(lines) == 1
     line = lines[0]
-    assert "ansible_become (a, b)" in line and "ansible_connection (b)" in line and "ansible_ssh_extra_args" in line
+    assert "ansible_shell_type (a)" in line and "ansible_connection (b)" in line and "ansible_pipelining (b)" in line
+    assert "ansible_become" not in line and "ansible_ssh_extra_args" not in line      # the SSH transport's
     assert "ansible_user" not in line and "ansible_python_interpreter" not in line
     assert "ansible_user" in HONOURED_ANSIBLE_VARS
     inv.select("all")                                         # same line again: not repeated
     assert len(lines) == 1
     out, err = capfd.readouterr()
     assert out == "" and err == ""                            # ansible-core printed nothing itself
+
+
+def test_honoured_ansible_vars_are_exactly_what_the_ssh_transport_reads():
+    from ferry.host.transport.ssh import CONNECTION_VARS
+    assert HONOURED_ANSIBLE_VARS == {v for v in CONNECTION_VARS if v.startswith("ansible_")} - {"ansible_connection"}
 
 
 def test_set_args_and_merge():

@@ -76,10 +76,10 @@ def test_role_and_stack_declarations_combine_with_a_stack_default_for_a_role_var
 # -- values checked and converted -------------------------------------------------------
 
 def test_values_are_converted_to_their_declared_type(inv):
-    v = variables(inv, "web-2", ["backend_port=8001", "llm_model=123", "ferry_connect_timeout=5"])
+    v = variables(inv, "web-2", ["backend_port=8001", "llm_model=123", "releases_keep=7"])
     assert v["http_port"] == 8080 and v["backend_port"] == 8001
     assert v["llm_model"] == "123"                    # a string-typed --set value is taken literally
-    assert v["ferry_connect_timeout"] == 5 and v["ferry_root"] == "/opt/ferry"
+    assert v["releases_keep"] == 7 and v["ferry_root"] == "/opt/ferry"
     ini = Declarations(load_declarations(ROLES_DIR / "install-docker-offline" / "defaults.yml").items.values())
     got = ini.check([Layer("hosts.ini", {"docker_live_restore": "yes", "docker_log_max_file": "7"})], "h")
     assert got["docker_live_restore"] is True and got["docker_log_max_file"] == 7   # INI text, as Ansible
@@ -98,7 +98,7 @@ def test_values_are_converted_to_their_declared_type(inv):
     (["ferry_root=/opt/'x'"], ["key 'ferry_root'"]),
     (["releases_keep=0"], ["0 must be an integer from 1 to 1000"]),
     (["client_max_body_size=10m; evil"], ["key 'client_max_body_size'", "must be a string matching"]),
-    (["ferry_transfer=scp"], ["must be one of: auto, openssh, paramiko"]),
+    (["backup_compress=xz"], ["must be one of: auto, gzip"]),
     (["llm_api_url=file:///etc/passwd"], ["key 'llm_api_url'"]),
 ], ids=lambda v: v[0] if isinstance(v, list) and v and "=" in v[0] else None)
 def test_bad_values_are_refused_in_one_line_naming_source_key_host_and_rule(inv, sets, needles):
