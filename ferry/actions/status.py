@@ -57,7 +57,7 @@ def host_status(s, stack) -> dict[str, Any]:
         if "\t" in line and not line.split("\t")[0].isdigit():
             kind, size = line.split("\t", 1)
             disk[f"docker {kind.lower()}"] = size
-        elif line.split(None, 1)[0].isdigit() and len(line.split(None, 1)) == 2:   # du: BYTES PATH
+        elif len(line.split(None, 1)) == 2 and line.split(None, 1)[0].isdigit():   # du: BYTES PATH
             size, path = line.split(None, 1)
             disk[path.rsplit("/", 1)[-1]] = int(size)
     current = history.get(history.current) if history.current else None

@@ -45,7 +45,7 @@ def json_doc(data: bytes | str, what: str, kind: type | tuple[type, ...] = (dict
     """
     try:
         doc = json.loads(data)
-    except (ValueError, TypeError):     # JSONDecodeError and undecodable bytes
+    except (ValueError, TypeError, RecursionError):     # JSONDecodeError, undecodable bytes, [[[[...
         raise AnswerError(f"{what}: the host's answer is not JSON: {snippet(data)}") from None
     if not isinstance(doc, kind):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
