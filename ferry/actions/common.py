@@ -16,18 +16,20 @@ from ..host.transport.ssh import connect_host
 from ..model.paths import HostPaths
 from ..model.stack import Stack
 from ..model.vars import merge_vars
-from ..roles import DEPLOY_ROLES, all_role_defaults
+from ..roles import DEPLOY_ROLES, ENGINE_ROLES, all_role_defaults
 
 
 def host_variables(host: Host, stack: Stack | None, sets: dict[str, Any]) -> dict[str, Any]:
-    """Merged variables for one host: role defaults (deploy roles and backup) < stack
-    defaults (none for a host-wide command) < inventory variables < ``--set``, inventory
-    Jinja rendered with all of them visible (:meth:`ferry.controller.inventory.Host.resolve`).
+    """Merged variables for one host: role defaults (deploy roles, backup, the engines'
+    roles) < stack defaults (none for a host-wide command) < inventory variables <
+    ``--set``, inventory Jinja rendered with all of them visible
+    (:meth:`ferry.controller.inventory.Host.resolve`).
 
     Raises:
         FerryError: an inventory value Ferry needs cannot be rendered (names it).
     """
-    return host.resolve(merge_vars(all_role_defaults(DEPLOY_ROLES + ["backup"]), stack.defaults if stack else {}),
+    return host.resolve(merge_vars(all_role_defaults(DEPLOY_ROLES + ["backup", *ENGINE_ROLES]),
+                                   stack.defaults if stack else {}),
                         sets)
 
 

@@ -15,6 +15,7 @@ from ..host.verify import settle_seconds, verify_host
 from ..model.stack import Stack, load_stack
 from ..roles import RoleContext, RoleResult, load_role
 from ..ui import UI
+from . import engines
 from .common import stack_hosts
 from .deploy import HostReport, checks_line, load_release
 
@@ -31,6 +32,9 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
         FerryError: no target on a host, the target's images are missing, a held lock.
     """
     stack = load_stack(stack_dir)
+    engine = engines.for_selection(inventory_path, pattern, stack, sets)
+    if engine is not None:
+        return engine.rollback(inventory_path, pattern, stack_dir, to, sets, ui, lock_wait, message)
     reports = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
         plans = {}
