@@ -40,6 +40,7 @@ from ..host import swarm as hs
 from ..host.activate import ActivationFailed
 from ..host.releases import read_releases
 from ..host.session import HostSession, guarded, open_hosts
+from ..host.shell import q, sh
 from ..host.swarm_verify import verify_node, verify_stack
 from ..host.transport.ssh import connect_host
 from ..host.verify import Check, settle_seconds
@@ -53,6 +54,7 @@ from ..roles import RoleContext, RoleResult, load_role
 from ..ui import UI
 from .common import host_variables
 from .deploy import HostReport, Plan, checks_line, list_stores
+from .rollback import rollback_target
 
 NODE_ROLES = ["upload-bundle", "install-docker-offline", "load-images"]
 """Roles every node runs, in parallel (as a Compose host does)."""
@@ -362,7 +364,7 @@ def _revert_after(plan: Plan, cluster: Cluster, contexts: dict[str, RoleContext]
         for r in reports.values():
             r.status, r.error = "failed", r.error or why
         return
-    exc = load_role("stack-deploy").revert(pctx, pctx.state.swarm, failed, previous, why)
+    exc = load_role("stack-deploy").revert(pctx, pctx.state.swarm, failed, previous, why, first=not previous)
     status = {"reverted": "rolled-back", "stopped": "stopped"}.get(exc.result, "failed")
     for name, r in reports.items():
         r.status = status
@@ -436,14 +438,7 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
     with opened as sessions:
         by_name = {s.name: s for s in sessions}
         p = by_name[cluster.primary.host]
-        history = read_releases(p.t, p.paths.stack_dir)
-        target = history.get(to) if to else history.previous()
-        if target is None:
-            known = ", ".join(r.id for r in history.releases) or "none"
-            raise HostError(p.name, f"no release {to!r} to roll back to" if to else
-                            f"no release before the current one ({history.current}); releases: {known}")
-        if target.id == history.current:
-            raise HostError(p.name, f"{target.id} is already the current release")
+        history, target = rollback_target(p, to)
         if not p.t.run(["test", "-f", hs.stack_file_path(p.paths.stack_dir, target.id)], check=False).ok:
             raise HostError(p.name, f"release {target.id} has no {hs.STACK_FILE} (not deployed to a swarm)")
         for s, found in zip(sessions, parallel(lambda s: containers.parse_images(
@@ -601,4 +596,110 @@ def data_hosts(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, 
         if mine is None:
             raise FerryError(f"data service {name} runs on {state.node_name(nodes[0])}, which is not selected")
         out[name] = mine.host
+    return out
+
+
+def data_host(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> tuple[str, list[str]]:
+    """The one node that holds the stack's data and the data services on it.
+
+    Raises:
+        FerryError: no data service, or data services on several nodes (each node's
+            backup would only see its own: not supported).
+    """
+    pins = data_hosts(inventory_path, pattern, stack_dir, sets)
+    nodes = sorted(set(pins.values()))
+    if len(nodes) > 1:
+        raise FerryError("the stack's data services run on several nodes (" + ", ".join(
+            f"{s}: {h}" for s, h in sorted(pins.items())) + "): backups of a swarm need them on one node")
+    return nodes[0], sorted(pins)
+
+
+def backup(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any], ui: UI,
+           keep_last: int = 0, keep_daily: int = 0, keep_weekly: int = 0, fetch_dir: Path | None = None,
+           lock_wait: float = 0.0, message: str = "") -> list[dict[str, Any]]:
+    """``backup`` on a swarm: the node that runs the data services (their running tasks'
+    node, :func:`data_host`) runs the same backup as a Compose host
+    (:func:`ferry.actions.backup.backup_hosts`); the program there finds the services'
+    containers among the swarm's tasks (settings ``engine swarm``).
+
+    Raises:
+        FerryError: see :func:`data_host` and :func:`ferry.actions.backup.backup_hosts`.
+    """
+    from .backup import backup_hosts
+    host, services = data_host(inventory_path, pattern, stack_dir, sets)
+    ui.info(f"{load_stack(stack_dir).name}: {', '.join(services)} run on {host}: backing up there")
+    return backup_hosts(inventory_path, host, stack_dir, sets, ui, keep_last, keep_daily, keep_weekly, fetch_dir,
+                        lock_wait, message)
+
+
+def _wait_stopped(t: Any, stack: str, services: list[str], seconds: float = 180) -> None:
+    """Wait until no container of ``services`` of ``stack`` runs on the host of ``t``."""
+    script = "; ".join(f"docker ps -q --filter {q(f'label=com.docker.swarm.service.name={stack}_{s}')} "
+                       "--filter status=running" for s in services)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not t.run(sh(script)).out.strip():
+            return
+        time.sleep(1)
+    raise HostError(t.host, f"the tasks of {', '.join(services)} did not stop within {seconds:.0f}s")
+
+
+def restore(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any], ui: UI,
+            backup: str = "latest", local: Path | None = None, safety: bool = True, lock_wait: float = 0.0,
+            message: str = "") -> list[dict[str, Any]]:
+    """``restore`` on a swarm, under the stack's lock on every node: the data services
+    scaled to 0 (on the primary manager), the backup restored on the data node by the
+    same program as on a Compose host (verified first; a ``-prerestore`` backup of the
+    state before), then the release the data node's ``current`` names after it deployed
+    to the swarm again (every node gets it; the health gate) and verified.
+
+    Raises:
+        FerryError: see :func:`data_host`; the program's error (a damaged member is
+            named, nothing changed); a backup holding database dumps or Redis data (not
+            supported on a swarm).
+    """
+    from ..model.backup import RestoreRequest
+    from .backup import context
+    stack = load_stack(stack_dir)
+    host, services = data_host(inventory_path, pattern, stack_dir, sets)
+    cluster, opened = _sessions(inventory_path, pattern, stack, sets)
+    out = []
+    with opened as sessions:
+        by_name = {s.name: s for s in sessions}
+        p, d = by_name[cluster.primary.host], by_name[host]
+        before = read_releases(p.t, p.paths.stack_dir).current
+        with guarded(sessions, stack.name, "restore", message=message, wait=lock_wait) as change:
+            started = time.monotonic()
+            ui.info(f"{stack.name}: scaling {', '.join(services)} to 0 (their data is on {host})")
+            p.t.run(["docker", "service", "scale", "--detach", *[f"{stack.name}_{s}=0" for s in services]])
+            _wait_stopped(d.t, stack.name, services)
+            summary: dict[str, Any] = {}
+            try:
+                ctx = context(d, stack, ui)
+                ctx.state.restore_request = RestoreRequest(backup, local, safety, change.tokens.get(d.name))
+                result = load_role("restore").run(ctx)
+                summary = {"host": host, **result.metrics}
+            finally:
+                rel = read_releases(d.t, d.paths.stack_dir).current or before
+                contexts = {s.name: RoleContext(s.name, s.t, s.vars, None, stack, s.paths, ui) for s in sessions}
+                pctx = contexts[p.name]
+                if p.name != host and not p.t.run(["test", "-d", f"{p.paths.releases}/{rel}"], check=False).ok:
+                    sd = load_role("stack-deploy")
+                    p.t.run(sd.write_release(p.paths.stack_dir, []),
+                            input=d.t.run(sd.read_release(d.paths.stack_dir, rel)).stdout)
+                pctx.state.swarm = load_role("stack-deploy").SwarmRun(
+                    others=[contexts[n.host] for n in cluster.nodes if n.host != p.name])
+                deployed = load_role("stack-deploy").activate_release(pctx, rel, before)
+                ui.host_line(p.name, "stack-deploy", deployed.summary, True)
+            checks = verify_sessions(stack, cluster, sessions)
+            bad = [c for c in checks if not c.ok]
+            summary.update(wall_seconds=time.monotonic() - started, checks=checks)
+            ui.info(f"{host}: restored {summary.get('restored')} (release {summary.get('release')}) in "
+                    f"{summary['wall_seconds']:.1f} s; the swarm runs it again"
+                    + (f"; the state before is backup {summary['safety']}" if summary.get("safety") else ""))
+            ui.info("verify: " + (f"{len(checks)} checks passed" if not bad else
+                                  "; ".join(f"{c.host} {c.kind} {c.target}: {c.detail}" for c in bad)))
+            for s in sessions:
+                change.done(s.name, "ok" if not bad else "failed", str(summary.get("restored")), rel)
+            out.append(summary)
     return out

@@ -10,7 +10,6 @@ data, never in a command line a ``ps`` could show or a log could keep.
 
 from __future__ import annotations
 
-import datetime
 import json
 import posixpath
 import re
@@ -19,6 +18,7 @@ from typing import Any, Sequence
 
 from ..errors import HostError
 from ..model.swarm import STACK_FILE, NodeFacts
+from . import containers
 from .shell import q, sh
 
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -231,14 +231,6 @@ def stack_state(stack: str) -> list[str]:
               "nids=$(docker node ls -q); if [ -n \"$nids\" ]; then docker node inspect $nids; else echo '[]'; fi")
 
 
-def _epoch(stamp: str) -> float:
-    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", stamp or "")
-    if not m or m.group(1).startswith("0001"):
-        return 0.0
-    when = datetime.datetime.fromisoformat(m.group(1) + (m.group(3) if m.group(3) != "Z" else "+00:00"))
-    return when.timestamp() + float(m.group(2) or 0)
-
-
 @dataclass(frozen=True)
 class Task:
     """One task of a service (``docker inspect --type task``).
@@ -377,7 +369,7 @@ def parse_stack_state(stack: str, text: str) -> StackState:
         svc = Service(
             name=name, full=full, id=str(info.get("ID", "")), mode=mode,
             replicas=int(((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas") or 0),
-            update=str(update.get("State") or ""), update_started=_epoch(str(update.get("StartedAt") or "")),
+            update=str(update.get("State") or ""), update_started=containers._epoch(str(update.get("StartedAt") or "")),
             update_message=str(update.get("Message") or ""),
             healthcheck=bool(hc.get("Test")) and (hc.get("Test") or [""])[0] != "NONE",
             image=str(container.get("Image", "")), host_ports=ports,
@@ -394,18 +386,20 @@ def parse_stack_state(stack: str, text: str) -> StackState:
         svc.tasks.append(Task(
             id=str(info.get("ID", "")), service=svc.name, slot=int(info.get("Slot") or 0),
             node=str(info.get("NodeID") or ""), state=str(status.get("State", "")),
-            desired=str(info.get("DesiredState", "")), since=_epoch(str(status.get("Timestamp") or "")),
+            desired=str(info.get("DesiredState", "")), since=containers._epoch(str(status.get("Timestamp") or "")),
             error=str(status.get("Err") or ""), message=str(status.get("Message") or ""),
             container=str((status.get("ContainerStatus") or {}).get("ContainerID") or ""),
             current=_same_spec(info.get("Spec") or {}, specs.get(svc.id) or {}),
-            created=_epoch(str(info.get("CreatedAt") or ""))))
+            created=containers._epoch(str(info.get("CreatedAt") or ""))))
     return StackState(now, services, nodes)
 
 
 #: UpdateStatus states of an update still under way.
 UPDATING = ("updating", "rollback_started")
-#: UpdateStatus states of an update that failed.
-UPDATE_FAILED = ("paused", "rollback_paused", "rollback_completed")
+#: UpdateStatus states of an update that failed, and what they mean.
+UPDATE_FAILED = {"paused": "Swarm paused its update (failure_action: pause)",
+                 "rollback_paused": "Swarm paused rolling its update back",
+                 "rollback_completed": "Swarm rolled its update back (failure_action: rollback)"}
 
 
 @dataclass(frozen=True)
@@ -449,7 +443,7 @@ def service_readiness(state: StackState, svc: Service, settle: float, since: flo
     ready = len(ok) >= desired and svc.update not in UPDATING and not failed and (desired > 0 or svc.mode == "global")
     problems = []
     if failed:
-        problems.append(f"Swarm {svc.update.replace('_', ' ')} its update: {svc.update_message}")
+        problems.append(f"{UPDATE_FAILED[svc.update]}: {svc.update_message}")
     for t in sorted(svc.tasks, key=lambda t: (t.slot, -t.since)):
         node = state.node_name(t.node) if t.node else "no node"
         if t.desired == "running" and t.state != "running":

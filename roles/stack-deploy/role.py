@@ -131,15 +131,21 @@ def _tasks(state: hs.StackState | None) -> dict[str, set[str]]:
     return {n: {t.id for t in s.live()} for n, s in (state.services if state else {}).items()}
 
 
-def revert(ctx: RoleContext, run_: SwarmRun, failed: str, previous: str | None, why: str) -> ActivationFailed:
-    """Activate ``previous`` everywhere again and wait for it (a first deploy, with no
-    ``previous``, removes the stack and the ``current`` links instead).
+def revert(ctx: RoleContext, run_: SwarmRun, failed: str, previous: str | None, why: str,
+           first: bool = False) -> ActivationFailed:
+    """Activate ``previous`` everywhere again and wait for it. A first deploy (``first``:
+    the stack ran no release before) removes the stack and the ``current`` links
+    instead; with no other release to return to (the failed one was already current)
+    nothing is touched.
 
     Returns:
         The :class:`ActivationFailed` to raise: ``reverted`` (the swarm runs
         ``previous`` again), ``stopped`` (stack removed) or ``failed``.
     """
-    if not previous:
+    if not previous or previous == failed:
+        if not first:
+            return ActivationFailed(ctx.host, f"{why}; {failed} stays current (no other release to return to)",
+                                    "failed")
         ctx.ui.warn(f"{ctx.host}: no previous release to return to: removing the stack")
         ctx.t.run(hs.stack_rm(ctx.stack.name), check=False, timeout=300)
         for c in [ctx, *run_.others]:
@@ -183,10 +189,11 @@ def ensure_release(ctx: RoleContext, run_: SwarmRun, release: str) -> int:
 
 
 def activate_release(ctx: RoleContext, release: str, previous: str | None,
-                     before: hs.StackState | None = None) -> RoleResult:
+                     before: hs.StackState | None = None, first: bool = False) -> RoleResult:
     """Make ``release`` (its stack file already on the primary) the one the swarm runs:
     every node gets it, ``current`` switched everywhere, ``docker stack deploy`` on the
-    primary, the health gate; back on ``previous`` when it fails.
+    primary, the health gate; back on ``previous`` when it fails (``first``: the stack
+    ran nothing before, so a failure removes it).
 
     Raises:
         ActivationFailed: it did not converge (see :func:`revert` for what runs then).
@@ -203,17 +210,18 @@ def activate_release(ctx: RoleContext, release: str, previous: str | None,
     if result != "ok":
         for line in log.strip().splitlines()[-20:]:
             ctx.ui.info(f"    {line}")
+        back = previous if previous and previous != release else None
         raise ActivationFailed(ctx.host, f"docker stack deploy of {release} failed: "
                                          f"{(log.strip().splitlines() or ['?'])[-1]}; current names "
-                                         f"{previous or 'nothing'} again", "reverted" if previous else "stopped")
+                                         f"{back or release if not first else 'nothing'} again",
+                               "reverted" if back else ("stopped" if first else "failed"))
     ok, after, found = converge(ctx, before.now)
     run_.state = after
     if not ok:
         show_failures(ctx, after, found)
         bad = [r for r in found if not r.ready]
         why = "; ".join(f"{r.service}: {r.detail}" for r in bad) or "no service converged"
-        raise revert(ctx, run_, release, previous if previous != release else None,
-                     f"release {release} did not converge: {why}")
+        raise revert(ctx, run_, release, previous, f"release {release} did not converge: {why}", first)
     old, new = _tasks(before), _tasks(after)
     updated = sorted(n for n in new if new[n] != old.get(n))
     removed = sorted(set(old) - set(new))
@@ -261,4 +269,4 @@ def run(ctx: RoleContext) -> RoleResult:
         return RoleResult(True, f"would docker stack deploy {release}")
     if not have.ok or have.stdout != data:
         ctx.t.run(write_file(path, 0o600), input=data)     # it holds the environment
-    return activate_release(ctx, release, previous if previous != release else None, before)
+    return activate_release(ctx, release, previous, before, first=not previous)
