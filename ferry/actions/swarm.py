@@ -42,7 +42,7 @@ from ..host.releases import read_releases
 from ..host.session import HostSession, guarded, open_hosts
 from ..host.shell import q, sh
 from ..host.swarm_verify import verify_node, verify_stack
-from ..host.transport.ssh import connect_host
+from ..host.transport.ssh import connect, connection_specs
 from ..host.verify import Check, settle_seconds
 from ..model.paths import HostPaths
 from ..model.compose import data_paths, parse_model
@@ -76,8 +76,9 @@ def parallel(fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
         return list(pool.map(fn, items))
 
 
-def cluster_of(hosts: Iterable[tuple[str, dict[str, Any]]]) -> Cluster:
-    """The cluster of the selected hosts (``(name, merged variables)``).
+def cluster_of(hosts: Iterable[tuple[str, dict[str, Any]]], specs: dict[str, Any]) -> Cluster:
+    """The cluster of the selected hosts (``(name, merged variables)``; ``specs``: their
+    SSH connections, whose address is each node's default advertise address).
 
     Raises:
         FerryError: not all of them are ``ferry_engine: swarm``, or a bad ``swarm_*``
@@ -86,7 +87,7 @@ def cluster_of(hosts: Iterable[tuple[str, dict[str, Any]]]) -> Cluster:
     hosts = list(hosts)
     if selection_engine(hosts) != "swarm":
         raise FerryError(f"{', '.join(n for n, _ in hosts)}: not a swarm (set ferry_engine: swarm on the group)")
-    return plan_cluster(hosts)
+    return plan_cluster(hosts, {name: spec.address for name, spec in specs.items()})
 
 
 def primary_release(plan: Plan, cluster: Cluster) -> Release:
@@ -201,12 +202,12 @@ def setup(plan: Plan, ui: UI, check: bool = False, lock_wait: float = 0.0, messa
         FerryError: the selection is not one swarm, a bad ``swarm_*`` variable, a node
             unreachable, in another swarm, or Docker refusing init/join.
     """
-    cluster = cluster_of((h.name, plan.host_vars[h.name]) for h in plan.hosts)
+    cluster = cluster_of(((h.name, plan.host_vars[h.name]) for h in plan.hosts), plan.specs)
     for w in cluster.warnings:
         ui.warn(f"swarm: {w}")
     reports = {h.name: HostReport(h.name) for h in plan.hosts}
     with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),
-                    lambda h: connect_host(h, plan.inventory)) as sessions:
+                    lambda h: connect(plan.specs[h.name])) as sessions:
         contexts = _contexts(plan, sessions, ui, check)
         for ctx in contexts.values():
             for role in NODE_ROLES[:2]:
@@ -252,7 +253,7 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
     if serial or max_fail or roles:
         raise FerryError("--serial, --max-fail and role lists do not apply to a swarm: Swarm rolls each service "
                          "out by its deploy.update_config (parallelism, order, failure_action)")
-    cluster = cluster_of((h.name, plan.host_vars[h.name]) for h in plan.hosts)
+    cluster = cluster_of(((h.name, plan.host_vars[h.name]) for h in plan.hosts), plan.specs)
     for w in cluster.warnings:
         ui.warn(f"swarm: {w}")
     primary = cluster.primary.host
@@ -261,7 +262,7 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                                                  plan.bundle.path)))
     reports = {h.name: HostReport(h.name) for h in plan.hosts}
     with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),
-                    lambda h: connect_host(h, plan.inventory)) as sessions:
+                    lambda h: connect(plan.specs[h.name])) as sessions:
         contexts = _contexts(plan, sessions, ui, check)
         for ctx in contexts.values():
             for role in NODE_ROLES:
@@ -406,10 +407,11 @@ def _sessions(inventory_path: Inventory | Path, pattern: str, stack: Stack | Non
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
     variables = {h.name: host_variables(h, stack, sets) for h in hosts}
-    cluster = cluster_of((h.name, variables[h.name]) for h in hosts)
+    specs = connection_specs(hosts, inventory)
+    cluster = cluster_of(((h.name, variables[h.name]) for h in hosts), specs)
     opened = open_hosts(hosts, lambda h: variables[h.name],
                         lambda name, v: HostPaths(str(v["ferry_root"]), stack.name if stack else "", ""),
-                        lambda h: connect_host(h, inventory))
+                        lambda h: connect(specs[h.name]))
     return cluster, opened
 
 

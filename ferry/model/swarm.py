@@ -8,9 +8,9 @@ cluster (:func:`plan_cluster`). Per host:
   when no host names a manager: then the first host is the manager, and the first
   three are managers when the cluster has three hosts or more (Raft needs a majority
   of managers: three survive the loss of one);
-- ``swarm_advertise_addr``: the address other nodes reach this one at (default
-  ``ansible_host``); it must be an IP address, since it is also how Ferry matches a
-  Swarm node to its inventory host;
+- ``swarm_advertise_addr``: the address other nodes reach this one at (default: the
+  address Ferry connects to, ``ansible_host``); it must be an IP address, since it is
+  also how Ferry matches a Swarm node to its inventory host;
 - ``swarm_labels``: node labels (``{disk: ssd, llm-chat.data: "true"}``), set by
   ``swarm.setup``; placement constraints such as ``node.labels.disk == ssd`` use them.
 
@@ -158,8 +158,8 @@ def _labels(host: str, value: Any) -> dict[str, str]:
     return out
 
 
-def _addr(host: str, variables: Mapping[str, Any]) -> str:
-    given = variables.get("swarm_advertise_addr") or variables.get("ansible_host") or host
+def _addr(host: str, variables: Mapping[str, Any], default: str) -> str:
+    given = variables.get("swarm_advertise_addr") or default or host
     try:
         return str(ipaddress.ip_address(str(given)))
     except ValueError:
@@ -168,9 +168,14 @@ def _addr(host: str, variables: Mapping[str, Any]) -> str:
                          "address the other nodes reach this host at") from None
 
 
-def plan_cluster(hosts: Sequence[tuple[str, Mapping[str, Any]]]) -> Cluster:
+def plan_cluster(hosts: Sequence[tuple[str, Mapping[str, Any]]], addresses: Mapping[str, str] | None = None) -> Cluster:
     """The cluster of ``hosts`` (``(inventory name, merged variables)``, inventory order);
     see the module docstring for the roles' defaults.
+
+    Args:
+        hosts: the selected hosts.
+        addresses: each host's address as Ferry connects to it (its SSH connection's
+            ``ansible_host``), the default advertise address; absent: the host's name.
 
     Raises:
         FerryError: no host, a ``swarm_role`` other than manager/worker, an advertise
@@ -196,7 +201,7 @@ def plan_cluster(hosts: Sequence[tuple[str, Mapping[str, Any]]]) -> Cluster:
         default_managers = set()
     nodes, seen = [], {}
     for name, variables in hosts:
-        addr = _addr(name, variables)
+        addr = _addr(name, variables, (addresses or {}).get(name, ""))
         if addr in seen:
             raise FerryError(f"{name}: advertise address {addr} is also {seen[addr]}'s (swarm_advertise_addr)")
         seen[addr] = name

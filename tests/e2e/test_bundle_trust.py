@@ -20,7 +20,7 @@ import yaml
 
 from stack_e2e import STACKS, Hosts, bundle, inv_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-6")]
 HOST = "sandbox-6"
 
 

@@ -90,7 +90,7 @@ def swarm():
 
 def run_setup(swarm: PretendSwarm, make_ctx, inventory: list[tuple[str, dict]], check: bool = False,
               foreign: str = ""):
-    cluster = plan_cluster(inventory)
+    cluster = plan_cluster(inventory, {name: v["ansible_host"] for name, v in inventory})
     role = load_role("swarm-cluster")
     run = role.ClusterRun(cluster)
     results = {}

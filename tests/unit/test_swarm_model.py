@@ -20,12 +20,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def hosts(n: int, **per: dict) -> list[tuple[str, dict]]:
-    return [(f"h{i}", {"ansible_host": f"10.0.0.{i}", **per.get(f"h{i}", {})}) for i in range(1, n + 1)]
+    return [(f"h{i}", per.get(f"h{i}", {})) for i in range(1, n + 1)]
+
+
+def plan(n: int, **per: dict):
+    """The cluster of n hosts h1..hn at 10.0.0.i (their connection's address)."""
+    addresses = {f"h{i}": per.get(f"h{i}", {}).pop("address", f"10.0.0.{i}") for i in range(1, n + 1)}
+    return plan_cluster(hosts(n, **per), addresses)
 
 
 @pytest.mark.parametrize("n,managers", [(1, ["h1"]), (2, ["h1"]), (3, ["h1", "h2", "h3"]), (5, ["h1", "h2", "h3"])])
 def test_default_roles_give_one_manager_or_three_for_quorum(n, managers):
-    c = plan_cluster(hosts(n))
+    c = plan(n)
     assert [m.host for m in c.managers] == managers
     assert c.primary.host == "h1"
     assert [x.host for x in c.nodes if x.role == "worker"] == [f"h{i}" for i in range(len(managers) + 1, n + 1)]
@@ -33,25 +39,25 @@ def test_default_roles_give_one_manager_or_three_for_quorum(n, managers):
 
 
 def test_a_host_that_says_manager_makes_the_others_workers():
-    c = plan_cluster(hosts(4, h3={"swarm_role": "manager"}))
+    c = plan(4, h3={"swarm_role": "manager"})
     assert [m.host for m in c.managers] == ["h3"] and c.primary.host == "h3"
     assert all(n.role == "worker" for n in c.nodes if n.host != "h3")
 
 
 def test_explicit_workers_leave_the_default_managers_to_the_rest():
-    c = plan_cluster(hosts(4, h1={"swarm_role": "worker"}))
+    c = plan(4, h1={"swarm_role": "worker"})
     assert [m.host for m in c.managers] == ["h2", "h3", "h4"] and c.node("h1").role == "worker"
 
 
 def test_even_number_of_managers_is_warned():
-    c = plan_cluster(hosts(2, h1={"swarm_role": "manager"}, h2={"swarm_role": "manager"}))
+    c = plan(2, h1={"swarm_role": "manager"}, h2={"swarm_role": "manager"})
     assert len(c.managers) == 2 and "even number" in c.warnings[0]
 
 
 @pytest.mark.parametrize("per,message", [
     ({"h2": {"swarm_role": "leader"}}, "h2: swarm_role: 'leader' must be manager or worker"),
     ({"h1": {"swarm_role": "worker"}, "h2": {"swarm_role": "worker"}}, "no host of the swarm is a manager"),
-    ({"h2": {"ansible_host": "db.example"}}, "h2: ansible_host 'db.example' is not an IP address"),
+    ({"h2": {"address": "db.example"}}, "h2: ansible_host 'db.example' is not an IP address"),
     ({"h2": {"swarm_advertise_addr": "eth0"}}, "h2: swarm_advertise_addr 'eth0' is not an IP address"),
     ({"h2": {"swarm_advertise_addr": "10.0.0.1"}}, "h2: advertise address 10.0.0.1 is also h1's"),
     ({"h1": {"swarm_labels": ["a"]}}, "h1: swarm_labels must be a mapping"),
@@ -61,12 +67,12 @@ def test_even_number_of_managers_is_warned():
 ])
 def test_bad_swarm_variables_are_one_line_naming_host_and_variable(per, message):
     with pytest.raises(FerryError) as exc:
-        plan_cluster(hosts(2, **per))
+        plan(2, **per)
     assert message in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_advertise_address_and_labels_from_the_inventory():
-    c = plan_cluster(hosts(2, h2={"swarm_advertise_addr": "192.168.5.2", "swarm_labels": {"disk": "ssd", "gpu": True}}))
+    c = plan(2, h2={"swarm_advertise_addr": "192.168.5.2", "swarm_labels": {"disk": "ssd", "gpu": True}})
     n = c.node("h2")
     assert n.addr == "192.168.5.2" and n.labels == {"disk": "ssd", "gpu": "true"}
     assert c.by_addr("10.0.0.1").host == "h1" and c.by_addr("10.9.9.9") is None
