@@ -68,12 +68,12 @@ def test_ferry_from_tmp_deploys_llm_chat_with_project(ferry_bin, sandbox, tmp_pa
 
 def test_ferry_init_writes_a_project_found_from_inside_it(ferry_bin, tmp_path):
     proj = tmp_path / "myproj"
-    r = run(ferry_bin, "init", str(proj))
+    r = run(ferry_bin, "init", "--path", str(proj))
     assert r.returncode == 0, r.stderr
     assert (proj / "ferry.cfg").is_file() and (proj / "inventories" / "hosts.ini").is_file()
     (proj / "deep" / "er").mkdir(parents=True)
     listed = run(ferry_bin, "inventory", "--json", cwd=str(proj / "deep" / "er"))
     assert listed.returncode == 0, listed.stderr                # ferry.cfg found upward names the INI inventory
     assert "_meta" in json.loads(listed.stdout)
-    again = run(ferry_bin, "init", str(proj))
+    again = run(ferry_bin, "init", "--path", str(proj))
     assert "kept" in again.stdout and "wrote" not in again.stdout  # idempotent
