@@ -25,15 +25,17 @@ def sandbox_inventory() -> Path:
 
 @task(help={"count": "number of hosts (first is group prod, the rest staging)",
             "fresh": "destroy existing sandbox hosts (and their Docker data) first",
-            "nodpkg": "also N hosts without dpkg/apt whose os-release says Rocky Linux (group nodpkg)"})
+            "nodpkg": "N hosts without dpkg/apt whose os-release says Rocky Linux (group nodpkg; default: keep those there)",
+            "world": "also start hosts like the world: deploy+sudo (NOPASSWD / password), a bastion, a host behind it"})
 @user_errors
-def sandbox_up(c, count=3, fresh=False, nodpkg=0):
+def sandbox_up(c, count=3, fresh=False, nodpkg=None, world=False):
     """Start throw-away target hosts (systemd+sshd, no Docker, no network) and write .sandbox/inventory.yml."""
     from devkit import sandbox
     ui = UI()
-    sb = sandbox.up(count=int(count), fresh=fresh, console=ui.console, nodpkg=int(nodpkg))
+    sb = sandbox.up(count=int(count), fresh=fresh, console=ui.console,
+                    nodpkg=None if nodpkg is None else int(nodpkg), world=world)
     ui.table("sandbox hosts", ["host", "ip", "container"],
-             [[h.name, h.ip, h.container] for h in sb.hosts + sb.nodpkg])
+             [[h.name, h.ip, h.container] for h in sb.hosts + sb.nodpkg + sb.world])
     ui.info(f"inventory: {sb.inventory}")
 
 
@@ -56,7 +58,7 @@ def sandbox_status(c):
         ui.info("no sandbox (start one with `inv sandbox.up`)")
         return
     ui.table("sandbox hosts", ["host", "ip", "container"],
-             [[h.name, h.ip, h.container] for h in sb.hosts + sb.nodpkg])
+             [[h.name, h.ip, h.container] for h in sb.hosts + sb.nodpkg + sb.world])
 
 
 @task(help={"stack": "stack name (a folder under stacks/)"})

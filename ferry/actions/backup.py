@@ -91,8 +91,8 @@ class HostBackups:
     """One host's archives and schedule, for ``inv backups`` (and ``--json``).
 
     Attributes:
-        problems: one line per archive that is damaged or unverified (``backups`` exits
-            non-zero when any host has one).
+        problems: one line per archive that is damaged or unverified, and the last
+            scheduled run if it failed (``backups`` exits non-zero when any host has one).
         next_run: the schedule's next run in the host's local time (ISO), or None.
     """
 
@@ -137,9 +137,9 @@ def list_backups(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict
             items = hb.list_backups(s.t, hb.script_path(s.paths), verify)
             st, nxt = schedule_status(s, stack)
             problems = [f"{b.id}: {b.state}" for b in items if not b.good]
-            last = st.last_scheduled or st.last_run
-            if last and last.get("result") not in (None, "ok"):
-                problems.append(f"last {'scheduled ' if st.last_scheduled else ''}run failed: {last.get('error')}")
+            # a failed scheduled run is silent otherwise (no one watched it): it counts
+            if st.schedule.cron and st.last_scheduled and st.last_scheduled.get("result") != "ok":
+                problems.append(f"last scheduled run failed: {st.last_scheduled.get('error')}")
             out.append(HostBackups(s.name, hb.backup_dir(s.vars, stack.name), items, st, nxt, problems))
     return out
 

@@ -33,8 +33,9 @@ def status(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets
             compose_file = f"{p.current}/compose.yml"
             ps = {c.service: c for c in containers.parse_compose_ps(s.t.run(containers.compose_ps(
                 stack.name, compose_file, p.current), check=False).out)} if history.current else {}
-            wanted = containers.parse_config_hashes(s.t.run(containers.config_hashes(
-                stack.name, compose_file, p.current), check=False).out) if history.current else {}
+            dry = s.t.run(containers.up_dry_run(stack.name, compose_file, p.current), check=False) \
+                if history.current else None
+            would = containers.parse_up_dry_run(dry.err + dry.out) if dry else {}
             du = s.t.run(sh(f"for d in {q(p.releases)} {q(p.root + '/bundles')} {q(p.store)}; do "
                             "du -sb \"$d\" 2>/dev/null || echo \"0 $d\"; done; "
                             "docker system df --format '{{.Type}}\t{{.Size}}' 2>/dev/null || true"),
@@ -50,19 +51,21 @@ def status(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets
             current = history.get(history.current) if history.current else None
             sched, nxt = schedule_status(s, stack)
             services = {name: {"state": c.status, "health": c.health or "-",
-                               "in_sync": wanted.get(name) == c.config_hash if name in wanted else False,
+                               "in_sync": would.get(c.name) == "Running",
                                "ports": sorted({f"{pub.get('PublishedPort')}->{pub.get('TargetPort')}"
                                                 for pub in (ps[name].publishers if name in ps else [])
                                                 if pub.get("PublishedPort")})}
                         for name, c in sorted(running.items())}
-            for name in sorted(set(wanted) - set(running)):
-                services[name] = {"state": "absent", "health": "-", "in_sync": False, "ports": []}
+            names = {c.name for c in running.values()}
+            for cname in sorted(set(would) - names):
+                svc = cname[len(stack.name) + 1:].rsplit("-", 1)[0] if cname.startswith(stack.name + "-") else cname
+                services[svc] = {"state": "absent", "health": "-", "in_sync": False, "ports": []}
             problems = status_problems(history.current, services)
             out.append({
                 "host": s.name,
                 "release": history.current, "version": current.version if current else None,
                 "releases": len(history.releases),
-                "state": containers.stack_state(running, list(wanted)),
+                "state": containers.stack_state(running, list(services)) if history.current else "absent",
                 "healthy": not problems, "problems": problems,
                 "services": services,
                 "lock": lock.read(s.t, p.root, stack.name),

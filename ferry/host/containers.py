@@ -263,23 +263,6 @@ def project_dirs(project: str) -> list[str]:
               + " 2>/dev/null | sort -u || true")
 
 
-def config_hashes(project: str, compose_file: str, project_dir: str) -> list[str]:
-    """``SERVICE HASH`` per line: the config hash Compose would give each service of
-    ``compose_file`` (``docker compose config --hash '*'``), to compare with the
-    ``config_hash`` of the running containers: equal means they run that file."""
-    return compose(project, compose_file, project_dir, "config", "--hash", "*")
-
-
-def parse_config_hashes(text: str) -> dict[str, str]:
-    """``{service: hash}`` from :func:`config_hashes`."""
-    out = {}
-    for line in parse_lines(text):
-        service, _, value = line.partition(" ")
-        if value.strip():
-            out[service] = value.strip()
-    return out
-
-
 def container_images() -> list[str]:
     """The image ID of every container on the host, running or not, one per line."""
     return sh("docker ps -aq --no-trunc | xargs -r docker inspect --format '{{.Image}}'")
@@ -344,3 +327,38 @@ def compose_lifecycle(project: str, compose_file: str, project_dir: str, action:
     if timeout is not None and action != "start":
         args += ["--timeout", str(int(timeout))]
     return compose(project, compose_file, project_dir, *args, *services)
+
+
+def up_dry_run(project: str, compose_file: str, project_dir: str) -> list[str]:
+    """``docker compose up -d --dry-run --pull never``: what Compose WOULD do to make the
+    project match ``compose_file``, changing nothing. Its own convergence rule, so
+    "Running" for every container means they run exactly that file's configuration."""
+    return compose(project, compose_file, project_dir, "up", "-d", "--dry-run", "--pull", "never")
+
+
+def parse_up_dry_run(text: str) -> dict[str, str]:
+    """``{container name: first action}`` from :func:`up_dry_run`'s output lines
+    ``DRY-RUN MODE -  Container NAME  ACTION`` (``Running`` when nothing would change;
+    ``Recreate``, ``Create``, ``Starting``... otherwise). Compose writes them on stderr."""
+    out: dict[str, str] = {}
+    for m in re.finditer(r"Container (\S+)\s+(\w+)", text):
+        out.setdefault(m.group(1), m.group(2))
+    return out
+
+
+def config_hashes(project: str, compose_file: str, project_dir: str) -> list[str]:
+    """``SERVICE HASH`` per line for each service of ``compose_file`` (``docker compose
+    config --hash '*'``): the services as Compose reads the file. (The hashes are not
+    always those ``up`` puts on containers - it differs for services with ``env_file`` -
+    so "does it run this file" is asked with :func:`up_dry_run`.)"""
+    return compose(project, compose_file, project_dir, "config", "--hash", "*")
+
+
+def parse_config_hashes(text: str) -> dict[str, str]:
+    """``{service: hash}`` from :func:`config_hashes`."""
+    out = {}
+    for line in parse_lines(text):
+        service, _, value = line.partition(" ")
+        if value.strip():
+            out[service] = value.strip()
+    return out

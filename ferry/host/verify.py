@@ -32,6 +32,7 @@ from typing import Any
 
 import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
+from testinfra.modules.file import GNUFile
 from testinfra.modules.socket import LinuxSocketSS
 
 from ferry.errors import FerryError, HostError
@@ -81,11 +82,13 @@ class FerryBackend(BaseBackend):
 def infra_host(transport: Any) -> testinfra.host.Host:
     """A testinfra ``host`` object (``host.docker``, ``host.socket``, ``host.file``...)
     whose commands go through ``transport``. Its ``socket`` module reads ``ss``
-    (iproute2, on every Debian) without probing the system first."""
+    (iproute2, on every Debian) and its ``file`` module is the GNU one, without probing
+    the system first (hosts are Linux: three round trips saved)."""
     backend = FerryBackend(transport)
     host = testinfra.host.Host(backend)
     backend.set_host(host)
     host.socket = type("LinuxSocketSS", (LinuxSocketSS,), {"_host": host, "_command": "ss"})
+    host.file = type("GNUFile", (GNUFile,), {"_host": host})
     return host
 
 
@@ -152,6 +155,8 @@ def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 
     Raises:
         HostError: Compose on the host cannot read the current release.
     """
+    if not isinstance(current_dir, str):
+        raise TypeError(f"verify_host: current_dir must be the host path of the release, not {type(current_dir)}")
     host = infra_host(transport)
     backend: FerryBackend = host.backend
     name = transport.host

@@ -105,7 +105,7 @@ def run(ctx: RoleContext) -> RoleResult:
     for d in changed:
         for line in _diff(d, found.get(f"current/{d}"), rendered[d], d in secret_files, max_lines):
             ctx.ui.info(line)
-    why = ", ".join(changed) + (" (new bundle)" if bundle_changed else "")
+    why = ", ".join(changed + (["new bundle " + ctx.bundle.name] if bundle_changed else [])) or "new secrets"
     if ctx.check:
         return RoleResult(True, f"would write a release: {why}", {"files_changed": len(changed)})
     rid = release_id(ctx.bundle.version)

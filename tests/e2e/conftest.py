@@ -138,3 +138,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         total = sum(s for *_, s in _ledger.spent)
         terminalreporter.write_line(f"sandbox hosts put in known states: {len(_ledger.spent)} times, {total:.1f} s: "
                                     + ", ".join(f"{n} {how} for {m} ({s:.1f}s)" for m, n, how, s in _ledger.spent))
+
+
+@pytest.fixture(scope="session")
+def world(sandbox) -> sandbox_mod.Sandbox:
+    """The sandbox plus the hosts that look like the world (``devkit.sandbox.WORLD``),
+    created afresh for the session (whatever ran before): ``world-sudo`` (only ``deploy``
+    logs in, sudo NOPASSWD), ``world-sudopw`` (sudo wants ``deploy``'s password, in
+    ``host_vars/world-sudopw.yml``), ``world-bastion`` (``jump`` on port 2222) and
+    ``world-inner``, reachable only through the bastion. The numbered hosts are left as
+    they are (no module claims them through this fixture)."""
+    sandbox_mod.remove_world()
+    return sandbox_mod.up(count=len(sandbox.hosts), state_dir=sandbox.state_dir, world=True)
