@@ -23,11 +23,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..controller import composecli
 from ..controller.bundle import Bundle, find_bundle, load_bundle
-from ..controller.inventory import Host, Inventory, load_inventory
+from ..controller.inventory import MAGIC_VARS, Host, Inventory, load_inventory
 from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.activate import ActivationFailed
@@ -36,11 +36,11 @@ from ..host.transport.ssh import ConnectionSpec, connect, connection_specs
 from ..host.verify import Check, settle_seconds, verify_host
 from ..model.paths import HostPaths
 from ..model.compose import ComposeModel
-from ..model.render import render_release, template_context
+from ..model.render import check_template_variables, render_release, template_context
 from ..model.stack import Stack
 from ..roles import DEPLOY_ROLES, RoleContext, RoleResult, load_role
 from ..ui import UI, human_bytes
-from .common import host_variables
+from .common import declarations, host_variables, unknown_variable_warnings
 
 
 @dataclass
@@ -56,6 +56,8 @@ class Plan:
     models: dict[str, ComposeModel] = field(default_factory=dict)
     specs: dict[str, ConnectionSpec] = field(default_factory=dict)
     """Each host's validated SSH connection (:func:`ferry.host.transport.ssh.connection_specs`)."""
+    warnings: list[str] = field(default_factory=list)
+    """Variables set that nothing declares (:func:`ferry.actions.common.unknown_variable_warnings`)."""
 
     def paths(self, host: str) -> HostPaths:
         """Paths on ``host`` for this plan's stack and bundle (``ferry_root`` from its vars)."""
@@ -90,18 +92,24 @@ class HostReport:
 
 
 def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bundle_path: Path | None,
-            dist: Path, sets: dict[str, Any], ui: UI | None = None) -> Plan:
+            dist: Path, sets: dict[str, Any], ui: UI | None = None, known: Iterable[str] = ()) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
 
     The bundle is checked end to end here: manifest schema, the listing (every file
     listed, nothing else), the sha256 of every file (cached by file identity, see
     :mod:`ferry.controller.hashcache`) and, when any selected host's inventory sets
     ``ferry_bundle_signers``, the manifest's signature. Only then is the stack read
-    from the bundle's ``stack/`` copy.
+    from the bundle's ``stack/`` copy, and every host's variables are checked against
+    their declarations (:func:`ferry.actions.common.host_variables`).
+
+    Args:
+        ui: console for the hashing progress (None: silent).
+        known: variable names other stacks of the project declare: set in the
+            inventory, they are not reported as unknown (:attr:`Plan.warnings`).
 
     Raises:
         FerryError: any bad input (inventory, host pattern, bundle, signature, stack,
-            templates).
+            variables, templates).
     """
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
@@ -114,8 +122,10 @@ def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bun
     with (ui.transfer("checking bundle sha256", total) if ui else contextlib.nullcontext(None)) as advance:
         bundle.verify(progress=advance)
     stack = bundle.stack()
+    check_template_variables(stack, declarations(stack).names() | set(MAGIC_VARS))
     host_vars = {h.name: host_variables(h, stack, sets) for h in hosts}
-    plan = Plan(inventory, hosts, bundle, stack, host_vars, specs=specs)
+    plan = Plan(inventory, hosts, bundle, stack, host_vars, specs=specs,
+                warnings=unknown_variable_warnings(hosts, stack, sets, set(known)))
     for h in hosts:
         placeholders = {k: "(generated on the host)" for k in stack.generated_secrets}
         context = template_context(host_vars[h.name], stack, plan.paths(h.name).for_templates(),

@@ -604,6 +604,14 @@ class Inventory:
                 secret.add(k)
         return frozenset(secret)
 
+    def origin(self, name: str, key: str) -> str:
+        """Where host ``name``'s variable ``key`` is set, for messages: ``file:line``
+        (Ansible's origin of the value), else the inventory path."""
+        origin = _origin(self._raw.get(name, {}).get(key))
+        if origin is not None and origin.path:
+            return f"{origin.path}:{origin.line_num}" if origin.line_num else origin.path
+        return str(self.path)
+
     # -- queries ---------------------------------------------------------------------
 
     def select(self, pattern: str) -> list[Host]:

@@ -42,24 +42,25 @@ SIGNATURE = "manifest.json.sig"
 UNLISTED = (MANIFEST, CHECKSUMS, SIGNATURE)
 """Top-level files of a bundle that ``files`` does not (cannot) list."""
 
-IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$"
-"""A stack name or version: one path segment, no ``/``; ``..`` is refused separately."""
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z"
+"""A stack name or version: one path segment, no ``/``; ``..`` is refused separately.
+(Patterns end with ``\\Z``: ``$`` would also match before a final newline.)"""
 
 _SEGMENT = r"[A-Za-z0-9_%+@=,~-][A-Za-z0-9_.%+@=,~-]*|\.[A-Za-z0-9_%+@=,~-][A-Za-z0-9_.%+@=,~-]*"
-BUNDLE_PATH = rf"^(?:{_SEGMENT})(?:/(?:{_SEGMENT}))*$"
+BUNDLE_PATH = rf"^(?:{_SEGMENT})(?:/(?:{_SEGMENT}))*\Z"
 """A file path inside a bundle: relative, ``/``-separated, no ``.``/``..`` segment, no
 empty segment, no space, quote, backslash or control character (paths reach host
 shell words and line-based listings)."""
 
-SHA256 = r"^[0-9a-f]{64}$"
-DIGEST = r"^sha256:[0-9a-f]{64}$"
-BLOB = r"^blobs/sha256/[0-9a-f]{64}$"
+SHA256 = r"^[0-9a-f]{64}\Z"
+DIGEST = r"^sha256:[0-9a-f]{64}\Z"
+BLOB = r"^blobs/sha256/[0-9a-f]{64}\Z"
 
 _file = {"type": "object", "required": ["path", "size", "sha256"], "additionalProperties": False,
          "properties": {"path": {"type": "string", "pattern": BUNDLE_PATH, "maxLength": 1024},
                         "size": {"type": "integer", "minimum": 0},
                         "sha256": {"type": "string", "pattern": SHA256}}}
-_ref = {"type": "string", "minLength": 1, "maxLength": 512, "pattern": r"^[^\s\x00-\x1f]+$"}
+_ref = {"type": "string", "minLength": 1, "maxLength": 512, "pattern": r"^[^\s\x00-\x1f]+\Z"}
 _image_common = {"service": {"type": "string", "pattern": IDENTIFIER}, "ref": _ref,
                  "id": {"type": "string", "pattern": DIGEST},
                  "tags": {"type": "array", "items": _ref}, "size": {"type": "integer", "minimum": 0}}
@@ -95,7 +96,7 @@ SCHEMA: dict[str, Any] = {
     "required": ["format", "stack", "version", "files", "images", "docker"],
     "properties": {
         "format": {"enum": list(FORMATS)},
-        "stack": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,63}$"},
+        "stack": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,63}\Z"},
         "version": {"type": "string", "pattern": IDENTIFIER, "not": {"pattern": r"\.\."}},
         "created": {"type": "string"},
         "created_by": {"type": "string"},
@@ -198,4 +199,4 @@ def checksums_text(manifest: dict[str, Any], manifest_sha256: str) -> str:
 
 def is_identifier(value: str) -> bool:
     """True when ``value`` is usable as a stack version (see :data:`IDENTIFIER`)."""
-    return re.fullmatch(IDENTIFIER[1:-1], value) is not None and ".." not in value
+    return re.match(IDENTIFIER, value) is not None and ".." not in value
