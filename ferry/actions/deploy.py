@@ -41,6 +41,7 @@ from ..model.render import check_template_variables, render_release, template_co
 from ..model.stack import Stack
 from ..roles import DEPLOY_ROLES, RoleContext, RoleResult, load_role
 from ..ui import UI, human_bytes
+from . import engines
 from .common import declarations, host_variables, unknown_variable_warnings
 
 
@@ -211,6 +212,10 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
         FerryError: before any change (unreachable host, preflight, held lock, bundle,
             the project running from elsewhere without ``force``).
     """
+    engine = engines.for_plan(plan)
+    if engine is not None:
+        return engine.deploy(plan, ui, check=check, roles=roles, do_verify=do_verify, serial=serial,
+                             max_fail=max_fail, lock_wait=lock_wait, message=message, force=force)
     roles = roles or DEPLOY_ROLES
     reports = {h.name: HostReport(h.name, status="skipped") for h in plan.hosts}
     with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),

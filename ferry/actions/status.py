@@ -13,6 +13,7 @@ from ..host.releases import read_releases
 from ..host.shell import q, sh
 from ..host.verify import Check, settle_seconds, verify_host
 from ..model.stack import load_stack
+from . import engines
 from .backup import schedule_status, status_lines
 from .common import current_compose, stack_hosts
 
@@ -24,6 +25,9 @@ def status(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets
     published ports, the deploy lock, disk use (bytes) of releases, bundles/store and
     Docker images, and the backup schedule with its next run and last runs."""
     stack = load_stack(stack_dir)
+    engine = engines.for_selection(inventory_path, pattern, stack, sets)
+    if engine is not None:
+        return engine.status(inventory_path, pattern, stack_dir, sets)
     out = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
         for s in sessions:
@@ -113,6 +117,9 @@ def verify_hosts(inventory_path: Inventory | Path, pattern: str, stack_dir: Path
         FerryError: bad input, unreachable host, or no current release on a host.
     """
     stack = load_stack(stack_dir)
+    engine = engines.for_selection(inventory_path, pattern, stack, sets)
+    if engine is not None:
+        return engine.verify(inventory_path, pattern, stack_dir, sets)
     checks = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
         for s in sessions:

@@ -28,18 +28,12 @@ the end of the run.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 
 import pytest
 
-# Under pytest-xdist each worker gets its own sandbox (containers, network, state dir).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["FERRY_SANDBOX_NAME"] = (f"{os.environ.get('FERRY_SANDBOX_NAME', 'ferry-sandbox')}-"
-                                        f"{os.environ['PYTEST_XDIST_WORKER']}")
-
-from devkit import sandbox as sandbox_mod  # noqa: E402  (reads FERRY_SANDBOX_NAME)
+from devkit import sandbox as sandbox_mod
 
 HOSTS = 6
 PRISTINE, USED = "pristine", "used"
