@@ -399,6 +399,57 @@ def remove(c, host, stack=None, inventory=None, vault_password_file=None, set=No
                lock_wait=lock_wait, message=message)
 
 
+# -- Docker Swarm ------------------------------------------------------------------------
+
+@task(iterable=INVENTORY_LISTS, help={
+    **COMMON, **CHANGES, "host": "the swarm's group (hosts with ferry_engine: swarm)",
+    "bundle": "bundle whose Docker installer the nodes get (default: the newest in dist/ for the stack)",
+    "check": "check mode: show what would change, change nothing"})
+@user_errors
+def swarm_setup(c, host, stack=None, inventory=None, vault_password_file=None, bundle=None, set=None, check=False,
+                lock_wait=0, message=""):
+    """Form the Docker Swarm of the selected hosts: Docker from the bundle, init/join, node roles and labels from the inventory (idempotent)."""
+    from .actions.deploy import prepare
+    from .actions.swarm import CLUSTER_ROLE, setup
+    from .ui import human_bytes
+    ui = UI()
+    p = project()
+    plan = prepare(_inventory(p, inventory, vault_password_file), host, p.stack_name(stack),
+                   Path(bundle) if bundle else None, p.dist, _sets(set), ui)
+    ui.info(f"swarm setup of {', '.join(h.name for h in plan.hosts)}" + (" (check mode)" if check else ""))
+    reports = setup(plan, ui, check=check, lock_wait=float(lock_wait), message=message)
+    for r in reports:
+        changed = [name for name, res, _ in r.results if res.changed]
+        swarm = next((res.summary for name, res, _ in r.results if name == CLUSTER_ROLE), "")
+        ui.info(f"{r.host}: uploaded {human_bytes(r.metric('bytes'))}; swarm: {swarm}; "
+                + (f"changed: {', '.join(changed)}" if changed else "nothing changed"))
+
+
+@task(iterable=INVENTORY_LISTS, help={"host": "the swarm's group (hosts with ferry_engine: swarm)",
+                                      "inventory": COMMON["inventory"],
+                                      "vault_password_file": COMMON["vault_password_file"], "set": COMMON["set"],
+                                      "json": "print JSON for scripts"})
+@user_errors
+def swarm_status(c, host, inventory=None, vault_password_file=None, set=None, json_=False):
+    """Show the swarm's nodes: role, availability, state, managers' reachability, labels; exit 1 on a problem."""
+    from .actions.swarm import nodes_status
+    p = project()
+    found = nodes_status(_inventory(p, inventory, vault_password_file), host, _sets(set))
+    if json_:
+        _print_json(found)
+    else:
+        ui = UI()
+        ui.table(f"swarm nodes (as {found['manager'] or 'no manager'} lists them)",
+                 ["node", "host", "address", "role", "availability", "state", "manager", "labels"],
+                 [[n["hostname"] + (" (leader)" if n["leader"] else ""), n["host"] or "[red]not selected[/]",
+                   n["addr"], n["role"], n["availability"], n["state"], n["manager"] or "-",
+                   ", ".join(f"{k}={v}" for k, v in sorted(n["labels"].items())) or "-"] for n in found["nodes"]])
+        for line in found["problems"]:
+            ui.warn(line)
+    if found["problems"]:
+        raise Exit("" if json_ else f"error: {len(found['problems'])} problems", code=1)
+
+
 # -- backup, restore, schedules --------------------------------------------------------
 
 @task(iterable=INVENTORY_LISTS, help={**COMMON, **BECOME, **CHANGES, "fetch": "copy the archive to this directory and check its sha256",
@@ -626,10 +677,13 @@ def namespace(*extra: Collection | object) -> Collection:
     replaced = {t.name for t in extra if not isinstance(t, Collection)}
     stacks = Collection("stack")
     stacks.add_task(stack_import, "import")
+    swarm = Collection("swarm")
+    swarm.add_task(swarm_setup, "setup")
+    swarm.add_task(swarm_status, "status")
     ns = Collection(*[t for t in (init, show_inventory, bundle, deploy, verify, rollback, releases, status, audit, remove, backup,
                                   backups, restore, schedule_backup, unschedule_backup, logs, exec_, restart, stop,
                                   start, prune, uninstall) if t.name not in replaced],
-                    locks, stacks)
+                    locks, stacks, swarm)
     for item in extra:
         if isinstance(item, Collection):
             ns.add_collection(item)

@@ -32,6 +32,10 @@ DEPLOY_ROLES = ["upload-bundle", "install-docker-offline", "load-images", "rende
 which only runs when it passed. ``backup`` there installs the backup program and the new
 release's settings (scheduled backups follow the release that runs)."""
 
+ENGINE_ROLES = ["swarm-cluster", "stack-deploy"]
+"""Roles of the engines other than Compose (``ferry_engine: swarm``,
+:mod:`ferry.actions.swarm`); their defaults are part of every host's variables."""
+
 
 @dataclass
 class RoleResult:
@@ -80,6 +84,10 @@ class HostState:
         restore_request: :class:`ferry.model.backup.RestoreRequest` (``inv restore``).
         backup_plan: :class:`ferry.model.backup.BackupPlan` the backup role computed
             (None when the settings on the host were up to date).
+        cluster: on a swarm, what the nodes' ``swarm-cluster`` runs share (its
+            ``ClusterRun``).
+        swarm: on a swarm's primary manager, the other nodes ``stack-deploy`` acts on
+            (its ``SwarmRun``).
     """
 
     store_listing: set[str] | None = None
@@ -98,6 +106,8 @@ class HostState:
     backup_request: Any = None
     restore_request: Any = None
     backup_plan: Any = None
+    cluster: Any = None
+    swarm: Any = None
 
 
 @dataclass

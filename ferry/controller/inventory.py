@@ -636,6 +636,8 @@ class Inventory:
             try:
                 for term in self._a["split_host_pattern"](pattern):
                     bare = term.lstrip("!&")
+                    if bare and bare in self.groups and not self._manager.get_hosts(bare):
+                        raise FerryError(f"group '{bare}' has no hosts in {self.path}")
                     if bare and not self._manager.get_hosts(bare):
                         raise FerryError(f"unknown host or group '{bare}' in {self.path}; known groups: "
                                          f"{_listing(list(self.groups))}; known hosts: "
@@ -686,9 +688,10 @@ class Inventory:
             lower, sets: the run's defaults and ``--set`` (see :meth:`Host.resolve`);
                 only the inventory's own variables are listed, rendered with them.
 
-        Values are plain Python; one that cannot be rendered shows its raw text.
+        Values are plain Python; one that cannot be rendered shows its raw text. An
+        inventory with no hosts at all lists as empty (like ``ansible-inventory --list``).
         """
-        hosts = self.select(pattern)
+        hosts = self.select(pattern) if self.hosts or pattern.strip() != "all" else []
         wanted = {h.name for h in hosts}
         out: dict[str, Any] = {}
         seen: set[str] = set()
