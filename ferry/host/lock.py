@@ -21,7 +21,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import HostError
 from .shell import q, sh
@@ -90,15 +90,17 @@ class Lock:
 
 
 def acquire(t, root: str, stack: str, task: str, version: str, message: str = "",
-            wait: float = 0.0, poll: float = 1.0) -> Lock:
+            wait: float = 0.0, poll: float = 1.0, facts: Sequence[Sequence[str]] = ()) -> Lock:
     """Take the stack's lock on the host behind ``t``.
 
     Args:
-        t: transport.
+        t: transport; a :class:`ferry.host.facts.Prefetched` one when ``facts`` are given.
         root: ``ferry_root``.
         stack, task, version, message: recorded in the lock for whoever finds it held.
         wait: seconds to keep retrying while another run holds it (``--lock-wait``).
         poll: seconds between retries.
+        facts: read-only commands gathered in the same round trip, once the lock is
+            taken (:meth:`ferry.host.facts.Prefetched.gather`): they are read under it.
 
     Raises:
         HostError: still held after ``wait`` seconds (names the holder).
@@ -111,7 +113,10 @@ def acquire(t, root: str, stack: str, task: str, version: str, message: str = ""
             "since_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "token": token}
     deadline = time.monotonic() + wait
     while True:
-        res = t.run(acquire_command(path), input=json.dumps(info).encode(), check=False)
+        if facts:
+            res = t.gather(facts, gate=acquire_command(path), gate_input=json.dumps(info).encode())
+        else:
+            res = t.run(acquire_command(path), input=json.dumps(info).encode(), check=False)
         if res.rc == 0:
             return Lock(t, path, token)
         if res.rc != 75:

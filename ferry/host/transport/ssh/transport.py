@@ -174,6 +174,9 @@ class SSHTransport:
     Attributes:
         host: inventory name.
         transfer: ``openssh`` or ``paramiko`` (what carries :meth:`send`).
+        round_trips: remote commands run so far on this connection (each exec channel,
+            each :meth:`send`; the sudo probe at connect too), for benchmarks and tests.
+        command_log: the first 120 characters of each of those commands, in order.
 
     Raises (from :meth:`connect`):
         HostError: a hop or the host unreachable, a host key unknown or changed (naming
@@ -188,6 +191,9 @@ class SSHTransport:
         self._watchdog: Watchdog | None = None
         self._sudo_password = False
         self.connect_seconds = 0.0
+        self.round_trips = 0
+        self.command_log: list[str] = []
+        self._count_lock = threading.Lock()
 
     # -- connection ------------------------------------------------------------------
 
@@ -256,7 +262,14 @@ class SSHTransport:
             raise HostError(self.host, f"'{what}' did not finish within {timeout:g} s "
                                        f"(ferry_command_timeout or the command's own timeout)")
 
+    def _count(self, line: str) -> None:
+        """One more remote command (see ``round_trips``)."""
+        with self._count_lock:
+            self.round_trips += 1
+            self.command_log.append(line[:120])
+
     def _open(self, line: str) -> paramiko.Channel:
+        self._count(line)
         try:
             chan = self._transport.open_session(timeout=self.spec.connect_timeout)
             chan.settimeout(POLL)
@@ -383,6 +396,7 @@ class SSHTransport:
         timeout = timeout or self.spec.command_timeout
         deadline = _Deadline(timeout, sliding=True)
         line, prefix = self._command(argv)
+        self._count(line)
         proc = subprocess.Popen(openssh_argv(self.spec, line), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
