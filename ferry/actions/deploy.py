@@ -459,7 +459,8 @@ def checks_line(checks: list[Check]) -> str:
 
 
 def summary_lines(reports: list[HostReport]) -> list[str]:
-    """One line per host: what changed (bytes uploaded, images loaded, containers recreated)."""
+    """One line per host: what changed (bytes uploaded, images loaded, containers
+    recreated) and the SSH round trips it took."""
     out = []
     for r in reports:
         if r.status == "skipped":
@@ -474,5 +475,6 @@ def summary_lines(reports: list[HostReport]) -> list[str]:
         out.append(f"{r.host}: uploaded {human_bytes(r.metric('bytes'))}, loaded {r.metric('images_loaded')} "
                    f"images, recreated {r.metric('recreated')} containers; "
                    + (f"changed: {', '.join(changed)}" if changed else "nothing changed")
-                   + (f"; {len(failed)} checks FAILED" if failed else ""))
+                   + (f"; {len(failed)} checks FAILED" if failed else "")
+                   + (f" ({r.round_trips} SSH round trips)" if r.round_trips else ""))
     return out
