@@ -224,7 +224,7 @@ def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[
     def release(s: HostSession) -> None:
         for h, taken in held:
             if h is s:
-                _on_host(s, lambda t, taken=taken: lock.Lock(t, taken.path, taken.token).release())
+                _on_host(s, lambda t, taken=taken: lock.Lock(t, taken.path, taken.token, taken.created).release(True))
 
     try:
         names = sorted({n for s in sessions for n in stacks_of(s)})
