@@ -99,6 +99,17 @@ NODPKG_MAX = 9
 NODPKG_PREFIX = "nodpkg-"
 LABEL_NODPKG = "ferry.sandbox.nodpkg"
 
+#: Hosts of a Docker Swarm (``up(swarm=N)``): ``swarm-1..N`` at ``<subnet base> +
+#: SWARM_IP_OFFSET + j`` (10.213.0.221...), containers ``<NAME>-swarm-<j>``, labelled
+#: ``LABEL_SWARM=<j>``; the inventory's group ``swarm`` has ``ferry_engine: swarm``.
+#: The same image as the numbered hosts (Docker installed by Ferry, swarm formed by
+#: ``inv swarm.setup``). Their kernel is this machine's: no IPVS, so the routing mesh and
+#: service VIPs do not work there (``endpoint_mode: dnsrr``, ``mode: host`` ports do).
+SWARM_IP_OFFSET = 220
+SWARM_MAX = 9
+SWARM_PREFIX = "swarm-"
+LABEL_SWARM = "ferry.sandbox.swarm"
+
 #: The hosts that look like the world (``up(world=True)``, see :data:`WORLD`): at
 #: ``<subnet base> + WORLD_IP_OFFSET + n`` on their networks, containers
 #: ``<NAME>-world-<role>``, labelled ``LABEL_WORLD=<role>`` instead of an index (so
@@ -288,9 +299,10 @@ class Sandbox:
             accepts; the public half is ``key_file`` + ``.pub``.
         known_hosts: OpenSSH known_hosts with every host's real host keys, by IP.
         inventory: Ansible YAML inventory (``prod`` = first host, ``staging`` = rest,
-            ``nodpkg`` = the hosts without dpkg, ``world_*`` = the world hosts); paths in
-            it are relative to its own directory.
+            ``nodpkg`` = the hosts without dpkg, ``swarm`` = the swarm hosts, ``world_*`` =
+            the world hosts); paths in it are relative to its own directory.
         nodpkg: the hosts without dpkg (``nodpkg-1``...; see :data:`RECIPE_NODPKG`).
+        swarm: the swarm hosts (``swarm-1``...; group ``swarm``, ``ferry_engine: swarm``).
         world: the hosts that look like the world (:data:`WORLD`), when started with
             ``up(world=True)``; ``ip`` is the address the inventory uses (the inner
             host's is on :data:`INNER_NETWORK`).
@@ -304,6 +316,7 @@ class Sandbox:
     known_hosts: Path
     inventory: Path
     nodpkg: list[SandboxHost] = field(default_factory=list)
+    swarm: list[SandboxHost] = field(default_factory=list)
     world: list[SandboxHost] = field(default_factory=list)
     become_password: Path | None = None
 
@@ -596,47 +609,79 @@ def _start_container(container: str, hostname: str, volume: str, ip: str, image:
     docker("start", container, timeout=120)
 
 
-# ---------------------------------------------------------------------------- nodpkg hosts
+# ------------------------------------------------------- extra hosts: nodpkg, swarm
 
-def _nodpkg_names(j: int) -> tuple[str, str, str]:
-    """(container, hostname, volume) of the ``j``-th host without dpkg."""
-    return f"{CONTAINER_PREFIX}nodpkg-{j}", f"{NODPKG_PREFIX}{j}", f"{CONTAINER_PREFIX}nodpkg-{j}-docker"
+@dataclass(frozen=True)
+class ExtraHosts:
+    """A kind of sandbox host beside the numbered ones, counted apart (``up(nodpkg=N,
+    swarm=M)``) and labelled ``label=<j>`` instead of an index, so ``count`` never
+    removes them.
+
+    Attributes:
+        kind: ``nodpkg`` or ``swarm``: container ``<NAME>-<kind>-<j>``, host
+            ``<prefix><j>``, inventory group ``<kind>``.
+        label, offset, limit: container label, IP offset in the subnet, most hosts.
+        note: said when a host is started.
+    """
+
+    kind: str
+    prefix: str
+    label: str
+    offset: int
+    limit: int
+    note: str = ""
+
+    def names(self, j: int) -> tuple[str, str, str]:
+        """(container, hostname, volume) of the ``j``-th host."""
+        return (f"{CONTAINER_PREFIX}{self.kind}-{j}", f"{self.prefix}{j}", f"{CONTAINER_PREFIX}{self.kind}-{j}-docker")
+
+    def image(self, console=None) -> str:
+        """The host image (built when missing or outdated)."""
+        return build_host_image(console, RECIPE_NODPKG, NODPKG_TAG) if self.kind == "nodpkg" \
+            else build_host_image(console)
 
 
-def _nodpkg_containers() -> dict[int, dict]:
-    """Existing hosts without dpkg (running or not) by number, as ``docker inspect`` dicts."""
-    names = docker("ps", "-a", "--filter", f"label={LABEL}={NAME}", "--filter", f"label={LABEL_NODPKG}",
+NODPKG = ExtraHosts("nodpkg", NODPKG_PREFIX, LABEL_NODPKG, NODPKG_IP_OFFSET, NODPKG_MAX, "no dpkg")
+SWARM = ExtraHosts("swarm", SWARM_PREFIX, LABEL_SWARM, SWARM_IP_OFFSET, SWARM_MAX, "swarm node")
+
+
+def _extra_containers(kind: ExtraHosts) -> dict[int, dict]:
+    """Existing hosts of ``kind`` (running or not) by number, as ``docker inspect`` dicts."""
+    names = docker("ps", "-a", "--filter", f"label={LABEL}={NAME}", "--filter", f"label={kind.label}",
                    "--format", "{{.Names}}").stdout.decode().split()
     result: dict[int, dict] = {}
     for c in _inspect("container", *names):
         with contextlib.suppress(KeyError, ValueError):
-            result[int(((c.get("Config") or {}).get("Labels") or {})[LABEL_NODPKG])] = c
+            result[int(((c.get("Config") or {}).get("Labels") or {})[kind.label])] = c
     return result
 
 
-def _ensure_nodpkg(n: int | None, base: int, console=None) -> list[SandboxHost]:
-    """Make hosts ``nodpkg-1..n`` exist and run (image :data:`RECIPE_NODPKG`); remove
-    ones beyond ``n`` (None: as many as there are). Reused when running from the current
-    image at their address."""
-    existing = _nodpkg_containers()
+def _ensure_extra(kind: ExtraHosts, n: int | None, base: int, console=None, fresh: bool = False) -> list[SandboxHost]:
+    """Make hosts ``<prefix>1..n`` of ``kind`` exist and run; remove ones beyond ``n``
+    (None: as many as there are; ``fresh``: all of them first, so they start with no
+    Docker and an empty ``/var/lib/docker``). Reused when running from the current image
+    at their address."""
+    existing = _extra_containers(kind)
     if n is None:
         n = max(existing, default=0)
-    if not 0 <= n <= NODPKG_MAX:
-        raise FerryError(f"sandbox hosts without dpkg: between 0 and {NODPKG_MAX}, not {n}")
+    if not 0 <= n <= kind.limit:
+        raise FerryError(f"sandbox {kind.kind} hosts: between 0 and {kind.limit}, not {n}")
     for j, c in sorted(existing.items()):
-        if j > n:
-            container, _, volume = _nodpkg_names(j)
-            _say(console, f"removing {container} (nodpkg is {n})")
+        if j > n or fresh:
+            container, _, volume = kind.names(j)
+            _say(console, f"removing {container} ({kind.kind} is {n}{', fresh' if fresh else ''})")
             docker("rm", "-f", "-v", container, check=False)
             docker("volume", "rm", "-f", volume, check=False)
+    if fresh:
+        existing = {}
     if not n:
         return []
-    image = build_host_image(console, RECIPE_NODPKG, NODPKG_TAG)
+    image = kind.image(console)
     image_id = _image_id(image)
     hosts = []
     for j in range(1, n + 1):
-        container, hostname, volume = _nodpkg_names(j)
-        ip = str(ipaddress.ip_address(base + NODPKG_IP_OFFSET + j))
+        container, hostname, volume = kind.names(j)
+        ip = str(ipaddress.ip_address(base + kind.offset + j))
         c = existing.get(j)
         if c is not None and c.get("Image") == image_id and _container_ip(c) == ip:
             if not (c.get("State") or {}).get("Running"):
@@ -645,21 +690,21 @@ def _ensure_nodpkg(n: int | None, base: int, console=None) -> list[SandboxHost]:
             else:
                 _say(console, f"reusing {container} ({ip})")
         else:
-            _say(console, f"starting {container} ({ip}, no dpkg)")
+            _say(console, f"starting {container} ({ip}, {kind.note})")
             docker("rm", "-f", "-v", container, check=False)
             docker("volume", "rm", "-f", volume, check=False)
-            _start_container(container, hostname, volume, ip, image, {LABEL_NODPKG: str(j)})
+            _start_container(container, hostname, volume, ip, image, {kind.label: str(j)})
         hosts.append(SandboxHost(name=hostname, ip=ip, container=container))
     return hosts
 
 
-def _running_nodpkg() -> list[SandboxHost]:
-    """The hosts without dpkg that run now, by number."""
+def _running_extra(kind: ExtraHosts) -> list[SandboxHost]:
+    """The hosts of ``kind`` that run now, by number."""
     out = []
-    for j, c in sorted(_nodpkg_containers().items()):
+    for j, c in sorted(_extra_containers(kind).items()):
         ip = _container_ip(c)
         if (c.get("State") or {}).get("Running") and ip:
-            container, hostname, _ = _nodpkg_names(j)
+            container, hostname, _ = kind.names(j)
             out.append(SandboxHost(name=hostname, ip=ip, container=container))
     return out
 
@@ -780,7 +825,7 @@ def _wait_ssh(host: SandboxHost, key_file: Path, known_hosts: Path, deadline: fl
 # ---------------------------------------------------------------------------- inventory
 
 def _inventory_text(hosts: list[SandboxHost], key_file: Path, known_hosts: Path,
-                    nodpkg: list[SandboxHost] | None = None) -> str:
+                    nodpkg: list[SandboxHost] | None = None, swarm: list[SandboxHost] | None = None) -> str:
     def block(group: list[SandboxHost]) -> str:
         if not group:
             return "      hosts: {}\n"
@@ -801,6 +846,7 @@ def _inventory_text(hosts: list[SandboxHost], key_file: Path, known_hosts: Path,
         + "    staging:\n"
         + block(hosts[1:])
         + (_nodpkg_group(nodpkg) if nodpkg else "")
+        + (_swarm_group(swarm) if swarm else "")
     )
 
 
@@ -809,6 +855,15 @@ def _nodpkg_group(hosts: list[SandboxHost]) -> str:
     no dpkg (their Docker can only be the static engine)."""
     rows = "".join(f"        {h.name}: {{ansible_host: {h.ip}, ansible_port: 22}}\n" for h in hosts)
     return "    nodpkg:\n      hosts:\n" + rows
+
+
+def _swarm_group(hosts: list[SandboxHost]) -> str:
+    """The inventory group ``swarm`` (``ferry_engine: swarm``): the first host carries the
+    label the llm-chat-swarm stack pins its data service to."""
+    rows = "".join(f"        {h.name}: {{ansible_host: {h.ip}, ansible_port: 22"
+                   + (", swarm_labels: {llm-chat-data: \"true\"}" if i == 0 else "") + "}\n"
+                   for i, h in enumerate(hosts))
+    return "    swarm:\n      vars:\n        ferry_engine: swarm\n      hosts:\n" + rows
 
 
 # ---------------------------------------------------------------------------- the world
@@ -1041,7 +1096,8 @@ def _world_host_vars(state_dir: Path, password: str) -> None:
 # ---------------------------------------------------------------------------- public API
 
 def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
-       console=None, nodpkg: int | None = None, world: bool = False) -> Sandbox:
+       console=None, nodpkg: int | None = None, world: bool = False, swarm: int | None = None,
+       fresh_swarm: bool = False) -> Sandbox:
     """Bring up ``count`` sandbox hosts and write the files to reach them.
 
     Idempotent: containers ``ferry-sandbox-1..count`` that already run from the current
@@ -1070,6 +1126,11 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
             :data:`RECIPE_NODPKG`: os-release says Rocky Linux, no dpkg/apt), 0 to 9;
             reused like the others, ones beyond N removed; None (the default): as many
             as there are already.
+        swarm: number of swarm hosts (``swarm-1..N``, group ``swarm`` with
+            ``ferry_engine: swarm``; the host image), 0 to 9; reused like the others, ones
+            beyond N removed; None (the default): as many as there are already.
+        fresh_swarm: recreate the swarm hosts (no Docker, empty ``/var/lib/docker``)
+            without touching the others.
 
     Returns:
         The :class:`Sandbox`.
@@ -1113,7 +1174,8 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
                 _say(console, f"starting {_container_name(i)} ({ip})")
                 _create_host(i, image, ip)
             hosts.append(SandboxHost(name=_host_name(i), ip=ip, container=_container_name(i)))
-        extra = _ensure_nodpkg(nodpkg, base, console)
+        extra = _ensure_extra(NODPKG, nodpkg, base, console)
+        cluster = _ensure_extra(SWARM, swarm, base, console, fresh=fresh_swarm)
         world_hosts = _ensure_world(subnet, console) if world or _world_containers() else []
         _prune_old_images()
 
@@ -1123,7 +1185,7 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
 
         deadline = time.monotonic() + READY_TIMEOUT
         lines: list[str] = []
-        for host in hosts + extra:
+        for host in hosts + extra + cluster:
             state = _wait_systemd(host, deadline)
             if state != "running":
                 _say(console, f"{host.name}: systemd is {state}")
@@ -1136,18 +1198,18 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
             lines += [line if w.port == 22 else f"[{host.ip}]:{w.port} {line.split(' ', 1)[1]}"
                       for line in _host_key_lines(host)]
         _write_file(known_hosts, ("\n".join(lines) + "\n").encode())
-        for host in hosts + extra:
+        for host in hosts + extra + cluster:
             _wait_ssh(host, key_file, known_hosts, deadline)
         _wait_world(world_hosts, key_file, known_hosts, deadline)
-        text = _inventory_text(hosts, key_file, known_hosts, extra)
+        text = _inventory_text(hosts, key_file, known_hosts, extra, cluster)
         if world_hosts:
             _world_host_vars(state_dir, password)
             text += _world_inventory_text(world_hosts)
         _write_file(inventory, text.encode())
-        every = hosts + extra + [h for _, h in world_hosts]
+        every = hosts + extra + cluster + [h for _, h in world_hosts]
         _say(console, f"sandbox up: {', '.join(f'{h.name}={h.ip}' for h in every)}; inventory {inventory}")
         return Sandbox(state_dir=state_dir, hosts=hosts, key_file=key_file, known_hosts=known_hosts,
-                       inventory=inventory, nodpkg=extra, world=[h for _, h in world_hosts],
+                       inventory=inventory, nodpkg=extra, swarm=cluster, world=[h for _, h in world_hosts],
                        become_password=password_file)
 
 
@@ -1169,7 +1231,8 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, console=None) -> None:
     """
     ensure_engine()
     with _lock():
-        existing = [*_sandbox_containers().values(), *_nodpkg_containers().values()]
+        existing = [*_sandbox_containers().values(), *_extra_containers(NODPKG).values(),
+                    *_extra_containers(SWARM).values()]
         if existing:
             names = [c["Name"].lstrip("/") for c in existing]
             _say(console, f"removing {', '.join(names)}")
@@ -1236,7 +1299,7 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> Sandbox | None:
             world.append(SandboxHost(name=w.name, ip=ip, container=_world_container(w)))
     password = state_dir / WORLD_PASSWORD_NAME
     return Sandbox(state_dir=state_dir, hosts=hosts, key_file=key_file, known_hosts=known_hosts,
-                   inventory=inventory, nodpkg=_running_nodpkg(), world=world,
+                   inventory=inventory, nodpkg=_running_extra(NODPKG), swarm=_running_extra(SWARM), world=world,
                    become_password=password if password.exists() else None)
 
 

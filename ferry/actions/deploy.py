@@ -31,14 +31,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..controller import composecli
 from ..controller.bundle import Bundle, find_bundle, load_bundle
-from ..controller.inventory import Host, Inventory, load_inventory
+from ..controller.inventory import MAGIC_VARS, Host, Inventory, load_inventory
 from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.activate import ActivationFailed
+from ..host.answers import AnswerError, on_host
 from ..host.facts import prefetched
 from ..host.session import Change, HostSession, guarded, open_hosts
 from ..host.transport.ssh import ConnectionSpec, connect, connection_specs
@@ -46,11 +47,12 @@ from ..host.verify import Check, settle_seconds, verify_host
 from ..host.verify import facts as verify_facts
 from ..model.paths import HostPaths
 from ..model.compose import ComposeModel
-from ..model.render import render_release, template_context
+from ..model.render import check_template_variables, render_release, template_context
 from ..model.stack import Stack
 from ..roles import DEPLOY_ROLES, RoleContext, RoleResult, load_role
 from ..ui import UI, human_bytes
-from .common import host_variables
+from . import engines
+from .common import declarations, host_variables, unknown_variable_warnings
 
 
 @dataclass
@@ -68,6 +70,8 @@ class Plan:
     """Each host's validated SSH connection (:func:`ferry.host.transport.ssh.connection_specs`)."""
     opener: Callable[[Host], Any] | None = None
     """Opens a host's transport instead of SSH (tests: a fake host)."""
+    warnings: list[str] = field(default_factory=list)
+    """Variables set that nothing declares (:func:`ferry.actions.common.unknown_variable_warnings`)."""
 
     def paths(self, host: str) -> HostPaths:
         """Paths on ``host`` for this plan's stack and bundle (``ferry_root`` from its vars)."""
@@ -105,18 +109,24 @@ class HostReport:
 
 
 def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bundle_path: Path | None,
-            dist: Path, sets: dict[str, Any], ui: UI | None = None) -> Plan:
+            dist: Path, sets: dict[str, Any], ui: UI | None = None, known: Iterable[str] = ()) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
 
     The bundle is checked end to end here: manifest schema, the listing (every file
     listed, nothing else), the sha256 of every file (cached by file identity, see
     :mod:`ferry.controller.hashcache`) and, when any selected host's inventory sets
     ``ferry_bundle_signers``, the manifest's signature. Only then is the stack read
-    from the bundle's ``stack/`` copy.
+    from the bundle's ``stack/`` copy, and every host's variables are checked against
+    their declarations (:func:`ferry.actions.common.host_variables`).
+
+    Args:
+        ui: console for the hashing progress (None: silent).
+        known: variable names other stacks of the project declare: set in the
+            inventory, they are not reported as unknown (:attr:`Plan.warnings`).
 
     Raises:
         FerryError: any bad input (inventory, host pattern, bundle, signature, stack,
-            templates).
+            variables, templates).
     """
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
@@ -129,8 +139,10 @@ def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bun
     with (ui.transfer("checking bundle sha256", total) if ui else contextlib.nullcontext(None)) as advance:
         bundle.verify(progress=advance)
     stack = bundle.stack()
+    check_template_variables(stack, declarations(stack).names() | set(MAGIC_VARS))
     host_vars = {h.name: host_variables(h, stack, sets) for h in hosts}
-    plan = Plan(inventory, hosts, bundle, stack, host_vars, specs=specs)
+    plan = Plan(inventory, hosts, bundle, stack, host_vars, specs=specs,
+                warnings=unknown_variable_warnings(hosts, stack, sets, set(known)))
     for h in hosts:
         placeholders = {k: "(generated on the host)" for k in stack.generated_secrets}
         context = template_context(host_vars[h.name], stack, plan.paths(h.name).for_templates(),
@@ -170,16 +182,39 @@ def list_store(s: HostSession) -> set[str]:
     return set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out))
 
 
+def role_facts(ctx: RoleContext, roles: list[str]) -> list[list[str]]:
+    """The read-only commands ``roles`` declare they read first on the host of ``ctx``
+    (each role's ``facts(ctx)``, see :mod:`ferry.roles`), in role order."""
+    out: list[list[str]] = []
+    for role in roles:
+        declared = getattr(load_role(role), "facts", None)
+        if declared:
+            out += declared(ctx)
+    return out
+
+
+def preflight_roles(ctx: RoleContext, roles: list[str], s: HostSession) -> None:
+    """Every role's read-only ``preflight`` on the host of ``ctx`` (on the facts gathered
+    under the lock), then its store listing for upload-bundle (``ctx.state.store_listing``).
+
+    Raises:
+        HostError: a role refuses the host (an unusable answer of the host, too).
+    """
+    for role in roles:
+        preflight = getattr(load_role(role), "preflight", None)
+        if preflight:
+            with on_host(ctx.host):
+                preflight(ctx)
+    ctx.state.store_listing = list_store(s)
+
+
 def host_facts(ctx: RoleContext, roles: list[str], do_verify: bool) -> list[list[str] | str]:
     """Every read-only command a deploy of ``roles`` will read on the host of ``ctx``
     before it changes anything there (gathered in one round trip, see
     :mod:`ferry.host.facts`): where the project runs, the store listing, each role's
     ``facts`` and verification's first batch."""
     out: list[list[str] | str] = [containers.project_dirs(ctx.stack.name), files.list_dir(ctx.paths.store)]
-    for role in roles:
-        declared = getattr(load_role(role), "facts", None)
-        if declared:
-            out += declared(ctx)
+    out += role_facts(ctx, roles)
     if do_verify and not ctx.check:
         out += verify_facts(ctx.stack, ctx.paths.current)
     return out
@@ -227,6 +262,10 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
         FerryError: before any change (unreachable host, preflight, held lock, bundle,
             the project running from elsewhere without ``force``).
     """
+    engine = engines.for_plan(plan)
+    if engine is not None:
+        return engine.deploy(plan, ui, check=check, roles=roles, do_verify=do_verify, serial=serial,
+                             max_fail=max_fail, lock_wait=lock_wait, message=message, force=force)
     roles = roles or DEPLOY_ROLES
     reports = {h.name: HostReport(h.name, status="skipped") for h in plan.hosts}
     with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),
@@ -245,12 +284,7 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                 raise HostError(s.name, f"Compose project '{plan.stack.name}' already runs from {elsewhere}, "
                                         f"not under this deploy's {s.paths.stack_dir} (another ferry_root?): "
                                         f"refusing to take it over (--force to do it anyway)")
-            ctx = contexts[s.name]
-            for role in roles:
-                preflight = getattr(load_role(role), "preflight", None)
-                if preflight:
-                    preflight(ctx)
-            ctx.state.store_listing = list_store(s)
+            preflight_roles(contexts[s.name], roles, s)
 
         try:
             _rollout(plan, sessions, contexts, reports, ui, roles, do_verify, serial, max_fail, lock_wait, message,
@@ -345,8 +379,8 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
         if exc.result == "reverted":
             report.release = ctx.state.previous_release
             _verify_after_revert(ctx, report, ctx.state.previous_release)
-    except HostError as exc:
-        report.error = str(exc)
+    except (HostError, AnswerError) as exc:      # AnswerError: the host said something unusable
+        report.error = str(exc) if isinstance(exc, HostError) else str(HostError(ctx.host, str(exc)))
         report.status = "failed"
         if (activated or ctx.state.activated) and not ctx.check:
             revert(ctx, report)

@@ -16,8 +16,6 @@ import time
 from typing import Any, Sequence
 
 from ferry.host import shell
-from ferry.host.shell import join
-
 
 
 def audit_path(root: str) -> str:
@@ -43,7 +41,7 @@ def append_then_command(root: str, then: Sequence[Sequence[str]]) -> list[str]:
     :func:`ferry.host.lock.release_command`) whatever the append did: one round trip.
     The exit status is the append's."""
     path = audit_path(root)
-    rest = "".join(f"; {join(c)}" for c in then)
+    rest = "".join(f"; {shell.join(c)}" for c in then)
     return shell.sh(f"mkdir -p {shell.q(root)}; cat >> {shell.q(path)}; rc=$?{rest}; exit $rc")
 
 
@@ -63,13 +61,14 @@ def tail_command(root: str, lines: int) -> list[str]:
 
 
 def parse(text: str) -> list[dict[str, Any]]:
-    """Audit records from log lines; a line that is not JSON is kept as ``detail``."""
+    """Audit records from log lines; a line that is not a JSON object is kept as ``detail``."""
     out = []
     for line in text.splitlines():
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            out.append({"detail": line})
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
+            rec = None
+        out.append(rec if isinstance(rec, dict) else {"detail": line})
     return out

@@ -16,7 +16,7 @@ import yaml
 
 from backup_support import ROOT, BackupHost, Hosts, deploy_stack, inv_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-3")]
 HOST = "sandbox-3"
 PGTEST = ROOT / "tests" / "e2e" / "stacks" / "pgtest"
 

@@ -27,7 +27,7 @@ from ferry.host.verify import verify_host
 from ferry.model.stack import load_stack
 from stack_e2e import STACKS, Hosts, http, inv_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-3")]
 HOST = "sandbox-3"
 PROJECTS = Path(__file__).resolve().parent / "projects"
 TAG = os.getpid()

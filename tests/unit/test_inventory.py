@@ -78,7 +78,8 @@ def test_layering_defaults_inventory_set_with_jinja_seeing_all_layers(inv):
     merged = db1.resolve({"http_port": 80, "llm_model": "default", "keep": 1}, parse_set_args(["http_port=8080"]))
     assert merged["llm_api_url"] == "http://db1:8080/v1"      # Jinja sees --set, as Ansible sees -e
     assert merged["llm_model"] == "from-prod"                 # inventory beats defaults
-    assert merged["keep"] == 1 and merged["http_port"] == 8080
+    assert merged["keep"] == 1 and merged["http_port"] == "8080"     # --set is text, as Ansible's -e k=v;
+    # the variable's declared type converts it (ferry.actions.common.host_variables, test_vars)
     assert merged["inventory_hostname"] == "db1" and merged["group_names"] == ["db", "prod"]
     assert inv.hosts["stage-1"].resolve({"llm_model": "default"})["llm_model"] == "from-host"
     assert db1.resolve({}, {"llm_model": "cli"})["llm_model"] == "cli"
@@ -209,7 +210,7 @@ def test_honoured_ansible_vars_are_exactly_what_the_ssh_transport_reads():
 
 
 def test_set_args_and_merge():
-    assert parse_set_args(["a=1", "b=x"]) == {"a": 1, "b": "x"}
+    assert parse_set_args(["a=1", "b=x"]) == {"a": "1", "b": "x"}      # text: typed by the declarations
     assert merge_vars({"a": 1}, {"a": 2, "b": 3}) == {"a": 2, "b": 3}
     assert "expected key=value" in one_line_error(parse_set_args, ["novalue"])
 
