@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from ..errors import FerryError
+from ..errors import FerryError, HostError
+from .answers import AnswerError, last_host
 from ..model.paths import HostPaths
 from . import audit, lock
 from .facts import prefetched
@@ -90,6 +91,9 @@ def open_hosts(hosts: Sequence[Any], variables: Callable[[Any], dict[str, Any]],
     Raises:
         FerryError: a host is unreachable, its key unknown or changed, login refused
             (no host has been changed; the first failure in inventory order).
+        HostError: a host's answer the block could not use (an
+            :class:`~ferry.host.answers.AnswerError` raised in the block), put on the
+            host that gave it.
     """
     hosts = list(hosts)
     merged = {h.name: variables(h) for h in hosts}
@@ -102,7 +106,11 @@ def open_hosts(hosts: Sequence[Any], variables: Callable[[Any], dict[str, Any]],
                 raise results[h.name]
         sessions = [HostSession(h.name, opened[h.name], merged[h.name], paths(h.name, merged[h.name]),
                                 functools.partial(connect, h)) for h in hosts]
-        yield sessions
+        try:
+            yield sessions
+        except AnswerError as exc:      # a host's answer no parser could use: name the host
+            host = sessions[0].name if len(sessions) == 1 else last_host()
+            raise (HostError(host, str(exc)) if host else exc) from None
     finally:
         for t in {id(t): t for t in [*opened.values(), *(s.t for s in sessions)]}.values():
             t.close()
@@ -143,14 +151,17 @@ def each_host(sessions: Sequence[Any], action: Callable[[Any], Any]) -> dict[str
         sessions: :class:`HostSession` or inventory hosts (anything with a ``name``).
 
     Returns:
-        ``{host name: what action returned, or the exception it raised}``, in the order
-        of ``sessions``.
+        ``{host name: what action returned, or the exception it raised}`` (an
+        :class:`~ferry.host.answers.AnswerError` as a :class:`HostError` of that host),
+        in the order of ``sessions``.
     """
     done: dict[str, Any] = {}
 
     def one(s: HostSession) -> None:
         try:
             done[s.name] = action(s)
+        except AnswerError as exc:    # what this host answered (on its own thread)
+            done[s.name] = HostError(s.name, str(exc))
         except Exception as exc:  # noqa: BLE001 - handed back to the caller, per host
             done[s.name] = exc
     if len(sessions) == 1:

@@ -99,6 +99,15 @@ def test_lock_commands_in_a_real_shell(tmp_path):
     assert (tmp_path / "locks" / "llm-chat").exists()          # someone else's lock survives
     subprocess.run(lock.release_command(path, None), check=True)
     assert not (tmp_path / "locks" / "llm-chat").exists()
+    # a host-side program still working for a controller that went away holds
+    # <lock>.activating: the lock is refused while it does, free again after
+    import fcntl
+    with open(path + ".activating", "a") as busy:
+        fcntl.flock(busy, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held = subprocess.run(lock.acquire_command(path), input=b'{"who": "c"}', capture_output=True)
+        assert held.returncode == 75 and "ferry-activate or ferry-backup" in json.loads(held.stdout)["message"]
+        assert not (tmp_path / "locks" / "llm-chat").exists()
+    assert subprocess.run(lock.acquire_command(path), input=b'{"who": "c"}').returncode == 0
 
 
 def test_a_refused_run_takes_its_new_directories_away_with_the_lock(tmp_path):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Generator, Iterable, Sequence
 
 from .. import batch
+from ..answers import answered_by
 from . import Result, check_result, join
 
 Handler = Callable[[list[str], bytes], "tuple[int, bytes | str, bytes | str]"]
@@ -65,6 +66,7 @@ class FakeTransport:
             return self._batch(list(argv), unpacked)
         self.calls.append(Call(list(argv), input or b""))
         result = self._result(argv, input or b"")
+        answered_by(self.host)
         return check_result(self.host, result) if check else result
 
     def _batch(self, argv: list[str], unpacked: batch.Unpacked) -> Result:
@@ -82,6 +84,7 @@ class FakeTransport:
                                         err.encode() if isinstance(err, str) else err))
             if unpacked.gate is not None and len(answers) == 1 and rc != 0:
                 break
+        answered_by(self.host)
         return Result(argv, 0, batch.frame(answers), b"")
 
     def send(self, argv: Sequence[str], chunks: Iterable[bytes], check: bool = True) -> Result:

@@ -42,6 +42,7 @@ from ....errors import FerryError, HostError
 from .. import Result, check_result, join
 from . import become as sudo
 from .hops import close_chain, explain_openssh_failure, open_chain, openssh_argv
+from ...answers import answered_by
 from .spec import ConnectionSpec, warn_once
 
 # paramiko logs a failed handshake (a port that is not sshd, a peer that hangs up) with
@@ -349,6 +350,7 @@ class SSHTransport:
         """Run ``argv`` on the host. See :meth:`ferry.host.transport.Transport.run`;
         ``timeout`` (seconds) defaults to ``ferry_command_timeout``."""
         result = self._exchange(argv, [input] if input else [], timeout)
+        answered_by(self.host)
         return check_result(self.host, result) if check else result
 
     def stream(self, argv: Sequence[str], timeout: float | None = None,
