@@ -237,6 +237,13 @@ class SSHTransport:
         """Close every hop's connection (the watchdog found the peer dead)."""
         close_chain(self._clients)
 
+    @property
+    def alive(self) -> bool:
+        """The connection is open and the peer was not declared dead (a caller that keeps
+        a transport across an SSH loss opens a new one when False)."""
+        return bool(self._clients) and not (self._watchdog is not None and self._watchdog.dead) and \
+            self._clients[-1].get_transport() is not None and self._transport.is_active()
+
     def cipher(self) -> str:
         """The negotiated outbound cipher (for benchmarks and debugging)."""
         return self._transport.local_cipher
