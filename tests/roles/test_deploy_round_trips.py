@@ -44,8 +44,8 @@ class DeployedHost:
         writes: the commands that changed something (argv), in order.
     """
 
-    def __init__(self, plan, monkeypatch):
-        name = plan.hosts[0].name
+    def __init__(self, plan, monkeypatch, name: str = ""):
+        name = name or plan.hosts[0].name
         b, stack, paths, v = plan.bundle, plan.stack, plan.paths(name), plan.host_vars[name]
         ui = UI(Console(file=io.StringIO()))
         ctx = RoleContext(name, None, v, b, stack, paths, ui)
@@ -191,3 +191,42 @@ def test_a_port_held_by_another_stack_is_refused_from_the_facts_and_the_lock_rel
     [t] = opened
     assert t.round_trips == 2                                   # the facts with the lock; the lock's release
     assert "audit.log" not in t.calls[1].argv[-1] and "rm -rf" in t.calls[1].argv[-1]
+
+
+def test_connect_lock_facts_and_audit_run_on_every_host_at_once(bundle, tmp_path, monkeypatch):
+    """Issue 12: connect, the lock with the facts (and preflight on them), and the audit
+    line with the lock's release are not done host after host: each of those steps
+    waits here until all three hosts are in it (a barrier), so a deploy that took them
+    one host at a time would time out and fail."""
+    import threading
+    inv = tmp_path / "inventory.yml"
+    (tmp_path / "known_hosts").write_text("")
+    inv.write_text("all:\n  hosts:\n" + "".join(f"    fake-{i}:\n      ansible_host: 10.0.0.{i}\n"
+                                                 f"      ferry_known_hosts: {tmp_path / 'known_hosts'}\n"
+                                                 for i in (1, 2, 3)))
+    manifest = (bundle.path / MANIFEST).read_bytes()
+    (bundle.path / CHECKSUMS).write_text(checksums_text(json.loads(manifest), hashlib.sha256(manifest).hexdigest()))
+    plan = prepare(Inventory(inv), "all", "llm-chat", bundle.path, bundle.path.parent, {})
+    deployed = {h.name: DeployedHost(plan, monkeypatch, h.name) for h in plan.hosts}
+    steps = {step: threading.Barrier(3, timeout=20) for step in ("connect", "lock", "audit")}
+
+    def at_once(step):
+        steps[step].wait()                                      # BrokenBarrierError: not all hosts came
+
+    def answering(host):
+        def answer(argv, data):
+            line = key(argv)
+            if "mkdir " in line and "/locks/llm-chat" in line and "info.json" in line and "grep -q" not in line:
+                at_once("lock")
+            elif "audit.log" in line:
+                at_once("audit")
+            return host(argv, data)
+        return answer
+
+    def opener(h):
+        at_once("connect")
+        return FakeTransport(answering(deployed[h.name]), host=h.name, unbatch=True)
+    plan.opener = opener
+    reports = deploy(plan, UI(Console(file=io.StringIO(), width=200)))
+    assert [(r.host, r.status, r.round_trips) for r in reports] == [(f"fake-{i}", "ok", 3) for i in (1, 2, 3)]
+    assert all(len(host.writes) == 2 for host in deployed.values())     # its lock, its audit line
