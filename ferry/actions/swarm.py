@@ -64,6 +64,14 @@ PRIMARY_ROLES = ["render-config", "stack-deploy"]
 """Roles the primary manager runs: the release, then ``docker stack deploy`` and the gate."""
 AFTER_ROLES = ["backup", "prune-releases"]
 """Roles every node runs once verification passed (every node holds the releases)."""
+BY_HAND = {"remove": "run `docker stack rm {stack}` on a manager",
+           "logs": "run `docker service logs {stack}_<service>` on a manager",
+           "exec": "run `docker exec` on the node that runs the task (`docker service ps {stack}_<service>`)",
+           "restart": "run `docker service update --force {stack}_<service>` on a manager",
+           "stop": "run `docker service scale {stack}_<service>=0` on a manager",
+           "start": "deploy again (inv deploy), or `docker service scale` on a manager"}
+"""Commands that act on Compose projects, refused on a swarm, with what to do instead
+(:func:`ferry.actions.engines.compose_only`)."""
 
 T = TypeVar("T")
 
