@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..controller.inventory import Host, Inventory, load_inventory
-from ..errors import HostError
+from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.session import HostSession, open_hosts
 from ..host.transport import Result, drain
 from ..host.transport.ssh import connect, connection_specs
 from ..host.transport.ssh.spec import CONNECTION_VARS
-from ..model.paths import HostPaths
+from ..model.paths import HostPaths, own_directory
 from ..model.stack import Stack
 from ..model.vars import Declarations, Layer
 from ..roles import role_declarations
@@ -53,7 +53,13 @@ def host_variables(host: Host, stack: Stack | None, sets: dict[str, Any]) -> dic
     origins = {k: host.inventory.origin(host.name, k) for k in inventory} if host.inventory else {}
     layers = [Layer(str(host.inventory.path) if host.inventory else "inventory", inventory, origins),
               Layer("--set", sets, text=True)]
-    return {**merged, **decls.check(layers, host.name)}
+    checked = decls.check(layers, host.name)
+    root = checked.get("ferry_root")
+    if root is not None and not own_directory(str(root)):
+        where = "--set" if "ferry_root" in sets else origins.get("ferry_root") or layers[0].name
+        raise FerryError(f"{where}: key 'ferry_root' (host {host.name}): {str(root)!r} is / or a system directory: "
+                         f"Ferry's root must be a directory of its own, e.g. /opt/ferry (uninstall removes it)")
+    return {**merged, **checked}
 
 
 def unknown_variable_warnings(hosts: list[Host], stack: Stack, sets: dict[str, Any],

@@ -31,6 +31,7 @@ from ..controller.inventory import MAGIC_VARS, Host, Inventory, load_inventory
 from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.activate import ActivationFailed
+from ..host.answers import AnswerError, on_host
 from ..host.session import Change, HostSession, guarded, open_hosts
 from ..host.transport.ssh import ConnectionSpec, connect, connection_specs
 from ..host.verify import Check, settle_seconds, verify_host
@@ -233,7 +234,8 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
             for role in roles:
                 preflight = getattr(load_role(role), "preflight", None)
                 if preflight:
-                    preflight(ctx)
+                    with on_host(ctx.host):
+                        preflight(ctx)
         with guarded(sessions, plan.stack.name, "deploy", plan.bundle.version, message, lock_wait,
                      check) as change:
             listings = list_stores(sessions)
@@ -317,8 +319,8 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
         if exc.result == "reverted":
             report.release = ctx.state.previous_release
             _verify_after_revert(ctx, report, ctx.state.previous_release)
-    except HostError as exc:
-        report.error = str(exc)
+    except (HostError, AnswerError) as exc:      # AnswerError: the host said something unusable
+        report.error = str(exc) if isinstance(exc, HostError) else str(HostError(ctx.host, str(exc)))
         report.status = "failed"
         if (activated or ctx.state.activated) and not ctx.check:
             revert(ctx, report)

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import FerryError
 from ..host.session import guarded
 from ..host.verify import Check, settle_seconds, verify_host
-from ..model.backup import RestoreRequest
+from ..model.backup import RestoreRequest, check_backup_id
 from ..model.stack import load_stack
 from ..roles import load_role
 from ..ui import UI
@@ -36,6 +36,8 @@ def restore(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str,
     if engine is not None:
         return engine.restore(inventory_path, pattern, stack_dir, sets, ui, backup, local, safety, lock_wait, message)
     stack = load_stack(stack_dir)
+    if local is None:
+        check_backup_id(backup, stack.name)
     out = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions, \
             guarded(sessions, stack.name, "restore", message=message, wait=lock_wait) as change:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import posixpath
 import secrets
 import socket
@@ -36,16 +37,18 @@ def lock_dir(root: str, stack: str) -> str:
 def acquire_command(path: str) -> list[str]:
     """Create ``path`` atomically and write stdin to ``path/info.json``; if it exists,
     exit 75 and print the holder's info.json. Also exit 75 while ``<path>.activating`` is
-    flock-ed: a host-side ``ferry-activate`` (:mod:`ferry.host.activate`) is still
-    bringing a release up after its controller went away. If it cannot be created
+    flock-ed: a host-side program whose controller went away still works for the stack
+    (``ferry-activate`` bringing a release up, :mod:`ferry.host.activate`; ``ferry-backup``
+    backing up or restoring for an ``inv backup``/``restore`` that was interrupted). If it cannot be created
     (permission denied, read-only, full disk), exit 77 with mkdir's error on stderr and
     leave nothing behind."""
     busy = q(path + ".activating")
     info = q(path + "/info.json")
     return sh(f"mkdir -p {q(posixpath.dirname(path))} || exit 77; "
               f"if [ -e {busy} ] && command -v flock >/dev/null 2>&1 && ! flock -n {busy} true; then "
-              "echo '{\"who\": \"ferry-activate on the host\", \"task\": \"activate\", "
-              "\"message\": \"a release is still being brought up\"}'; exit 75; fi; "
+              "echo '{\"who\": \"a Ferry program on the host\", \"task\": \"activate, backup or restore\", "
+              "\"message\": \"ferry-activate or ferry-backup still works for a run whose controller went away\"}'; "
+              "exit 75; fi; "
               f"if err=$(mkdir {q(path)} 2>&1); then cat > {info} && exit 0; rm -rf -- {q(path)}; exit 77; fi; "
               f"if [ -d {q(path)} ]; then cat {info} 2>/dev/null || echo '{{}}'; exit 75; fi; "
               f'echo "$err" >&2; exit 77')
@@ -64,11 +67,17 @@ def status_command(path: str) -> list[str]:
 
 
 def describe(info: dict[str, Any], now: float | None = None) -> str:
-    """``held by alice@laptop for 42s (deploy llm-chat 1.1.0, pid 123): "message"``."""
-    age = (now or time.time()) - float(info.get("since", 0) or 0)
-    what = " ".join(str(info.get(k, "")) for k in ("task", "stack", "version") if info.get(k))
+    """``held by alice@laptop for 42s (deploy llm-chat 1.1.0, pid 123): "message"``; the
+    info comes from the host (``info.json``): fields that are missing or not what Ferry
+    writes read as unknown."""
+    try:
+        since = float(info.get("since"))
+    except (TypeError, ValueError):
+        since = None
+    age = f"for {(now or time.time()) - since:.0f}s " if since is not None and math.isfinite(since) else ""
+    what = " ".join(str(info.get(k, "")) for k in ("task", "stack", "version") if info.get(k)) or "unknown task"
     msg = f': "{info["message"]}"' if info.get("message") else ""
-    return (f"held by {info.get('who', '?')} for {age:.0f}s ({what}, pid {info.get('pid', '?')}, "
+    return (f"held by {info.get('who', '?')} {age}({what}, pid {info.get('pid', '?')}, "
             f"since {info.get('since_iso', '?')}){msg}")
 
 
@@ -119,10 +128,7 @@ def acquire(t, root: str, stack: str, task: str, version: str, message: str = ""
             # login user without become); say so rather than "locked"
             raise HostError(t.host, f"cannot take the deploy lock {path}: {res.last_error_line()}")
         if time.monotonic() >= deadline:
-            try:
-                holder = json.loads(res.out or "{}")
-            except json.JSONDecodeError:
-                holder = {}
+            holder = parse_info(res.out)
             raise HostError(t.host, f"stack '{stack}' is locked: {describe(holder)}; "
                                     f"wait (--lock-wait SECONDS) or, if that run is dead, `inv lock.release`")
         time.sleep(poll)
@@ -133,7 +139,14 @@ def read(t, root: str, stack: str) -> dict[str, Any] | None:
     out = t.run(status_command(lock_dir(root, stack))).out.strip()
     if not out:
         return None
+    return parse_info(out)
+
+
+def parse_info(text: str) -> dict[str, Any]:
+    """A lock's ``info.json`` as found on the host; one that is not a JSON object (a run
+    killed while writing it, a hand edit) reads as an unknown holder."""
     try:
-        return json.loads(out)
-    except json.JSONDecodeError:
-        return {"who": "?", "message": "unreadable info.json"}
+        info = json.loads(text or "{}")
+    except (ValueError, RecursionError):
+        info = None
+    return info if isinstance(info, dict) else {"who": "?", "message": "unreadable info.json"}

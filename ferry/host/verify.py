@@ -37,6 +37,7 @@ from testinfra.modules.socket import LinuxSocketSS
 
 from ferry.errors import FerryError, HostError
 from ferry.host import batch, containers, shell
+from ferry.host.answers import json_doc
 from ferry.model.compose import ComposeModel, parse_model
 from ferry.model.stack import Stack
 
@@ -166,7 +167,7 @@ def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 
     if config.rc != 0:
         raise HostError(name, f"docker compose config in {current_dir}: "
                               f"{(config.stderr.decode(errors='replace').strip().splitlines() or ['failed'])[-1]}")
-    model = parse_model(json.loads(config.stdout))
+    model = parse_model(json_doc(config.stdout, f"docker compose config in {current_dir}", dict))
     now, by_service = containers.parse_project_state(state.out)
     for info in containers.parse_inspect(state.out.partition("\n")[2]):
         _, c = containers.container_from_inspect(info)

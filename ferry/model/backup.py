@@ -105,6 +105,24 @@ def backup_time(backup_id: str, stack: str) -> dt.datetime:
     return dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
 
 
+def check_backup_id(value: str, stack: str) -> str:
+    """``inv restore --backup``: ``latest`` or an ID of one of ``stack``'s archives
+    (``<stack>-<YYYYmmddTHHMMSSZ>[-tag]``), checked before any host is contacted, so a
+    path (``../../x``) or an option (``--no-safety-backup``) never reaches the host.
+
+    Raises:
+        FerryError: anything else, in one line.
+    """
+    if value == "latest":
+        return value
+    try:
+        backup_time(value, stack)
+    except ValueError:
+        raise FerryError(f"--backup {value!r}: not a backup of {stack} (an ID such as "
+                         f"{stack}-20261122T020000Z, or latest; `inv backups` lists them)") from None
+    return value
+
+
 # -- requests (what an action asks of the backup and restore roles) ---------------------
 
 @dataclass

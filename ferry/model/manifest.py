@@ -85,9 +85,25 @@ _static = {"type": "object", "required": ["file", "version", "sha256", "binaries
                           "binaries": {"type": "object", "required": list(REQUIRED),
                                        "propertyNames": {"pattern": rf"^{MEMBER_RE.pattern}$"},
                                        "additionalProperties": {"type": ["string", "null"], "maxLength": 200}}}}
-_docker = {"type": "object", "properties": {"static": _static}}
-"""The Docker payload (see :mod:`ferry.controller.bundle`); ``static`` is Docker's static
-tarball (:mod:`ferry.controller.dockerstatic`): its words reach host commands."""
+DEB_PACKAGE = r"^[a-z0-9][a-z0-9+.-]*\Z"
+DEB_VERSION = r"^[0-9A-Za-z.+~:-]+\Z"
+ARCH = r"^[a-z0-9_]+\Z"
+_docker = {"type": "object",
+           "required": ["docker", "compose", "arch", "uname_arch", "packages"],
+           "properties": {"static": _static,
+                          "docker": {"type": "string", "pattern": DEB_VERSION, "maxLength": 128},
+                          "compose": {"type": "string", "pattern": rf"^{VERSION}\Z"},
+                          "compose_sha256": {"type": "string", "pattern": SHA256},
+                          "arch": {"type": "string", "pattern": ARCH, "maxLength": 32},
+                          "uname_arch": {"type": "string", "pattern": ARCH, "maxLength": 32},
+                          "packages": {"type": "object", "propertyNames": {"pattern": DEB_PACKAGE, "maxLength": 128},
+                                       "additionalProperties": {"type": "string", "pattern": DEB_VERSION,
+                                                                "maxLength": 128}}}}
+"""The Docker payload (see :mod:`ferry.controller.bundle`, ``docker/versions.json``):
+versions, architecture and Debian packages, every one of which the
+install-docker-offline role compares with host facts or puts in host commands, so all
+are required and typed; ``static`` is Docker's static tarball
+(:mod:`ferry.controller.dockerstatic`): its words reach host commands."""
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -132,6 +148,8 @@ _RULES = {
     _static["properties"]["file"]["pattern"]: "must be 'docker/static/docker-<version>.tgz'",
     _static["properties"]["version"]["pattern"]: "must be a Docker version like 24.0.7",
     _static["properties"]["binaries"]["propertyNames"]["pattern"]: "must be a plain executable name",
+    DEB_PACKAGE: "must be a Debian package name", DEB_VERSION: "must be a Debian version",
+    ARCH: "must be an architecture name such as amd64", rf"^{VERSION}\Z": "must be a version like 2.40.3",
 }
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,12 +265,14 @@ def coerce(spec: Mapping[str, Any], value: Any, text: bool = False) -> Any:
             value = parse_yaml(value)
         except yaml.YAMLError:
             return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)           # inf, nan (YAML .inf): no number a user means; the schema refuses the text
     if t in ("int", "port") and isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str):
         if t in ("int", "port") and _INT.fullmatch(value):
             return int(value)
-        if t == "float" and _FLOAT.fullmatch(value):
+        if t == "float" and _FLOAT.fullmatch(value) and math.isfinite(float(value)):
             return float(value)
         if t == "bool" and value.strip().lower() in _BOOLS:
             return _BOOLS[value.strip().lower()]

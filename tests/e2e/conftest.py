@@ -43,6 +43,9 @@ _ledger = None   # the session's Ledger, made by the sandbox fixture
 def pytest_addoption(parser):
     parser.addoption("--e2e-shuffle", metavar="SEED", default=None,
                      help="run the end-to-end test modules in a random order (each module's tests keep theirs)")
+    parser.addoption("--e2e-hosts", type=int, default=HOSTS, metavar="N",
+                     help=f"sandbox hosts to bring up (default {HOSTS}); fewer for a module that claims "
+                          "only the first ones, on a loaded machine")
     parser.addoption("--e2e-reuse-sandbox", action="store_true", default=False,
                      help="keep the sandbox hosts that run (every claimed host is reset or recreated first) "
                           "instead of creating all of them again")
@@ -55,11 +58,12 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def sandbox(request) -> sandbox_mod.Sandbox:
-    """A freshly created 6-host sandbox (``prod`` = sandbox-1, ``staging`` = sandbox-2..6);
-    with ``--e2e-reuse-sandbox`` the running one, its hosts in unknown states."""
+    """A freshly created 6-host sandbox (``prod`` = sandbox-1, ``staging`` = sandbox-2..6;
+    ``--e2e-hosts N`` for N); with ``--e2e-reuse-sandbox`` the running one, its hosts in
+    unknown states."""
     global _ledger
     reuse = request.config.getoption("--e2e-reuse-sandbox")
-    sb = sandbox_mod.up(count=HOSTS, fresh=not reuse)
+    sb = sandbox_mod.up(count=request.config.getoption("--e2e-hosts"), fresh=not reuse)
     _ledger = Ledger([h.name for h in sb.hosts], USED if reuse else PRISTINE)
     return sb
 

@@ -190,7 +190,7 @@ def test_command_line_numbers_are_refused_in_one_line(option, value, capsys):
 # -- manifest fields ----------------------------------------------------------------------
 
 def manifest_property(stack: str, version: str, files: list[str], root: str = "/opt/ferry") -> str:
-    manifest = {"format": 1, "stack": stack, "version": version, "docker": {}, "images": [],
+    manifest = {"format": 1, "stack": stack, "version": version, "docker": {"docker": "20.10.24", "compose": "2.40.3", "arch": "amd64", "uname_arch": "x86_64", "packages": {"docker.io": "20.10.24"}}, "images": [],
                 "files": [{"path": p, "size": 1, "sha256": "0" * 64} for p in files]}
     try:
         validate_manifest(manifest, "dist/x/manifest.json")

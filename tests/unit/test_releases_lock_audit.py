@@ -98,6 +98,15 @@ def test_lock_commands_in_a_real_shell(tmp_path):
     assert (tmp_path / "locks" / "llm-chat").exists()          # someone else's lock survives
     subprocess.run(lock.release_command(path, None), check=True)
     assert not (tmp_path / "locks" / "llm-chat").exists()
+    # a host-side program still working for a controller that went away holds
+    # <lock>.activating: the lock is refused while it does, free again after
+    import fcntl
+    with open(path + ".activating", "a") as busy:
+        fcntl.flock(busy, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held = subprocess.run(lock.acquire_command(path), input=b'{"who": "c"}', capture_output=True)
+        assert held.returncode == 75 and "ferry-activate or ferry-backup" in json.loads(held.stdout)["message"]
+        assert not (tmp_path / "locks" / "llm-chat").exists()
+    assert subprocess.run(lock.acquire_command(path), input=b'{"who": "c"}').returncode == 0
 
 
 def test_rollout_stop_rule_canary_and_max_fail():
@@ -137,7 +146,12 @@ def test_guarded_takes_every_lock_or_none():
     assert len(a.calls) == 2 and "rm -rf" in a.calls[1].argv[-1]      # taken, then released
 
 
-def test_guarded_writes_one_audit_line_per_host_even_when_interrupted():
+@pytest.mark.parametrize("exc,result,detail", [
+    (KeyboardInterrupt, "interrupted", ""),
+    # a bug in Ferry (not a FerryError) used to leave the line "ok": a crash is never audited as success
+    (KeyError("uname_arch"), "failed", "KeyError: 'uname_arch'"),
+], ids=["interrupted", "crashed"])
+def test_guarded_writes_one_audit_line_per_host_even_when_interrupted(exc, result, detail):
     from ferry.host.session import HostSession, guarded
     from ferry.model.paths import HostPaths
     lines = []
@@ -148,8 +162,8 @@ def test_guarded_writes_one_audit_line_per_host_even_when_interrupted():
         return 0, "", ""
     t = FakeTransport(host, host="a")
     s = HostSession("a", t, {}, HostPaths("/opt/ferry", "llm-chat", ""))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(type(exc) if isinstance(exc, BaseException) else exc):
         with guarded([s], "llm-chat", "deploy", "1.0.0"):
-            raise KeyboardInterrupt
-    assert [(r["task"], r["result"]) for r in lines] == [("deploy", "interrupted")]
+            raise exc
+    assert [(r["task"], r["result"], r["detail"]) for r in lines] == [("deploy", result, detail)]
     assert "rm -rf" in t.calls[-1].argv[-1]                               # and the lock released

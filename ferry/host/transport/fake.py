@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Generator, Iterable, Sequence
 
+from ..answers import answered_by
 from . import Result, check_result
 
 Handler = Callable[[list[str], bytes], "tuple[int, bytes | str, bytes | str]"]
@@ -49,6 +50,7 @@ class FakeTransport:
         """Record the call and answer it with the handler (see Transport.run)."""
         self.calls.append(Call(list(argv), input or b""))
         result = self._result(argv, input or b"")
+        answered_by(self.host)
         return check_result(self.host, result) if check else result
 
     def send(self, argv: Sequence[str], chunks: Iterable[bytes], check: bool = True) -> Result:

@@ -27,6 +27,7 @@ or through a paramiko channel otherwise (``ferry_transfer``).
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 import socket
 import subprocess
@@ -41,7 +42,13 @@ from ....errors import FerryError, HostError
 from .. import Result, check_result, join
 from . import become as sudo
 from .hops import close_chain, explain_openssh_failure, open_chain, openssh_argv
+from ...answers import answered_by
 from .spec import ConnectionSpec, warn_once
+
+# paramiko logs a failed handshake (a port that is not sshd, a peer that hangs up) with
+# its traceback from its own thread; with no handler, Python's last-resort handler would
+# print it on stderr. Ferry reports the failure itself, in one line naming the host.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CHUNK = 1 << 20
 """Bytes read per receive call and sent per block (1 MiB)."""
@@ -330,6 +337,7 @@ class SSHTransport:
         """Run ``argv`` on the host. See :meth:`ferry.host.transport.Transport.run`;
         ``timeout`` (seconds) defaults to ``ferry_command_timeout``."""
         result = self._exchange(argv, [input] if input else [], timeout)
+        answered_by(self.host)
         return check_result(self.host, result) if check else result
 
     def stream(self, argv: Sequence[str], timeout: float | None = None,
