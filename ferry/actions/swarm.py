@@ -67,6 +67,14 @@ PRIMARY_ROLES = ["render-config", "stack-deploy"]
 """Roles the primary manager runs: the release, then ``docker stack deploy`` and the gate."""
 AFTER_ROLES = ["backup", "prune-releases"]
 """Roles every node runs once verification passed (every node holds the releases)."""
+BY_HAND = {"remove": "run `docker stack rm {stack}` on a manager",
+           "logs": "run `docker service logs {stack}_<service>` on a manager",
+           "exec": "run `docker exec` on the node that runs the task (`docker service ps {stack}_<service>`)",
+           "restart": "run `docker service update --force {stack}_<service>` on a manager",
+           "stop": "run `docker service scale {stack}_<service>=0` on a manager",
+           "start": "deploy again (inv deploy), or `docker service scale` on a manager"}
+"""Commands that act on Compose projects, refused on a swarm, with what to do instead
+(:func:`ferry.actions.engines.compose_only`)."""
 
 T = TypeVar("T")
 
@@ -118,26 +126,43 @@ def placement(cluster: Cluster, facts: dict[str, hs.SwarmFacts]) -> list[NodeFac
     return [hs.placement_facts(n.host, facts[n.host], n.role, n.labels) for n in cluster.nodes]
 
 
-def check_images(sessions: Sequence[HostSession], cluster: Cluster, nodes: Sequence[hs.SwarmNode],
-                 images: list[dict[str, Any]]) -> None:
-    """Every node the swarm may schedule on (ready, not drained) holds every image ID of
-    the bundle (``docker stack deploy --resolve-image never`` uses what each node has).
+def refuse_unselected(cluster: Cluster, nodes: Sequence[hs.SwarmNode]) -> None:
+    """Refuse a deploy when the swarm has a node it may schedule on (ready, not
+    drained) that is not among the selected hosts: that node would not get the bundle's
+    images, and ``docker stack deploy --resolve-image never`` would start tasks there
+    that find none.
+
+    Args:
+        nodes: the swarm's nodes as a manager lists them (empty: not a swarm yet).
 
     Raises:
-        FerryError: a node of the swarm that is not selected (it would lack the images),
-            or a node lacking images (names the node and the images).
+        FerryError: names the first such node, its address and what to do.
     """
-    by_host = {s.name: s for s in sessions}
     unknown = [n for n in nodes if n.availability == "active" and n.state == "ready" and cluster.by_addr(n.addr) is None]
     if unknown:
         n = unknown[0]
         raise FerryError(f"node {n.hostname} ({n.addr}) of the swarm is not among the selected hosts, so it would "
                          "lack the bundle's images: add it to the swarm's group, or drain it "
                          f"(docker node update --availability drain {n.hostname}); nothing was deployed")
+
+
+def check_images(sessions: Sequence[HostSession], cluster: Cluster, nodes: Sequence[hs.SwarmNode],
+                 images: list[dict[str, Any]]) -> None:
+    """Every node the swarm may schedule on (ready, not drained) holds every image ID of
+    the bundle (``docker stack deploy --resolve-image never`` uses what each node has).
+
+    Args:
+        images: the manifest's ``images`` (``{"ref": str, "id": "sha256:..."}``).
+
+    Raises:
+        FerryError: a node of the swarm that is not selected (:func:`refuse_unselected`).
+        HostError: a selected node lacking images (names the node and the images).
+    """
+    refuse_unselected(cluster, nodes)
     have = parallel(lambda s: containers.parse_images(s.t.run(containers.docker_images()).out), list(sessions))
     for s, found in zip(sessions, have):
         missing = [i["ref"] for i in images if i["id"] not in found]
-        if missing and s.name in by_host:
+        if missing:
             raise HostError(s.name, f"lacks image {', '.join(missing)} (by ID): docker stack deploy "
                                     "--resolve-image never would not find it there; nothing was deployed")
 
@@ -285,6 +310,8 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                     lambda h: connect(plan.specs[h.name])) as sessions:
         contexts = _contexts(plan, sessions, ui, check)
         facts = node_facts(sessions)
+        listed = next((facts[n.host].nodes for n in cluster.managers if facts[n.host].nodes), [])
+        refuse_unselected(cluster, listed)
         pins = data_pins(release.model, plan.stack, data_roots(plan.paths(primary), release), placement(cluster, facts))
         if pins:
             ui.info("data services pinned: " + ", ".join(f"{s} -> {h}" for s, h in sorted(pins.items())))
