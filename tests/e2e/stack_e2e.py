@@ -103,7 +103,9 @@ class Hosts:
         self._t: dict[str, Any] = {}
 
     def t(self, name: str):
-        if name not in self._t:
+        """The host's connection, opened again if it was lost (an SSH-loss test kills
+        every session of the host, this one's too)."""
+        if name not in self._t or not self._t[name].alive:
             self._t[name] = connect_host(self.inv.hosts[name], self.inv)
         return self._t[name]
 
