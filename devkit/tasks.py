@@ -105,9 +105,9 @@ def demo(c, count=3):
         UI().info(f"curl http://{ip}/api/health -> {r.status} {r.read().decode().strip()}")
 
 
-#: Parallel pytest workers of `inv test` (each with its own 6-host sandbox): measured on
-#: this machine kind (2 cores, 24 GiB), see the README's Tests section.
-TEST_WORKERS = 3
+#: Parallel pytest workers of `inv test` (each with its own 6-host sandbox); 0: one
+#: pytest process, one sandbox (see the README's Tests section).
+TEST_WORKERS = 0
 
 
 def prebuild(console=None) -> list[tuple[str, float]]:
