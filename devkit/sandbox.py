@@ -80,13 +80,15 @@ KEY_NAME = "id_ed25519"
 KNOWN_HOSTS_NAME = "known_hosts"
 INVENTORY_NAME = "inventory.yml"
 
-#: Seconds ``up`` waits for all hosts to boot and accept an SSH login.
-READY_TIMEOUT = 60.0
+#: Seconds ``up`` waits for all hosts to boot and accept an SSH login (a deadline: a
+#: quiet machine boots 6 hosts in about 10 s; parallel test workers each booting theirs on
+#: 2 loaded cores take minutes).
+READY_TIMEOUT = 240.0
 
 #: Candidate subnets for the sandbox network, tried in order. All are in 10/8 so they
 #: stay clear of Docker's default address pools (172.17-31/16, 192.168/16), which a
 #: Docker engine *inside* a host will use for its own networks.
-SUBNET_CANDIDATES = [f"10.{a}.{b}.0/24" for a in (213, 214, 215, 231, 232) for b in (0, 7, 42)]
+SUBNET_CANDIDATES = [f"10.{a}.{b}.0/24" for a in (213, 214, 215, 231, 232) for b in (0, 7, 42, 77, 99, 128)]
 
 #: First host gets ``<subnet base> + HOST_IP_OFFSET + 1`` (e.g. 10.213.0.11).
 HOST_IP_OFFSET = 10
@@ -359,10 +361,11 @@ def _write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 @contextlib.contextmanager
-def _lock():
-    """Serialise sandbox changes on this machine (names are global to the engine)."""
+def _lock(name: str = NAME):
+    """Serialise sandbox changes on this machine (names are global to the engine); with
+    ``name``, another lock (``images``: building the shared host images)."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / f"{NAME}.lock", "w") as fh:
+    with open(CACHE_DIR / f"{name}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -462,24 +465,27 @@ def build_host_image(console=None, recipe: dict | None = None, tag: str = IMAGE_
     digest = recipe_hash(recipe)
     if _image_recipe_label(tag) == digest:
         return tag
-    kind = tag.rsplit(":", 1)[-1]
-    tarball = CACHE_DIR / f"host-{kind}-{_rootfs_hash(recipe)[:16]}.tar"
-    if not tarball.exists():
-        _say(console, f"building host image {tag} (mmdebstrap, ~60 s)...")
-        started = time.monotonic()
-        _mmdebstrap(tarball, console, recipe)
-        _say(console, f"host rootfs built in {time.monotonic() - started:.0f} s")
-        for old in CACHE_DIR.glob(f"host-{kind}-*.tar"):
-            if old != tarball:
-                old.unlink(missing_ok=True)
-    _say(console, f"importing {tarball.name} as {tag}...")
-    changes: list[str] = []
-    for change in [*recipe["import_changes"], f"LABEL {LABEL_RECIPE}={digest}"]:
-        changes += ["--change", change]
-    docker("image", "import", *changes, str(tarball), tag, timeout=600)
-    if _image_recipe_label(tag) != digest:
-        raise FerryError(f"docker import of {tarball} did not produce {tag} with the recipe label")
-    return tag
+    with _lock("images"):           # parallel test workers: one builds, the others wait
+        if _image_recipe_label(tag) == digest:
+            return tag
+        kind = tag.rsplit(":", 1)[-1]
+        tarball = CACHE_DIR / f"host-{kind}-{_rootfs_hash(recipe)[:16]}.tar"
+        if not tarball.exists():
+            _say(console, f"building host image {tag} (mmdebstrap, ~60 s)...")
+            started = time.monotonic()
+            _mmdebstrap(tarball, console, recipe)
+            _say(console, f"host rootfs built in {time.monotonic() - started:.0f} s")
+            for old in CACHE_DIR.glob(f"host-{kind}-*.tar"):
+                if old != tarball:
+                    old.unlink(missing_ok=True)
+        _say(console, f"importing {tarball.name} as {tag}...")
+        changes: list[str] = []
+        for change in [*recipe["import_changes"], f"LABEL {LABEL_RECIPE}={digest}"]:
+            changes += ["--change", change]
+        docker("image", "import", *changes, str(tarball), tag, timeout=600)
+        if _image_recipe_label(tag) != digest:
+            raise FerryError(f"docker import of {tarball} did not produce {tag} with the recipe label")
+        return tag
 
 
 def _prune_old_images() -> None:
@@ -536,10 +542,14 @@ def _ensure_network(console=None, name: str = NETWORK, hidden: bool = False) -> 
         if any(subnet.overlaps(u) for u in used):
             continue
         _say(console, f"creating internal network {name} ({subnet})")
-        docker("network", "create", "--driver", "bridge", "--internal",
-               "--subnet", str(subnet), "--gateway", str(subnet.network_address + 1),
-               *(["-o", "com.docker.network.bridge.inhibit_ipv4=true"] if hidden else []),
-               "--label", f"{LABEL}={NAME}", name)
+        made = docker("network", "create", "--driver", "bridge", "--internal",
+                      "--subnet", str(subnet), "--gateway", str(subnet.network_address + 1),
+                      *(["-o", "com.docker.network.bridge.inhibit_ipv4=true"] if hidden else []),
+                      "--label", f"{LABEL}={NAME}", name, check=False)
+        if made.returncode != 0 and b"overlaps" in made.stderr:
+            continue        # another sandbox (a parallel test worker) took it meanwhile
+        if made.returncode != 0:
+            raise FerryError(f"docker network create {name} failed: {made.stderr.decode(errors='replace').strip()}")
         return subnet
     raise FerryError(f"no free subnet for the sandbox network among {', '.join(SUBNET_CANDIDATES)}")
 
@@ -950,21 +960,22 @@ def build_world_image(console=None) -> str:
     """
     base = build_host_image(console)
     base_id = _image_id(base)
-    found = _inspect("image", WORLD_TAG)
-    if found and ((found[0].get("Config") or {}).get("Labels") or {}).get(LABEL_WORLD_BASE) == base_id:
-        return WORLD_TAG
-    deb = _controller_deb("sudo", console)
-    builder = f"{CONTAINER_PREFIX}world-build"
-    _say(console, f"building {WORLD_TAG} (host image + {deb.name})")
-    docker("rm", "-f", builder, check=False)
-    try:
-        docker("run", "--name", builder, "--network", "none", "-v", f"{deb.parent}:/debs:ro", base,
-               "dpkg", "-i", f"/debs/{deb.name}", timeout=300)
-        docker("commit", "--change", 'CMD ["/sbin/init"]', "--change", f"LABEL {LABEL_WORLD_BASE}={base_id}",
-               builder, WORLD_TAG)
-    finally:
+    with _lock("images"):           # parallel test workers: one builds, the others wait
+        found = _inspect("image", WORLD_TAG)
+        if found and ((found[0].get("Config") or {}).get("Labels") or {}).get(LABEL_WORLD_BASE) == base_id:
+            return WORLD_TAG
+        deb = _controller_deb("sudo", console)
+        builder = f"{CONTAINER_PREFIX}world-build"
+        _say(console, f"building {WORLD_TAG} (host image + {deb.name})")
         docker("rm", "-f", builder, check=False)
-    return WORLD_TAG
+        try:
+            docker("run", "--name", builder, "--network", "none", "-v", f"{deb.parent}:/debs:ro", base,
+                   "dpkg", "-i", f"/debs/{deb.name}", timeout=300)
+            docker("commit", "--change", 'CMD ["/sbin/init"]', "--change", f"LABEL {LABEL_WORLD_BASE}={base_id}",
+                   builder, WORLD_TAG)
+        finally:
+            docker("rm", "-f", builder, check=False)
+        return WORLD_TAG
 
 
 def _world_containers() -> dict[str, dict]:
