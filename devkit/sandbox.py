@@ -785,3 +785,12 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> Sandbox | None:
         return None
     return Sandbox(state_dir=state_dir, hosts=hosts, key_file=key_file,
                    known_hosts=known_hosts, inventory=inventory)
+
+
+def wire_bytes(container: str) -> tuple[int, int]:
+    """``(received, sent)`` bytes of a sandbox host's network interface (``eth0``, the
+    sandbox network: everything the controller sends it, SSH framing included), read
+    with ``docker exec`` so that reading them adds no traffic."""
+    out = docker("exec", container, "cat", "/sys/class/net/eth0/statistics/rx_bytes",
+                 "/sys/class/net/eth0/statistics/tx_bytes").stdout.decode().split()
+    return int(out[0]), int(out[1])

@@ -70,6 +70,11 @@ class HostState:
         planned_model: the model of deploy's trial render (compose-up's preflight).
         activated: compose-up switched ``current`` and brought the release up (a
             failure after that, such as a restart loop, must switch back).
+        engine: :class:`ferry.model.imagelayers.EngineImages`: the images (IDs, tags,
+            layer chain IDs) the host's Docker held when upload-bundle planned.
+        docker_plan: install-docker-offline's ``plan_install`` answer (packages to
+            install, Compose up to date, installed versions), decided before the upload.
+        engine_changed: install-docker-offline installed, restarted or started Docker.
     """
 
     store_listing: set[str] | None = None
@@ -84,6 +89,9 @@ class HostState:
     model: Any = None
     planned_model: Any = None
     activated: bool = False
+    engine: Any = None
+    docker_plan: Any = None
+    engine_changed: bool = False
 
 
 @dataclass

@@ -53,6 +53,32 @@ def receive_files(store: str) -> list[str]:
         "done; echo 'upload stream ended without END' >&2; exit 4")
 
 
+def check_store(store: str) -> list[str]:
+    """Re-hash store files before they are used: stdin names them, ``<sha256> <size>``
+    per line; stdout gets ``<sha256> missing`` or ``<sha256> damaged`` for each that is
+    absent or whose size or sha256 differs (a damaged file is removed, so it is sent
+    again). Hashing is OpenSSL's where available (see :data:`HASH_STDIN`).
+
+    Args:
+        store: absolute directory on the host.
+    """
+    return sh(f"{HASH_STDIN}; cd {q(store)} 2>/dev/null || exit 0; "
+              "while read -r sha size; do "
+              "case \"$sha$size\" in *[!0-9a-f]*|'') continue;; esac; "
+              "if [ ! -f \"$sha\" ]; then echo \"$sha missing\"; "
+              "elif [ \"$(stat -c %s \"$sha\")\" != \"$size\" ] || [ \"$(h < \"$sha\" | cut -c1-64)\" != \"$sha\" ]; "
+              "then rm -f \"$sha\"; echo \"$sha damaged\"; fi; done")
+
+
+def parse_check_store(text: str) -> dict[str, str]:
+    """``{sha256: "missing"|"damaged"}`` from :func:`check_store`."""
+    out = {}
+    for line in parse_lines(text):
+        sha, _, state = line.partition(" ")
+        out[sha] = state
+    return out
+
+
 def write_file(path: str, mode: int = 0o644) -> list[str]:
     """Write stdin to ``path`` atomically with ``mode`` (octal int, e.g. ``0o600``).
 
@@ -104,9 +130,13 @@ def parse_links(text: str) -> dict[str, str]:
     return out
 
 
-def make_links(base: str, links: dict[str, str]) -> list[str]:
-    """Create (or replace) symlinks ``base/RELPATH -> TARGET`` for every item of ``links``."""
+def make_links(base: str, links: dict[str, str], remove: Sequence[str] = ()) -> list[str]:
+    """Create (or replace) symlinks ``base/RELPATH -> TARGET`` for every item of
+    ``links``; remove the symlinks ``base/RELPATH`` of ``remove`` (``rm -f``: only
+    links, never followed)."""
     parts = ["set -e"]
+    if remove:
+        parts.append("rm -f -- " + " ".join(q(base + "/" + rel) for rel in sorted(remove)))
     dirs = sorted({(base + "/" + rel).rsplit("/", 1)[0] for rel in links})
     if dirs:
         parts.append("mkdir -p " + " ".join(q(d) for d in dirs))

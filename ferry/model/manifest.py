@@ -32,7 +32,7 @@ import jsonschema
 from ..errors import FerryError
 
 FORMATS = (1, 2)
-FORMAT = 1
+FORMAT = 2
 """The format :mod:`ferry.controller.bundle` writes."""
 
 MANIFEST = "manifest.json"

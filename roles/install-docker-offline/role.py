@@ -62,23 +62,65 @@ def preflight(ctx: RoleContext) -> None:
         raise HostError(ctx.host, "no dpkg on this host: the bundle carries Debian packages")
 
 
-def run(ctx: RoleContext) -> RoleResult:
-    """Install or confirm Docker and Compose from the bundle; see the module docstring."""
+def engine_matches(facts, payload: dict) -> bool:
+    """The host runs the bundle's exact Docker engine: ``dockerd --version`` equals the
+    upstream part of the bundle's docker.io version (``20.10.24+dfsg1`` of
+    ``20.10.24+dfsg1-1+deb12u1``) and the docker unit is active."""
+    if not facts.docker_version or not payload.get("docker"):
+        return False
+    upstream = str(payload["docker"]).split(":", 1)[-1].rsplit("-", 1)[0]
+    return facts.docker_active and facts.docker_version == upstream
+
+
+def plan_install(ctx: RoleContext) -> tuple[list[str], bool, dict[str, str]]:
+    """Decide from facts what this host needs, before anything is uploaded.
+
+    Returns:
+        ``(packages to install, compose plugin up to date, installed {package:
+        version})``. No packages when the host already runs the bundle's exact engine
+        (:func:`engine_matches`), whatever installed it; otherwise the bundle's packages
+        the host lacks and the core ones (``docker_packages``) whose version differs.
+        Cached in ``ctx.state.docker_plan``.
+    """
+    if ctx.state.docker_plan is not None:
+        return ctx.state.docker_plan
     payload = ctx.bundle.manifest["docker"]
     if ctx.state.host_facts is None:
         preflight(ctx)
     facts = ctx.state.host_facts
+    debs = deb_files(ctx.bundle.manifest)
+    installed = parse_dpkg_status(ctx.t.run(system.dpkg_status(sorted(debs))).out) if debs else {}
+    core = set(ctx.vars.get("docker_packages") or ["docker.io"])
+    wanted = payload.get("packages", {})
+    if engine_matches(facts, payload):
+        need = []
+    else:
+        need = sorted(n for n in debs if n not in installed or (n in core and installed[n] != wanted.get(n)))
+    ctx.state.docker_plan = (need, facts.compose_version == payload.get("compose"), installed)
+    return ctx.state.docker_plan
+
+
+def needed_files(ctx: RoleContext) -> set[str]:
+    """Bundle paths under ``docker/`` this host needs (upload-bundle sends no others):
+    the .deb files of :func:`plan_install`'s packages, and ``docker/docker-compose``
+    when the host's Compose differs. Empty for a host already running the bundle's
+    Docker and Compose."""
+    need, compose_ok, _ = plan_install(ctx)
+    debs = deb_files(ctx.bundle.manifest)
+    return {debs[n] for n in need} | (set() if compose_ok else {"docker/docker-compose"})
+
+
+def run(ctx: RoleContext) -> RoleResult:
+    """Install or confirm Docker and Compose from the bundle; see the module docstring."""
+    payload = ctx.bundle.manifest["docker"]
+    need, compose_ok, installed = plan_install(ctx)
+    facts = ctx.state.host_facts
     daemon = render_daemon_json(ctx.vars)
     current_daemon = ctx.t.run(["cat", DAEMON_JSON], check=False).stdout
     debs = deb_files(ctx.bundle.manifest)
-    installed = parse_dpkg_status(ctx.t.run(system.dpkg_status(sorted(debs))).out)
-    core = set(ctx.vars.get("docker_packages") or ["docker.io"])
-    wanted = payload["packages"]
-    need = sorted(n for n in debs if n not in installed or (n in core and installed[n] != wanted.get(n)))
-    compose_ok = facts.compose_version == payload["compose"]
     daemon_ok = current_daemon == daemon
     if not need and compose_ok and daemon_ok and facts.docker_active:
-        return RoleResult(False, f"Docker {installed.get('docker.io')} and Compose {facts.compose_version} "
+        return RoleResult(False, f"Docker {facts.docker_version} and Compose {facts.compose_version} "
                                  f"already installed and running")
     todo = ([f"install {len(need)} packages"] if need else []) + \
            ([f"Compose {payload['compose']}"] if not compose_ok else []) + \
@@ -103,4 +145,5 @@ def run(ctx: RoleContext) -> RoleResult:
     if not after.docker_active or after.compose_version != payload["compose"]:
         raise HostError(ctx.host, f"after install: docker {'active' if after.docker_active else 'not active'}, "
                                   f"compose {after.compose_version} (expected {payload['compose']})")
+    ctx.state.engine_changed = True
     return RoleResult(True, f"Docker {payload['docker']} + Compose {payload['compose']}: " + ", ".join(todo))

@@ -1,6 +1,6 @@
 """Fixtures for end-to-end tests against real sandbox hosts (see ``devkit.sandbox``).
 
-The ``sandbox`` fixture brings up 6 *fresh* hosts (``ferry-sandbox-1..6``: no Docker,
+The ``sandbox`` fixture brings up 8 *fresh* hosts (``ferry-sandbox-1..8``: no Docker,
 empty ``/var/lib/docker``) once per test session, in the default state directory
 ``<repo>/.sandbox``. It deliberately does NOT tear them down at the end, so a developer
 can inspect the hosts after a run (``ssh -i .sandbox/id_ed25519 -o
@@ -17,8 +17,12 @@ from devkit import sandbox as sandbox_mod
 
 @pytest.fixture(scope="session")
 def sandbox() -> sandbox_mod.Sandbox:
-    """A freshly created 6-host sandbox (``prod`` = sandbox-1, ``staging`` = sandbox-2..6)."""
-    return sandbox_mod.up(count=6, fresh=True)
+    """A freshly created 8-host sandbox (``prod`` = sandbox-1, ``staging`` = sandbox-2..8).
+
+    sandbox-1..6: the deploy, stack, release and interruption tests; sandbox-7: bundle
+    trust and layer transfer (test_bundle_trust.py, test_layer_transfer.py); sandbox-8: a
+    host deployed by the Ferry before layer transfer (test_old_format_host.py)."""
+    return sandbox_mod.up(count=8, fresh=True)
 
 
 def pytest_collection_modifyitems(session, config, items):
