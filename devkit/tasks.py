@@ -69,9 +69,10 @@ def standins(c, stack):
 
 @task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
             "dist": "output directory (default: <project>/dist)",
-            "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)"})
+            "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)",
+            "compress": "layer compression: gzip (default) or none", "level": "gzip level 1-9 (default 6)"})
 @user_errors
-def bundle(c, stack=None, version=None, dist=None, sign=None):
+def bundle(c, stack=None, version=None, dist=None, sign=None, compress="gzip", level=6):
     """Build stand-in images for the stack's recipes (devkit), then the offline bundle (ferry bundle)."""
     from devkit.images import build_stack_images
     from ferry import cli
@@ -79,7 +80,7 @@ def bundle(c, stack=None, version=None, dist=None, sign=None):
     stack_dir = find_project().stack_dir(stack)
     if (stack_dir / "images").is_dir():
         build_stack_images(stack_dir, console=UI().console)
-    cli.bundle.body(c, stack=stack, version=version, dist=dist, sign=sign)
+    cli.bundle.body(c, stack=stack, version=version, dist=dist, sign=sign, compress=compress, level=level)
 
 
 @task(help={"count": "sandbox hosts to start"})

@@ -67,6 +67,14 @@ _ARGV: list[str] | None = None
 """The ``ferry`` command's argv (``None`` under ``inv``: then :data:`sys.argv`)."""
 
 
+def _int(value, option: str) -> int:
+    """An integer option, or one line naming it."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise FerryError(f"{option}: {value!r} is not a whole number") from None
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
@@ -109,9 +117,10 @@ def stack_import(c, path, env=None, name=None, force=False):
 
 @task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
             "dist": "output directory (default: <project>/dist)",
-            "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)"})
+            "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)",
+            "compress": "layer compression: gzip (default) or none", "level": "gzip level 1-9 (default 6)"})
 @user_errors
-def bundle(c, stack=None, version=None, dist=None, sign=None):
+def bundle(c, stack=None, version=None, dist=None, sign=None, compress="gzip", level=6):
     """Build the offline bundle of a stack from local images: image parts, Docker installer, manifest."""
     from .controller.bundle import build_bundle
     from .roles import role_defaults
@@ -119,7 +128,7 @@ def bundle(c, stack=None, version=None, dist=None, sign=None):
     p = project()
     b = build_bundle(p.stack_dir(stack), Path(dist) if dist else p.dist, version, ui,
                      docker_settings=role_defaults("install-docker-offline"),
-                     sign=Path(sign) if sign else None)
+                     sign=Path(sign) if sign else None, compress=compress, level=_int(level, "--level"))
     size = sum(f["size"] for f in b.files())
     ui.info(f"bundle {b.path}: {len(b.files())} files, {size / 1e6:.1f} MB, "
             f"{len(b.manifest['images'])} images, Docker {b.manifest['docker']['docker']}, "
