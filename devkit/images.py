@@ -563,14 +563,17 @@ def derive_image(base: str, tag: str, changes: list[str]) -> str:
 
 
 def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui: Any = None,
-                 docker_settings: dict[str, Any] | None = None, sign: Path | None = None):
+                 docker_settings: dict[str, Any] | None = None, sign: Path | None = None,
+                 docker_static: Path | None = None, **options: Any):
     """The devkit's ``inv bundle``: build the stack's stand-in images (its recipes under
     ``images/``), then the product's bundle (:func:`ferry.controller.bundle.build_bundle`,
     same arguments and result)."""
     from ferry.controller.bundle import build_bundle as product_build
     if (Path(stack_dir) / "images").is_dir():
         build_stack_images(stack_dir, console=ui.console if ui else None)
-    return product_build(stack_dir, dist, version, ui, docker_settings=docker_settings, sign=sign)
+    return product_build(stack_dir, dist, version, ui, docker_settings=docker_settings, sign=sign,
+                         docker_static=docker_static, **options)
+
 
 
 def derive_image_with_files(base: str, tag: str, files: dict[str, bytes]) -> str:

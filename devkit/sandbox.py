@@ -47,7 +47,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferry.errors import FerryError
@@ -90,6 +90,14 @@ SUBNET_CANDIDATES = [f"10.{a}.{b}.0/24" for a in (213, 214, 215, 231, 232) for b
 
 #: First host gets ``<subnet base> + HOST_IP_OFFSET + 1`` (e.g. 10.213.0.11).
 HOST_IP_OFFSET = 10
+
+#: Hosts without dpkg (``up(nodpkg=N)``): ``nodpkg-1..N`` at ``<subnet base> +
+#: NODPKG_IP_OFFSET + j`` (10.213.0.231...), containers ``<NAME>-nodpkg-<j>``, labelled
+#: ``LABEL_NODPKG=<j>`` instead of an index (so ``count`` never removes them).
+NODPKG_IP_OFFSET = 230
+NODPKG_MAX = 9
+NODPKG_PREFIX = "nodpkg-"
+LABEL_NODPKG = "ferry.sandbox.nodpkg"
 
 # ---------------------------------------------------------------------------- recipe
 
@@ -175,18 +183,66 @@ RECIPE: dict = {
 }
 
 
+# ------------------------------------------------------------------ the host without dpkg
+
+_OS_RELEASE_NODPKG = """\
+NAME="Rocky Linux"
+VERSION="9.3 (Blue Onyx)"
+ID="rocky"
+ID_LIKE="rhel centos fedora"
+VERSION_ID="9.3"
+PLATFORM_ID="platform:el9"
+PRETTY_NAME="Rocky Linux 9.3 (Blue Onyx)"
+VARIANT="Ferry sandbox: a Debian 12 userland without dpkg or apt"
+VARIANT_ID="ferry-nodpkg"
+"""
+
+#: Image of the host that is not Debian as far as Ferry can tell: its os-release says
+#: Rocky Linux (RHEL-like), and dpkg, apt and their databases are gone, so the only way
+#: to give it Docker is the static tarball. Still systemd, sshd, iptables, cron, python3,
+#: and libdevmapper (a RHEL minimal install has device-mapper-libs; the Debian-built
+#: dockerd of the test tarballs links it). Built from the same Debian packages.
+RECIPE_NODPKG: dict = {
+    **RECIPE,
+    "kind": "nodpkg",
+    "packages": RECIPE["packages"] + ["libdevmapper1.02.1"],
+    "files": {
+        **RECIPE["files"],
+        "/etc/.ferry-os-release": _OS_RELEASE_NODPKG,
+        "/etc/redhat-release": "Rocky Linux release 9.3 (Blue Onyx)\n",
+        "/etc/rocky-release": "Rocky Linux release 9.3 (Blue Onyx)\n",
+    },
+    # mmdebstrap's own apt clean-up runs apt on the root: skipped, the hooks remove apt.
+    "skip": ["cleanup/apt", "cleanup/mmdebstrap"],
+    "hooks": RECIPE["hooks"] + [
+        'rm -f "$1"/etc/os-release "$1"/usr/lib/os-release "$1"/etc/debian_version',
+        'mv "$1"/etc/.ferry-os-release "$1"/usr/lib/os-release',
+        'ln -s ../usr/lib/os-release "$1"/etc/os-release',
+        # dpkg, apt and their databases and configuration
+        'rm -rf "$1"/var/lib/dpkg "$1"/var/lib/apt "$1"/var/cache/apt "$1"/var/log/apt '
+        '"$1"/etc/apt "$1"/etc/dpkg "$1"/usr/lib/apt "$1"/usr/lib/dpkg "$1"/usr/share/dpkg '
+        '"$1"/usr/share/apt "$1"/var/log/dpkg.log "$1"/var/log/alternatives.log',
+        'rm -f "$1"/usr/bin/dpkg "$1"/usr/bin/dpkg-* "$1"/usr/bin/apt "$1"/usr/bin/apt-* '
+        '"$1"/usr/bin/update-alternatives "$1"/usr/sbin/dpkg-* "$1"/usr/lib/*/libapt-*',
+    ],
+}
+NODPKG_TAG = f"{IMAGE_REPO}:nodpkg"
+
+
 def _sha256_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def recipe_hash() -> str:
-    """Return the sha256 (64 hex chars) of :data:`RECIPE`, the host image's identity."""
-    return _sha256_json(RECIPE)
+def recipe_hash(recipe: dict | None = None) -> str:
+    """Return the sha256 (64 hex chars) of ``recipe`` (default :data:`RECIPE`), the host
+    image's identity."""
+    return _sha256_json(RECIPE if recipe is None else recipe)
 
 
-def _rootfs_hash() -> str:
-    """sha256 of the part of :data:`RECIPE` that shapes the rootfs tarball (not the import)."""
-    return _sha256_json({k: v for k, v in RECIPE.items() if k != "import_changes"})
+def _rootfs_hash(recipe: dict | None = None) -> str:
+    """sha256 of the part of ``recipe`` that shapes the rootfs tarball (not the import)."""
+    return _sha256_json({k: v for k, v in (RECIPE if recipe is None else recipe).items()
+                         if k != "import_changes"})
 
 
 # ---------------------------------------------------------------------------- model
@@ -216,8 +272,10 @@ class Sandbox:
         key_file: OpenSSH-format ed25519 private key (mode 0600) that root on every host
             accepts; the public half is ``key_file`` + ``.pub``.
         known_hosts: OpenSSH known_hosts with every host's real host keys, by IP.
-        inventory: Ansible YAML inventory (``prod`` = first host, ``staging`` = rest);
-            paths in it are relative to its own directory.
+        inventory: Ansible YAML inventory (``prod`` = first host, ``staging`` = rest,
+            ``nodpkg`` = the hosts without dpkg); paths in it are relative to its own
+            directory.
+        nodpkg: the hosts without dpkg (``nodpkg-1``...; see :data:`RECIPE_NODPKG`).
     """
 
     state_dir: Path
@@ -225,6 +283,7 @@ class Sandbox:
     key_file: Path
     known_hosts: Path
     inventory: Path
+    nodpkg: list[SandboxHost] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -303,25 +362,28 @@ def _image_id(tag: str) -> str:
 
 # ---------------------------------------------------------------------------- image
 
-def _mmdebstrap(tarball: Path, console=None) -> None:
-    """Build the host root filesystem tarball for :data:`RECIPE` into ``tarball``."""
+def _mmdebstrap(tarball: Path, console=None, recipe: dict | None = None) -> None:
+    """Build the host root filesystem tarball for ``recipe`` (default :data:`RECIPE`)
+    into ``tarball``."""
+    recipe = RECIPE if recipe is None else recipe
     if shutil.which("mmdebstrap") is None:
         raise FerryError("mmdebstrap not found on the controller: apt-get install mmdebstrap")
     tarball.parent.mkdir(parents=True, exist_ok=True)
     partial = tarball.with_name(tarball.name + ".partial")
     partial.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="ferry-sandbox-") as tmp:
-        args = ["mmdebstrap", "--variant=" + RECIPE["variant"], "--format=tar",
-                "--include=" + ",".join(RECIPE["packages"]),
+        args = ["mmdebstrap", "--variant=" + recipe["variant"], "--format=tar",
+                "--include=" + ",".join(recipe["packages"]),
                 "--aptopt=Acquire::Languages \"none\""]
-        args += [f"--hook-dir={d}" for d in RECIPE["hook_dirs"]]
-        args += [f"--dpkgopt={opt}" for opt in RECIPE["dpkgopts"]]
-        for n, (inside, content) in enumerate(sorted(RECIPE["files"].items())):
+        args += [f"--hook-dir={d}" for d in recipe["hook_dirs"]]
+        args += [f"--dpkgopt={opt}" for opt in recipe["dpkgopts"]]
+        args += [f"--skip={step}" for step in recipe.get("skip", [])]
+        for n, (inside, content) in enumerate(sorted(recipe["files"].items())):
             outside = Path(tmp) / f"file{n}"
             outside.write_text(content)
             args.append(f"--customize-hook=upload {outside} {inside}")
-        args += [f"--customize-hook={hook}" for hook in RECIPE["hooks"]]
-        args += [RECIPE["suite"], str(partial), *RECIPE["mirrors"]]
+        args += [f"--customize-hook={hook}" for hook in recipe["hooks"]]
+        args += [recipe["suite"], str(partial), *recipe["mirrors"]]
         try:
             proc = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, timeout=1800)
@@ -336,47 +398,53 @@ def _mmdebstrap(tarball: Path, console=None) -> None:
     os.replace(partial, tarball)
 
 
-def build_host_image(console=None) -> str:
+def build_host_image(console=None, recipe: dict | None = None, tag: str = IMAGE_TAG) -> str:
     """Build the sandbox host image unless it is already there; return its tag.
 
     The image is ``ferry-sandbox-host:bookworm``: a Debian 12 minbase root filesystem
     from ``mmdebstrap`` (systemd, openssh-server, python3, iptables, ... but no Docker)
     imported with ``docker import`` and labelled ``devkit.sandbox.recipe=<sha256>``.
     Nothing is done when an image with that tag and the current recipe hash exists. The
-    rootfs tarball is cached as ``<repo>/.cache/sandbox/host-<suite>-<hash16>.tar``, so a
+    rootfs tarball is cached as ``<repo>/.cache/sandbox/host-<tag>-<hash16>.tar``, so a
     rebuild after ``docker rmi`` only re-imports it (a few seconds instead of ~60 s).
     Needs network access to deb.debian.org only when the tarball is not cached.
 
     Args:
         console: optional ``rich.console.Console`` for progress lines.
+        recipe: the image's recipe (default :data:`RECIPE`; :data:`RECIPE_NODPKG` for the
+            host without dpkg).
+        tag: the image tag (``ferry-sandbox-host:<name>``); its name part also names the
+            cached rootfs tarball.
 
     Returns:
-        The image tag, ``"ferry-sandbox-host:bookworm"``.
+        The image tag, e.g. ``"ferry-sandbox-host:bookworm"``.
 
     Raises:
         FerryError: no Docker engine, no ``mmdebstrap``, the build or import failed.
     """
     ensure_engine()
-    digest = recipe_hash()
-    if _image_recipe_label(IMAGE_TAG) == digest:
-        return IMAGE_TAG
-    tarball = CACHE_DIR / f"host-{SUITE}-{_rootfs_hash()[:16]}.tar"
+    recipe = RECIPE if recipe is None else recipe
+    digest = recipe_hash(recipe)
+    if _image_recipe_label(tag) == digest:
+        return tag
+    kind = tag.rsplit(":", 1)[-1]
+    tarball = CACHE_DIR / f"host-{kind}-{_rootfs_hash(recipe)[:16]}.tar"
     if not tarball.exists():
-        _say(console, "building host image (mmdebstrap, ~60 s)...")
+        _say(console, f"building host image {tag} (mmdebstrap, ~60 s)...")
         started = time.monotonic()
-        _mmdebstrap(tarball, console)
+        _mmdebstrap(tarball, console, recipe)
         _say(console, f"host rootfs built in {time.monotonic() - started:.0f} s")
-        for old in CACHE_DIR.glob(f"host-{SUITE}-*.tar"):
+        for old in CACHE_DIR.glob(f"host-{kind}-*.tar"):
             if old != tarball:
                 old.unlink(missing_ok=True)
-    _say(console, f"importing {tarball.name} as {IMAGE_TAG}...")
+    _say(console, f"importing {tarball.name} as {tag}...")
     changes: list[str] = []
-    for change in [*RECIPE["import_changes"], f"LABEL {LABEL_RECIPE}={digest}"]:
+    for change in [*recipe["import_changes"], f"LABEL {LABEL_RECIPE}={digest}"]:
         changes += ["--change", change]
-    docker("image", "import", *changes, str(tarball), IMAGE_TAG, timeout=600)
-    if _image_recipe_label(IMAGE_TAG) != digest:
-        raise FerryError(f"docker import of {tarball} did not produce {IMAGE_TAG} with the recipe label")
-    return IMAGE_TAG
+    docker("image", "import", *changes, str(tarball), tag, timeout=600)
+    if _image_recipe_label(tag) != digest:
+        raise FerryError(f"docker import of {tarball} did not produce {tag} with the recipe label")
+    return tag
 
 
 def _prune_old_images() -> None:
@@ -466,12 +534,21 @@ def _remove_host(i: int) -> None:
 def _create_host(i: int, image: str, ip: str) -> None:
     """Start a new container for host ``i`` (with a new, empty /var/lib/docker volume)."""
     _remove_host(i)
-    docker("volume", "create", "--label", f"{LABEL}={NAME}", _volume_name(i))
+    _start_container(_container_name(i), _host_name(i), _volume_name(i), ip, image,
+                     {LABEL_INDEX: str(i)})
+
+
+def _start_container(container: str, hostname: str, volume: str, ip: str, image: str,
+                     labels: dict[str, str]) -> None:
+    """Run a sandbox host container (systemd as PID 1) with a new, empty volume on
+    /var/lib/docker, on the sandbox network at ``ip``, labelled ``LABEL=NAME`` + ``labels``."""
+    docker("volume", "create", "--label", f"{LABEL}={NAME}", volume)
+    extra = [w for k, v in labels.items() for w in ("--label", f"{k}={v}")]
     docker(
         "run", "-d", "-t",
-        "--name", _container_name(i), "--hostname", _host_name(i),
+        "--name", container, "--hostname", hostname,
         "--network", NETWORK, "--ip", ip,
-        "--label", f"{LABEL}={NAME}", "--label", f"{LABEL_INDEX}={i}",
+        "--label", f"{LABEL}={NAME}", *extra,
         "-e", "container=docker",
         "--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
         "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
@@ -479,11 +556,76 @@ def _create_host(i: int, image: str, ip: str) -> None:
         "--device-cgroup-rule", "a *:* rwm",
         "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
         "--tmpfs", "/run", "--tmpfs", "/run/lock",
-        "-v", f"{_volume_name(i)}:/var/lib/docker",
+        "-v", f"{volume}:/var/lib/docker",
         "--stop-signal", "SIGRTMIN+3",
         image,
         timeout=120,
     )
+
+
+# ---------------------------------------------------------------------------- nodpkg hosts
+
+def _nodpkg_names(j: int) -> tuple[str, str, str]:
+    """(container, hostname, volume) of the ``j``-th host without dpkg."""
+    return f"{CONTAINER_PREFIX}nodpkg-{j}", f"{NODPKG_PREFIX}{j}", f"{CONTAINER_PREFIX}nodpkg-{j}-docker"
+
+
+def _nodpkg_containers() -> dict[int, dict]:
+    """Existing hosts without dpkg (running or not) by number, as ``docker inspect`` dicts."""
+    names = docker("ps", "-a", "--filter", f"label={LABEL}={NAME}", "--filter", f"label={LABEL_NODPKG}",
+                   "--format", "{{.Names}}").stdout.decode().split()
+    result: dict[int, dict] = {}
+    for c in _inspect("container", *names):
+        with contextlib.suppress(KeyError, ValueError):
+            result[int(((c.get("Config") or {}).get("Labels") or {})[LABEL_NODPKG])] = c
+    return result
+
+
+def _ensure_nodpkg(n: int, base: int, console=None) -> list[SandboxHost]:
+    """Make hosts ``nodpkg-1..n`` exist and run (image :data:`RECIPE_NODPKG`); remove
+    ones beyond ``n``. Reused when running from the current image at their address."""
+    if not 0 <= n <= NODPKG_MAX:
+        raise FerryError(f"sandbox hosts without dpkg: between 0 and {NODPKG_MAX}, not {n}")
+    existing = _nodpkg_containers()
+    for j, c in sorted(existing.items()):
+        if j > n:
+            container, _, volume = _nodpkg_names(j)
+            _say(console, f"removing {container} (nodpkg is {n})")
+            docker("rm", "-f", "-v", container, check=False)
+            docker("volume", "rm", "-f", volume, check=False)
+    if not n:
+        return []
+    image = build_host_image(console, RECIPE_NODPKG, NODPKG_TAG)
+    image_id = _image_id(image)
+    hosts = []
+    for j in range(1, n + 1):
+        container, hostname, volume = _nodpkg_names(j)
+        ip = str(ipaddress.ip_address(base + NODPKG_IP_OFFSET + j))
+        c = existing.get(j)
+        if c is not None and c.get("Image") == image_id and _container_ip(c) == ip:
+            if not (c.get("State") or {}).get("Running"):
+                _say(console, f"starting {container}")
+                docker("start", container)
+            else:
+                _say(console, f"reusing {container} ({ip})")
+        else:
+            _say(console, f"starting {container} ({ip}, no dpkg)")
+            docker("rm", "-f", "-v", container, check=False)
+            docker("volume", "rm", "-f", volume, check=False)
+            _start_container(container, hostname, volume, ip, image, {LABEL_NODPKG: str(j)})
+        hosts.append(SandboxHost(name=hostname, ip=ip, container=container))
+    return hosts
+
+
+def _running_nodpkg() -> list[SandboxHost]:
+    """The hosts without dpkg that run now, by number."""
+    out = []
+    for j, c in sorted(_nodpkg_containers().items()):
+        ip = _container_ip(c)
+        if (c.get("State") or {}).get("Running") and ip:
+            container, hostname, _ = _nodpkg_names(j)
+            out.append(SandboxHost(name=hostname, ip=ip, container=container))
+    return out
 
 
 def _exec(container: str, *cmd: str, input: bytes | None = None, check: bool = True,
@@ -600,7 +742,8 @@ def _wait_ssh(host: SandboxHost, key_file: Path, known_hosts: Path, deadline: fl
 
 # ---------------------------------------------------------------------------- inventory
 
-def _inventory_text(hosts: list[SandboxHost], key_file: Path, known_hosts: Path) -> str:
+def _inventory_text(hosts: list[SandboxHost], key_file: Path, known_hosts: Path,
+                    nodpkg: list[SandboxHost] | None = None) -> str:
     def block(group: list[SandboxHost]) -> str:
         if not group:
             return "      hosts: {}\n"
@@ -620,13 +763,21 @@ def _inventory_text(hosts: list[SandboxHost], key_file: Path, known_hosts: Path)
         + block(hosts[:1])
         + "    staging:\n"
         + block(hosts[1:])
+        + (_nodpkg_group(nodpkg) if nodpkg else "")
     )
+
+
+def _nodpkg_group(hosts: list[SandboxHost]) -> str:
+    """The inventory group ``nodpkg``: hosts whose os-release is not Debian and that have
+    no dpkg (their Docker can only be the static engine)."""
+    rows = "".join(f"        {h.name}: {{ansible_host: {h.ip}, ansible_port: 22}}\n" for h in hosts)
+    return "    nodpkg:\n      hosts:\n" + rows
 
 
 # ---------------------------------------------------------------------------- public API
 
 def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
-       console=None) -> Sandbox:
+       console=None, nodpkg: int = 0) -> Sandbox:
     """Bring up ``count`` sandbox hosts and write the files to reach them.
 
     Idempotent: containers ``ferry-sandbox-1..count`` that already run from the current
@@ -647,13 +798,17 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
             network, state files), so hosts start with no Docker and an empty
             ``/var/lib/docker``.
         console: optional ``rich.console.Console`` for progress lines.
+        nodpkg: number of hosts without dpkg (``nodpkg-1..N``, group ``nodpkg``, image
+            :data:`RECIPE_NODPKG`: os-release says Rocky Linux, no dpkg/apt), 0 to 9;
+            reused like the others, ones beyond N removed.
 
     Returns:
         The :class:`Sandbox`.
 
     Raises:
-        FerryError: ``count`` < 1 or > 200, no Docker engine, image build failed, no free
-            subnet, or a host not booted / not accepting SSH within ~60 s.
+        FerryError: ``count`` < 1 or > 200, ``nodpkg`` out of 0..9, no Docker engine,
+            image build failed, no free subnet, or a host not booted / not accepting SSH
+            within ~60 s.
     """
     if not 1 <= count <= 200:
         raise FerryError(f"sandbox host count must be between 1 and 200, not {count}")
@@ -689,6 +844,7 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
                 _say(console, f"starting {_container_name(i)} ({ip})")
                 _create_host(i, image, ip)
             hosts.append(SandboxHost(name=_host_name(i), ip=ip, container=_container_name(i)))
+        extra = _ensure_nodpkg(nodpkg, base, console)
         _prune_old_images()
 
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -697,19 +853,19 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
 
         deadline = time.monotonic() + READY_TIMEOUT
         lines: list[str] = []
-        for host in hosts:
+        for host in hosts + extra:
             state = _wait_systemd(host, deadline)
             if state != "running":
                 _say(console, f"{host.name}: systemd is {state}")
             _install_authorized_key(host.container, pub_line)
             lines += _host_key_lines(host)
         _write_file(known_hosts, ("\n".join(lines) + "\n").encode())
-        for host in hosts:
+        for host in hosts + extra:
             _wait_ssh(host, key_file, known_hosts, deadline)
-        _write_file(inventory, _inventory_text(hosts, key_file, known_hosts).encode())
-        _say(console, f"sandbox up: {', '.join(f'{h.name}={h.ip}' for h in hosts)}; inventory {inventory}")
+        _write_file(inventory, _inventory_text(hosts, key_file, known_hosts, extra).encode())
+        _say(console, f"sandbox up: {', '.join(f'{h.name}={h.ip}' for h in hosts + extra)}; inventory {inventory}")
         return Sandbox(state_dir=state_dir, hosts=hosts, key_file=key_file,
-                       known_hosts=known_hosts, inventory=inventory)
+                       known_hosts=known_hosts, inventory=inventory, nodpkg=extra)
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR, console=None) -> None:
@@ -784,7 +940,8 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> Sandbox | None:
     if not hosts:
         return None
     return Sandbox(state_dir=state_dir, hosts=hosts, key_file=key_file,
-                   known_hosts=known_hosts, inventory=inventory)
+                   known_hosts=known_hosts, inventory=inventory, nodpkg=_running_nodpkg())
+
 
 
 def wire_bytes(container: str) -> tuple[int, int]:

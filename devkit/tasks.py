@@ -10,7 +10,7 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from ferry.cli import user_errors
+from ferry.cli import BUNDLE_HELP, user_errors
 from ferry.ui import UI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,14 +24,16 @@ def sandbox_inventory() -> Path:
 
 
 @task(help={"count": "number of hosts (first is group prod, the rest staging)",
-            "fresh": "destroy existing sandbox hosts (and their Docker data) first"})
+            "fresh": "destroy existing sandbox hosts (and their Docker data) first",
+            "nodpkg": "also N hosts without dpkg/apt whose os-release says Rocky Linux (group nodpkg)"})
 @user_errors
-def sandbox_up(c, count=3, fresh=False):
+def sandbox_up(c, count=3, fresh=False, nodpkg=0):
     """Start throw-away target hosts (systemd+sshd, no Docker, no network) and write .sandbox/inventory.yml."""
     from devkit import sandbox
     ui = UI()
-    sb = sandbox.up(count=int(count), fresh=fresh, console=ui.console)
-    ui.table("sandbox hosts", ["host", "ip", "container"], [[h.name, h.ip, h.container] for h in sb.hosts])
+    sb = sandbox.up(count=int(count), fresh=fresh, console=ui.console, nodpkg=int(nodpkg))
+    ui.table("sandbox hosts", ["host", "ip", "container"],
+             [[h.name, h.ip, h.container] for h in sb.hosts + sb.nodpkg])
     ui.info(f"inventory: {sb.inventory}")
 
 
@@ -53,7 +55,8 @@ def sandbox_status(c):
     if sb is None:
         ui.info("no sandbox (start one with `inv sandbox.up`)")
         return
-    ui.table("sandbox hosts", ["host", "ip", "container"], [[h.name, h.ip, h.container] for h in sb.hosts])
+    ui.table("sandbox hosts", ["host", "ip", "container"],
+             [[h.name, h.ip, h.container] for h in sb.hosts + sb.nodpkg])
 
 
 @task(help={"stack": "stack name (a folder under stacks/)"})
@@ -67,12 +70,9 @@ def standins(c, stack):
         ui.info(f"{tag}: {image_id[:19]}")
 
 
-@task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
-            "dist": "output directory (default: <project>/dist)",
-            "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)",
-            "compress": "layer compression: gzip (default) or none", "level": "gzip level 1-9 (default 6)"})
+@task(help=BUNDLE_HELP)
 @user_errors
-def bundle(c, stack=None, version=None, dist=None, sign=None, compress="gzip", level=6):
+def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None, compress="gzip", level=6):
     """Build stand-in images for the stack's recipes (devkit), then the offline bundle (ferry bundle)."""
     from devkit.images import build_stack_images
     from ferry import cli
@@ -80,7 +80,8 @@ def bundle(c, stack=None, version=None, dist=None, sign=None, compress="gzip", l
     stack_dir = find_project().stack_dir(stack)
     if (stack_dir / "images").is_dir():
         build_stack_images(stack_dir, console=UI().console)
-    cli.bundle.body(c, stack=stack, version=version, dist=dist, sign=sign, compress=compress, level=level)
+    cli.bundle.body(c, stack=stack, version=version, dist=dist, sign=sign, docker_static=docker_static,
+                    compress=compress, level=level)
 
 
 @task(help={"count": "sandbox hosts to start"})

@@ -75,13 +75,27 @@ def _int(value, option: str) -> int:
         raise FerryError(f"{option}: {value!r} is not a whole number") from None
 
 
+def _inventory(p, given, vault_password_files):
+    """The run's inventory, resolved once, up front; its warnings (ansible-core's, and
+    connection variables Ferry ignores) go to stderr through Ferry's UI, so that
+    ``--json`` output stays clean."""
+    from rich.console import Console
+    from .controller.inventory import Inventory
+    return Inventory(p.inventory(given), vault_password_files or (), warn=UI(Console(stderr=True, highlight=False)).warn)
+
+
 def _print_json(data) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-COMMON = {"host": "host or group name, or a comma list", "stack": "stack name (a folder under stacks/)",
-          "inventory": "inventory file (default: $FERRY_INVENTORY, or ferry.cfg's inventory)",
+COMMON = {"host": "Ansible host pattern: a host, a group, 'a,b', 'prod:&web', 'all'",
+          "stack": "stack name (a folder under stacks/)",
+          "inventory": "inventory file or directory, any format Ansible reads "
+                       "(default: $FERRY_INVENTORY, or ferry.cfg's inventory)",
+          "vault_password_file": "Ansible vault password file (repeatable; default: $ANSIBLE_VAULT_PASSWORD_FILE)",
           "set": "key=value overriding inventory variables (repeatable)"}
+#: Options of the inventory-reading tasks that may be given several times.
+INVENTORY_LISTS = ["set", "vault_password_file"]
 CHANGES = {"lock_wait": "seconds to wait while another run holds the stack's lock",
            "message": "why: recorded in the lock and the audit log"}
 
@@ -113,14 +127,47 @@ def stack_import(c, path, env=None, name=None, force=False):
         ui.info(line)
 
 
+# -- inventory -------------------------------------------------------------------------
+
+@task(name="inventory", iterable=INVENTORY_LISTS, help={
+    **COMMON, "host": "Ansible host pattern of the hosts to show (default: all)",
+    "stack": "stack whose defaults the inventory's Jinja may use (default: ferry.cfg's, or the only one)",
+    "json": "print JSON in the shape of ansible-inventory --list"})
+@user_errors
+def show_inventory(c, host="all", stack=None, inventory=None, vault_password_file=None, set=None, json_=False):
+    """Show the hosts, groups and variables a deploy will use, as Ansible resolves them (secrets masked)."""
+    from .controller.inventory import inventory_table
+    from .roles import all_role_defaults
+    from .model.stack import load_stack
+    from .model.vars import merge_vars
+    p = project()
+    inv = _inventory(p, inventory, vault_password_file)
+    try:
+        lower = merge_vars(all_role_defaults(), load_stack(p.stack_dir(stack)).defaults)
+    except FerryError:
+        if stack:
+            raise
+        lower = all_role_defaults()
+    data = inv.listing(host, lower=lower, sets=_sets(set))
+    if json_:
+        _print_json(data)
+        return
+    UI().table(f"inventory {inv.path}", ["host", "groups", "variables"], inventory_table(data))
+
+
 # -- bundle, deploy, verify ------------------------------------------------------------
 
-@task(help={"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
-            "dist": "output directory (default: <project>/dist)",
-            "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)",
-            "compress": "layer compression: gzip (default) or none", "level": "gzip level 1-9 (default 6)"})
+BUNDLE_HELP = {"stack": "stack name (a folder under stacks/)", "version": "bundle version (default: stack.yml's)",
+               "dist": "output directory (default: <project>/dist)",
+               "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)",
+               "docker_static": "Docker's static tarball docker-<version>.tgz (from download.docker.com/linux/"
+                                "static/stable/<arch>/) for hosts without dpkg",
+               "compress": "layer compression: gzip (default) or none", "level": "gzip level 1-9 (default 6)"}
+
+
+@task(help=BUNDLE_HELP)
 @user_errors
-def bundle(c, stack=None, version=None, dist=None, sign=None, compress="gzip", level=6):
+def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None, compress="gzip", level=6):
     """Build the offline bundle of a stack from local images: image parts, Docker installer, manifest."""
     from .controller.bundle import build_bundle
     from .roles import role_defaults
@@ -128,28 +175,37 @@ def bundle(c, stack=None, version=None, dist=None, sign=None, compress="gzip", l
     p = project()
     b = build_bundle(p.stack_dir(stack), Path(dist) if dist else p.dist, version, ui,
                      docker_settings=role_defaults("install-docker-offline"),
-                     sign=Path(sign) if sign else None, compress=compress, level=_int(level, "--level"))
+                     sign=Path(sign) if sign else None,
+                     docker_static=Path(docker_static) if docker_static else None,
+                     compress=compress, level=_int(level, "--level"))
+    report_bundle(ui, b, signed=bool(sign))
+
+
+def report_bundle(ui: UI, b, signed: bool = False) -> None:
+    """The line ``inv bundle`` ends with: files, size, images, the Docker payload."""
     size = sum(f["size"] for f in b.files())
+    docker = b.manifest["docker"]
+    static = f", static Docker {docker['static']['version']}" if docker.get("static") else ""
     ui.info(f"bundle {b.path}: {len(b.files())} files, {size / 1e6:.1f} MB, "
-            f"{len(b.manifest['images'])} images, Docker {b.manifest['docker']['docker']}, "
-            f"Compose {b.manifest['docker']['compose']}" + (", signed" if sign else ""))
+            f"{len(b.manifest['images'])} images, Docker {docker['docker']} (debs){static}, "
+            f"Compose {docker['compose']}" + (", signed" if signed else ""))
 
 
-@task(iterable=["set"], help={
+@task(iterable=INVENTORY_LISTS, help={
     **COMMON, **CHANGES, "bundle": "bundle directory (default: the newest in dist/ for the stack)",
     "check": "check mode: show what would change, change nothing",
     "serial": "roll out in batches of N hosts; the first batch is the canary (0: all at once)",
     "max_fail": "percent of hosts that may fail before the rollout stops (default 0)",
     "force": "take over the stack's Compose project even if it runs from another directory (ferry_root)"})
 @user_errors
-def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=False,
+def deploy(c, host, stack=None, inventory=None, vault_password_file=None, bundle=None, set=None, check=False,
            serial=0, max_fail=0, lock_wait=0, message="", force=False):
     """Deploy a stack's bundle: install Docker, upload, load images, render config, compose up, verify."""
     from .actions.deploy import deploy as run_deploy, prepare, summary_lines
     ui = UI()
     p = project()
     name = p.stack_name(stack)
-    plan = prepare(p.inventory(inventory), host, name, Path(bundle) if bundle else None, p.dist, _sets(set), ui)
+    plan = prepare(_inventory(p, inventory, vault_password_file), host, name, Path(bundle) if bundle else None, p.dist, _sets(set), ui)
     ui.info(f"deploying {plan.bundle.name} to {', '.join(h.name for h in plan.hosts)}"
             + (" (check mode)" if check else ""))
     reports = run_deploy(plan, ui, check=check, serial=int(serial), max_fail=float(max_fail),
@@ -160,14 +216,14 @@ def deploy(c, host, stack=None, inventory=None, bundle=None, set=None, check=Fal
         raise Exit("error: deploy failed", code=1)
 
 
-@task(iterable=["set"], help={**COMMON, **CHANGES, "to": "release id (default: the one before current)"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, **CHANGES, "to": "release id (default: the one before current)"})
 @user_errors
-def rollback(c, host, stack=None, inventory=None, to=None, set=None, lock_wait=0, message=""):
+def rollback(c, host, stack=None, inventory=None, vault_password_file=None, to=None, set=None, lock_wait=0, message=""):
     """Switch hosts back to an earlier release (default: the one before current), compose up, verify."""
     from .actions.rollback import rollback as run_rollback
     ui = UI()
     p = project()
-    reports = run_rollback(p.inventory(inventory), host, p.stack_dir(stack), to, _sets(set), ui,
+    reports = run_rollback(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), to, _sets(set), ui,
                            lock_wait=float(lock_wait), message=message)
     failed = [r for r in reports if r.failed]
     for r in failed:
@@ -176,30 +232,30 @@ def rollback(c, host, stack=None, inventory=None, to=None, set=None, lock_wait=0
         raise Exit("error: rollback failed", code=1)
 
 
-@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
-def releases(c, host, stack=None, inventory=None, set=None, json_=False):
+def releases(c, host, stack=None, inventory=None, vault_password_file=None, set=None, json_=False):
     """List each host's releases: version, time, who deployed it, which is current."""
     from .actions.history import releases_table
     p = project()
     columns = ["host", "release", "version", "created", "by", "current"]
-    rows = releases_table(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    rows = releases_table(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set))
     if json_:
         _print_json([dict(zip(columns, r[:5] + [r[5] == "current"])) for r in rows])
         return
     UI().table(f"releases of {p.stack_name(stack)}", columns, rows)
 
 
-@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
-def status(c, host, stack=None, inventory=None, set=None, json_=False):
+def status(c, host, stack=None, inventory=None, vault_password_file=None, set=None, json_=False):
     """Show current release, services (state, health, ports), lock and disk use per host;
     exit 1 when a service is down, unhealthy or not running current's configuration."""
     from .actions.status import status as host_status
     from .host import lock
     from .ui import human_bytes
     p = project()
-    found = host_status(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    found = host_status(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set))
     bad = [h for h in found if not h["healthy"]]
     if json_:
         _print_json(found)
@@ -223,13 +279,13 @@ def status(c, host, stack=None, inventory=None, set=None, json_=False):
         raise Exit(f"error: {', '.join(h['host'] for h in bad)}: not healthy", code=1)
 
 
-@task(iterable=["set"], help={**COMMON, "lines": "entries per host", "json": "print JSON for scripts"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "lines": "entries per host", "json": "print JSON for scripts"})
 @user_errors
-def audit(c, host, stack=None, inventory=None, set=None, lines=20, json_=False):
+def audit(c, host, stack=None, inventory=None, vault_password_file=None, set=None, lines=20, json_=False):
     """Show the last entries of each host's audit log (one line per state change)."""
     from .actions.history import audit_entries
     p = project()
-    entries = audit_entries(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), int(lines))
+    entries = audit_entries(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), int(lines))
     if json_:
         _print_json([{"host": h, **r} for h, r in entries])
         return
@@ -238,14 +294,14 @@ def audit(c, host, stack=None, inventory=None, set=None, lines=20, json_=False):
     UI().table("audit log", ["host", "time", "who", "task", "stack", "version", "release", "result", "detail"], rows)
 
 
-@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "json": "print JSON for scripts"})
 @user_errors
-def lock_status(c, host, stack=None, inventory=None, set=None, json_=False):
+def lock_status(c, host, stack=None, inventory=None, vault_password_file=None, set=None, json_=False):
     """Show who holds the stack's lock on each host, since when, doing what."""
     from .actions.locks import lock_status as read_locks
     from .host import lock
     p = project()
-    found = read_locks(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    found = read_locks(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set))
     if json_:
         _print_json([{"host": name, "locked": info is not None,
                       "holder": {k: v for k, v in (info or {}).items() if k != "token"} or None}
@@ -257,22 +313,22 @@ def lock_status(c, host, stack=None, inventory=None, set=None, json_=False):
         ui.info(f"{host_name}: {name} " + ("is not locked" if info is None else f"is locked: {lock.describe(info)}"))
 
 
-@task(iterable=["set"], help=COMMON)
+@task(iterable=INVENTORY_LISTS, help=COMMON)
 @user_errors
-def lock_release(c, host, stack=None, inventory=None, set=None):
+def lock_release(c, host, stack=None, inventory=None, vault_password_file=None, set=None):
     """Remove a lock left by a dead run (warns: a live run would then interleave)."""
     from .actions.locks import lock_release as remove_locks
     p = project()
-    remove_locks(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), UI())
+    remove_locks(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), UI())
 
 
-@task(iterable=["set"], help={**COMMON, "json": "print the checks as JSON"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "json": "print the checks as JSON"})
 @user_errors
-def verify(c, host, stack=None, inventory=None, set=None, json_=False):
+def verify(c, host, stack=None, inventory=None, vault_password_file=None, set=None, json_=False):
     """Verify a deployed stack with testinfra: containers healthy, ports answering, mounts in place."""
     from .actions.status import verify_hosts
     p = project()
-    checks = verify_hosts(p.inventory(inventory), host, p.stack_dir(stack), _sets(set))
+    checks = verify_hosts(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set))
     if json_:
         _print_json([ch.__dict__ for ch in checks])
     else:
@@ -283,11 +339,11 @@ def verify(c, host, stack=None, inventory=None, set=None, json_=False):
         raise Exit("error: verification failed", code=1)
 
 
-@task(iterable=["set"], help={**COMMON, **CHANGES,
+@task(iterable=INVENTORY_LISTS, help={**COMMON, **CHANGES,
                               "purge_data": "also delete the data dir, named volumes, secrets and backups",
                               "yes": "do not ask for the stack name to confirm --purge-data"})
 @user_errors
-def remove(c, host, stack=None, inventory=None, set=None, purge_data=False, yes=False, lock_wait=0, message=""):
+def remove(c, host, stack=None, inventory=None, vault_password_file=None, set=None, purge_data=False, yes=False, lock_wait=0, message=""):
     """Remove a stack from hosts: its containers, networks and releases; data and backups are kept."""
     from .actions.remove import remove as run_remove
     ui = UI()
@@ -301,141 +357,89 @@ def remove(c, host, stack=None, inventory=None, set=None, purge_data=False, yes=
                        f"Type the stack name to confirm: ")
         if answer.strip() != name:
             raise FerryError(f"'{answer.strip()}' is not '{name}': nothing was removed")
-    run_remove(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), ui, purge_data=purge_data,
+    run_remove(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), ui, purge_data=purge_data,
                lock_wait=float(lock_wait), message=message)
 
 
 # -- backup, restore, schedules --------------------------------------------------------
 
-def _install(ui, target) -> None:
-    from .backup import install_script
-    changed, msg = install_script(target)
-    ui.host_line(target.host, "backup", msg, changed)
-
-
-@task(iterable=["set"], help={**COMMON, "fetch": "copy the archive to this directory and check its sha256",
+@task(iterable=INVENTORY_LISTS, help={**COMMON, **CHANGES, "fetch": "copy the archive to this directory and check its sha256",
                               "keep_last": "then prune: keep the N newest", "keep_daily": "... and the newest of N days",
                               "keep_weekly": "... and the newest of N ISO weeks"})
 @user_errors
-def backup(c, host, stack=None, inventory=None, set=None, fetch=None, keep_last=0, keep_daily=0,
-           keep_weekly=0):
-    """Back up a deployed stack on its hosts with the host's own script (consistent per stack.yml's `backup`)."""
-    import time
-    from . import backup as b
-    from .host.session import guarded
-    ui = UI()
+def backup(c, host, stack=None, inventory=None, vault_password_file=None, set=None, fetch=None, keep_last=0, keep_daily=0,
+           keep_weekly=0, lock_wait=0, message=""):
+    """Back up a deployed stack on its hosts: every volume and data dir, databases dumped in their containers."""
+    from .actions.backup import backup as run_backup
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets, \
-            guarded(targets, p.stack_name(stack), "backup") as change:
-        for target in targets:
-            _install(ui, target)
-            started = time.monotonic()
-            with ui.console.status(f"{target.host}: backing up {target.stack.name} into {target.dir}"):
-                try:
-                    result = b.run_backup(target, int(keep_last), int(keep_daily), int(keep_weekly))
-                except FerryError as exc:
-                    change.done(target.host, "failed", str(exc))
-                    raise
-                change.done(target.host, "ok", result["id"])
-            ui.info(b.summary_line(target.host, result, time.monotonic() - started))
-            if fetch:
-                with ui.transfer(f"{target.host}: fetching {result['id']}", int(result["size"])) as advance:
-                    local = b.fetch(target, result["id"], Path(fetch), advance)
-                ui.info(f"{target.host}: fetched to {local} (sha256 checked)")
+    run_backup(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), UI(), int(keep_last), int(keep_daily),
+               int(keep_weekly), Path(fetch) if fetch else None, float(lock_wait), message)
 
 
-@task(iterable=["set"], help={**COMMON, "json": "print JSON for scripts"})
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "json": "print JSON for scripts",
+                              "verify": "re-hash every member of every archive (reads them all)"})
 @user_errors
-def backups(c, host, stack=None, inventory=None, set=None, json_=False):
-    """List a stack's backups on its hosts, the backup schedule and the last runs."""
-    import dataclasses
-    from . import backup as b
+def backups(c, host, stack=None, inventory=None, vault_password_file=None, set=None, json_=False, verify=False):
+    """List a stack's backups, the schedule with its next run and the last runs; exit 1 if one is damaged or unverified."""
+    from .actions.backup import list_backups, status_lines
     from .ui import human_bytes
-    ui = UI()
     p = project()
-    out = []
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
-        for target in targets:
-            items = b.list_backups(target)
-            sched = b.schedule_status(target)
-            if json_:
-                out.append({"host": target.host, "dir": target.dir,
-                            "backups": [dataclasses.asdict(i) for i in items],
-                            "schedule": dataclasses.asdict(sched["schedule"]),
-                            "last_run": sched["last_run"], "last_scheduled": sched["last_scheduled"]})
-                continue
-            ui.table(f"{target.host}: backups of {target.stack.name} in {target.dir}",
-                     ["id", "size", "verified", "release", "source data", "created"],
-                     [[i.id, human_bytes(i.size), "yes" if i.good else "[red]no[/]", i.release,
-                       human_bytes(i.source_bytes), i.created] for i in items])
-            for line in b.status_lines(sched):
-                ui.info(f"{target.host}: {line}")
+    found = list_backups(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), bool(verify))
     if json_:
-        _print_json(out)
+        _print_json([h.as_json() for h in found])
+    else:
+        ui = UI()
+        for h in found:
+            ui.table(f"{h.host}: backups of {p.stack_name(stack)} in {h.dir}" + (" (re-hashed)" if verify else ""),
+                     ["id", "size", "state", "release", "source data", "created"],
+                     [[i.id, human_bytes(i.size), ("re-hashed ok" if verify else "ok") if i.good else f"[red]{i.state}[/]",
+                       i.release or "-", human_bytes(i.source_bytes), i.created] for i in h.backups])
+            for line in status_lines(h.status, h.next_run):
+                ui.info(f"{h.host}: {line}")
+    problems = [f"{h.host}: {line}" for h in found for line in h.problems]
+    if problems:
+        raise Exit("error: " + "; ".join(problems), code=1)
 
 
-@task(iterable=["set"], help={**COMMON, "backup": "backup ID or 'latest'",
+@task(iterable=INVENTORY_LISTS, help={**COMMON, **CHANGES, "backup": "backup ID or 'latest'",
                               "from_": "a local archive (fetched earlier) to upload and restore",
                               "no_safety_backup": "do not back up the current state first"})
 @user_errors
-def restore(c, host, stack=None, inventory=None, set=None, backup="latest", from_=None,
-            no_safety_backup=False):
-    """Restore a stack from a backup: verify every checksum, back up the current state, stop, restore, start, verify."""
-    import time
-    from . import backup as b
-    from .host.session import guarded
-    ui = UI()
+def restore(c, host, stack=None, inventory=None, vault_password_file=None, set=None, backup="latest", from_=None,
+            no_safety_backup=False, lock_wait=0, message=""):
+    """Restore a stack from a backup: verify every checksum, back up the current state, stop, restore, start offline, verify."""
+    from .actions.restore import restore as run_restore
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets, \
-            guarded(targets, p.stack_name(stack), "restore") as change:
-        for target in targets:
-            _install(ui, target)
-            bid = b.upload(target, Path(from_)) if from_ else b.resolve_id(target, backup)
-            started = time.monotonic()
-            with ui.console.status(f"{target.host}: restoring {bid}"):
-                try:
-                    result = b.restore(target, bid, safety=not no_safety_backup)
-                except FerryError as exc:
-                    change.done(target.host, "failed", f"{bid}: {exc}")
-                    raise
-            ui.info(f"{target.host}: restored {bid} (release {result.get('release')}) in "
-                    f"{time.monotonic() - started:.1f} s" + (f"; the state before is backup {result['safety']}"
-                                                             if result.get("safety") else ""))
-            checks = b.verify_stack(target)
-            bad = [ch for ch in checks if not ch.ok]
-            ui.info(f"{target.host}: verify: " + (f"{len(checks)} checks passed" if not bad else
-                    "; ".join(f"{ch.kind} {ch.target}: {ch.detail}" for ch in bad)))
-            change.done(target.host, "ok" if not bad else "failed", bid, result.get("release"))
-            if bad:
-                raise Exit("error: the restored stack does not verify", code=1)
+    results = run_restore(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), UI(), backup,
+                          Path(from_) if from_ else None, not no_safety_backup, float(lock_wait), message)
+    if any(not ch.ok for r in results for ch in r["checks"]):
+        raise Exit("error: the restored stack does not verify", code=1)
 
 
-@task(iterable=["set"], help={**COMMON, "cron": "five cron fields, e.g. '0 2 * * *'",
+@task(iterable=INVENTORY_LISTS, help={**COMMON, "cron": "five cron fields, e.g. '0 2 * * *', or @daily",
                               "keep": "keep-last N", "keep_daily": "keep-daily N", "keep_weekly": "keep-weekly N"})
 @user_errors
-def schedule_backup(c, host, cron, stack=None, inventory=None, set=None, keep=7, keep_daily=0, keep_weekly=0):
-    """Install an /etc/cron.d entry running the host's backup script under the stack's lock, logging to a file."""
-    from . import backup as b
+def schedule_backup(c, host, cron, stack=None, inventory=None, vault_password_file=None, set=None, keep=7, keep_daily=0, keep_weekly=0):
+    """Install an /etc/cron.d entry running the host's backup program (under the stack's lock), logging to a file."""
+    from .actions.backup import schedule
+    from .host.backup import cron_file
     ui = UI()
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
-        for target in targets:
-            _install(ui, target)
-            b.schedule(target, cron, int(keep), int(keep_daily), int(keep_weekly))
-            ui.info(f"{target.host}: scheduled '{cron}' keep-last {keep} keep-daily {keep_daily} keep-weekly "
-                    f"{keep_weekly} -> {b.cron_file(target.stack.name)}, log {b.log_file(target.vars, target.stack.name)}")
+    for host_name, _, nxt in schedule(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), ui, cron,
+                                      int(keep), int(keep_daily), int(keep_weekly)):
+        ui.info(f"{host_name}: scheduled '{cron}' keep-last {keep} keep-daily {keep_daily} keep-weekly "
+                f"{keep_weekly} -> {cron_file(p.stack_name(stack))}; next run {nxt} (host time)")
 
 
-@task(iterable=["set"], help=COMMON)
+@task(iterable=INVENTORY_LISTS, help=COMMON)
 @user_errors
-def unschedule_backup(c, host, stack=None, inventory=None, set=None):
+def unschedule_backup(c, host, stack=None, inventory=None, vault_password_file=None, set=None):
     """Remove the scheduled backup's cron entry (archives are kept)."""
-    from . import backup as b
+    from .actions.backup import unschedule
     ui = UI()
     p = project()
-    with b.open_targets(p.inventory(inventory), host, p.stack_dir(stack), _sets(set)) as targets:
-        for target in targets:
-            ui.info(f"{target.host}: " + ("schedule removed" if b.unschedule(target) else "no schedule"))
+    for host_name, removed in unschedule(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set)):
+        ui.info(f"{host_name}: " + ("schedule removed" if removed else "no schedule"))
 
 
 # -- day 2: logs, exec, restart/stop/start, prune, uninstall ----------------------------
@@ -450,17 +454,17 @@ def _err(data: bytes) -> None:
     sys.stderr.buffer.flush()
 
 
-@task(iterable=["set", "service"], help={
+@task(iterable=[*INVENTORY_LISTS, "service"], help={
     **COMMON, "service": "only this service (repeatable; default: all)",
     "follow": "keep streaming new lines until Ctrl-C", "since": "from this time on: 10m, 2h, 2026-11-22T02:00:00Z",
     "tail": "lines per container from the end (a number or 'all')"})
 @user_errors
-def logs(c, host, stack=None, inventory=None, set=None, service=None, follow=False, since=None, tail=None):
+def logs(c, host, stack=None, inventory=None, vault_password_file=None, set=None, service=None, follow=False, since=None, tail=None):
     """Show the Compose logs of the stack's current release (several hosts: lines prefixed with the host)."""
     from .actions.logs import logs as stream_logs
     p = project()
     try:
-        stream_logs(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), _out, service or [], follow,
+        stream_logs(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), _out, service or [], follow,
                     since, tail)
     except BrokenPipeError:          # `ferry logs ... | head`: the reader left
         sys.stderr.close()
@@ -473,23 +477,23 @@ def argv_after_ddash(argv: list[str] | None = None) -> list[str]:
     return argv[argv.index("--") + 1:] if "--" in argv else []
 
 
-@task(name="exec", iterable=["set"], help={
+@task(name="exec", iterable=INVENTORY_LISTS, help={
     **COMMON, "service": "the service whose container runs the command (required)"})
 @user_errors
-def exec_(c, host, service, stack=None, inventory=None, set=None):
+def exec_(c, host, service, stack=None, inventory=None, vault_password_file=None, set=None):
     """Run a command in a service's container: ferry exec --host H --service S -- CMD [ARG...] (no TTY, stdin closed; exit status passed through)."""
     from .actions.execute import execute
     p = project()
-    rc = execute(p.inventory(inventory), host, p.stack_dir(stack), _sets(set), service, argv_after_ddash(_ARGV),
+    rc = execute(_inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), service, argv_after_ddash(_ARGV),
                  _out, _err)
     if rc:
         raise Exit(code=rc)
 
 
-def _lifecycle(action: str, host, stack, inventory, set, service, lock_wait, message, timeout) -> None:
+def _lifecycle(action: str, host, stack, inventory, vault_password_file, set, service, lock_wait, message, timeout) -> None:
     from .actions.services import lifecycle
     p = project()
-    lifecycle(action, p.inventory(inventory), host, p.stack_dir(stack), _sets(set), UI(), service or [],
+    lifecycle(action, _inventory(p, inventory, vault_password_file), host, p.stack_dir(stack), _sets(set), UI(), service or [],
               float(lock_wait), message, int(timeout) if timeout not in (None, "") else None)
 
 
@@ -497,35 +501,36 @@ SERVICES = {"service": "only this service (repeatable; default: all)",
             "timeout": "seconds a container gets to stop before it is killed (default 10)"}
 
 
-@task(iterable=["set", "service"], help={**COMMON, **CHANGES, **SERVICES})
+@task(iterable=[*INVENTORY_LISTS, "service"], help={**COMMON, **CHANGES, **SERVICES})
 @user_errors
-def restart(c, host, stack=None, inventory=None, set=None, service=None, lock_wait=0, message="", timeout=None):
+def restart(c, host, stack=None, inventory=None, vault_password_file=None, set=None, service=None, lock_wait=0, message="", timeout=None):
     """Restart the services of the current release, one host after the other, and wait until they are healthy."""
-    _lifecycle("restart", host, stack, inventory, set, service, lock_wait, message, timeout)
+    _lifecycle("restart", host, stack, inventory, vault_password_file, set, service, lock_wait, message, timeout)
 
 
-@task(iterable=["set", "service"], help={**COMMON, **CHANGES, **SERVICES})
+@task(iterable=[*INVENTORY_LISTS, "service"], help={**COMMON, **CHANGES, **SERVICES})
 @user_errors
-def stop(c, host, stack=None, inventory=None, set=None, service=None, lock_wait=0, message="", timeout=None):
+def stop(c, host, stack=None, inventory=None, vault_password_file=None, set=None, service=None, lock_wait=0, message="", timeout=None):
     """Stop the services of the current release (containers kept; `start` or `deploy` brings them back)."""
-    _lifecycle("stop", host, stack, inventory, set, service, lock_wait, message, timeout)
+    _lifecycle("stop", host, stack, inventory, vault_password_file, set, service, lock_wait, message, timeout)
 
 
-@task(iterable=["set", "service"], help={**COMMON, **CHANGES, "service": SERVICES["service"]})
+@task(iterable=[*INVENTORY_LISTS, "service"], help={**COMMON, **CHANGES, "service": SERVICES["service"]})
 @user_errors
-def start(c, host, stack=None, inventory=None, set=None, service=None, lock_wait=0, message=""):
+def start(c, host, stack=None, inventory=None, vault_password_file=None, set=None, service=None, lock_wait=0, message=""):
     """Start the stopped services of the current release and wait until they are healthy."""
-    _lifecycle("start", host, stack, inventory, set, service, lock_wait, message, None)
+    _lifecycle("start", host, stack, inventory, vault_password_file, set, service, lock_wait, message, None)
 
 
-@task(iterable=["set"], help={"host": COMMON["host"], "inventory": COMMON["inventory"], "set": COMMON["set"],
+@task(iterable=INVENTORY_LISTS, help={"host": COMMON["host"], "inventory": COMMON["inventory"],
+    "vault_password_file": COMMON["vault_password_file"], "set": COMMON["set"],
                               **CHANGES, "check": "check mode: show what would be removed, remove nothing"})
 @user_errors
-def prune(c, host, inventory=None, set=None, check=False, lock_wait=0, message=""):
+def prune(c, host, inventory=None, vault_password_file=None, set=None, check=False, lock_wait=0, message=""):
     """Remove the images, bundles and store files that no release of any stack on the host uses."""
     from .actions.prune import prune as run_prune
     p = project()
-    run_prune(p.inventory(inventory), host, _sets(set), UI(), check, float(lock_wait), message)
+    run_prune(_inventory(p, inventory, vault_password_file), host, _sets(set), UI(), check, float(lock_wait), message)
 
 
 def confirm(what: list[str], hosts: str, yes: bool) -> None:
@@ -541,14 +546,15 @@ def confirm(what: list[str], hosts: str, yes: bool) -> None:
         raise FerryError("not confirmed: nothing was changed")
 
 
-@task(iterable=["set"], help={
-    "host": COMMON["host"], "inventory": COMMON["inventory"], "set": COMMON["set"], **CHANGES,
+@task(iterable=INVENTORY_LISTS, help={
+    "host": COMMON["host"], "inventory": COMMON["inventory"],
+    "vault_password_file": COMMON["vault_password_file"], "set": COMMON["set"], **CHANGES,
     "force": "bring running stacks down instead of refusing", "purge_docker": "also remove Docker (asks first)",
     "purge_data": "also remove the stacks' data, secrets, volumes and backups (asks first)",
     "yes": "answer the --purge-* confirmation", "check": "check mode: show what would go, change nothing",
     "audit_dir": "where the hosts' audit logs are copied (default: <project>/audit)"})
 @user_errors
-def uninstall(c, host, inventory=None, set=None, force=False, purge_docker=False, purge_data=False, yes=False,
+def uninstall(c, host, inventory=None, vault_password_file=None, set=None, force=False, purge_docker=False, purge_data=False, yes=False,
               check=False, lock_wait=0, message="", audit_dir=None):
     """Take Ferry's files off hosts; Docker and the stacks' data stay unless --purge-docker/--purge-data."""
     from .actions.uninstall import uninstall as run_uninstall
@@ -556,7 +562,7 @@ def uninstall(c, host, inventory=None, set=None, force=False, purge_docker=False
     if not check:
         confirm([w for w, on in (("removing Docker", purge_docker), ("deleting the stacks' data", purge_data)) if on],
                 host, yes)
-    run_uninstall(p.inventory(inventory), host, _sets(set), UI(), Path(audit_dir) if audit_dir else p.root / "audit",
+    run_uninstall(_inventory(p, inventory, vault_password_file), host, _sets(set), UI(), Path(audit_dir) if audit_dir else p.root / "audit",
                   force, purge_docker, purge_data, check, float(lock_wait), message)
 
 
@@ -570,7 +576,7 @@ def namespace(*extra: Collection | object) -> Collection:
     replaced = {t.name for t in extra if not isinstance(t, Collection)}
     stacks = Collection("stack")
     stacks.add_task(stack_import, "import")
-    ns = Collection(*[t for t in (init, bundle, deploy, verify, rollback, releases, status, audit, remove, backup,
+    ns = Collection(*[t for t in (init, show_inventory, bundle, deploy, verify, rollback, releases, status, audit, remove, backup,
                                   backups, restore, schedule_backup, unschedule_backup, logs, exec_, restart, stop,
                                   start, prune, uninstall) if t.name not in replaced],
                     locks, stacks)

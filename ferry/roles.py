@@ -26,9 +26,10 @@ from .model.yamlfile import load_yaml_file
 ROLES_DIR = data_dir("roles")
 
 DEPLOY_ROLES = ["upload-bundle", "install-docker-offline", "load-images", "render-config", "compose-up",
-                "prune-releases"]
+                "backup", "prune-releases"]
 """The roles ``inv deploy`` runs, in order; verification runs before ``prune-releases``,
-which only runs when it passed."""
+which only runs when it passed. ``backup`` there installs the backup program and the new
+release's settings (scheduled backups follow the release that runs)."""
 
 
 @dataclass
@@ -54,7 +55,10 @@ class HostState:
     Attributes:
         store_listing: sha256 names already in the host's store (deploy gathers it for
             every host before the roles run; upload-bundle reads it).
-        host_facts: :class:`ferry.host.system.HostFacts` (install-docker-offline's preflight).
+        host_facts: :class:`ferry.host.engine.EngineFacts` (install-docker-offline's
+            preflight, renewed after it installs).
+        docker_layout: ``deb`` or ``static``: how this host gets its Docker engine
+            (install-docker-offline's preflight, from ``docker_install``).
         images_changed: load-images loaded or re-tagged an image.
         rendered: the new release's files ``{dest: bytes}`` (render-config), or the
             switched-to release's ``compose.yml`` (rollback).
@@ -70,15 +74,19 @@ class HostState:
         planned_model: the model of deploy's trial render (compose-up's preflight).
         activated: compose-up switched ``current`` and brought the release up (a
             failure after that, such as a restart loop, must switch back).
+        backup_request: :class:`ferry.model.backup.BackupRequest` (``inv backup``): the
+            backup role runs a backup after installing the program.
+        restore_request: :class:`ferry.model.backup.RestoreRequest` (``inv restore``).
+        backup_plan: :class:`ferry.model.backup.BackupPlan` the backup role computed
+            (None when the settings on the host were up to date).
         engine: :class:`ferry.model.imagelayers.EngineImages`: the images (IDs, tags,
             layer chain IDs) the host's Docker held when upload-bundle planned.
-        docker_plan: install-docker-offline's ``plan_install`` answer (packages to
-            install, Compose up to date, installed versions), decided before the upload.
         engine_changed: install-docker-offline installed, restarted or started Docker.
     """
 
     store_listing: set[str] | None = None
     host_facts: Any = None
+    docker_layout: str | None = None
     images_changed: bool = False
     rendered: dict[str, bytes] = field(default_factory=dict)
     last_up: dict[str, Any] = field(default_factory=dict)
@@ -89,8 +97,10 @@ class HostState:
     model: Any = None
     planned_model: Any = None
     activated: bool = False
+    backup_request: Any = None
+    restore_request: Any = None
+    backup_plan: Any = None
     engine: Any = None
-    docker_plan: Any = None
     engine_changed: bool = False
 
 

@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..controller.inventory import Host, Inventory
+from ..controller.inventory import Host, Inventory, load_inventory
 from ..errors import HostError
 from ..host import containers, files
 from ..host.session import HostSession, open_hosts
@@ -21,14 +21,21 @@ from ..roles import DEPLOY_ROLES, all_role_defaults
 
 def host_variables(host: Host, stack: Stack | None, sets: dict[str, Any]) -> dict[str, Any]:
     """Merged variables for one host: role defaults (deploy roles and backup) < stack
-    defaults (none for a host-wide command) < group/host vars < --set."""
-    return merge_vars(all_role_defaults(DEPLOY_ROLES + ["backup"]), stack.defaults if stack else {}, host.vars, sets)
+    defaults (none for a host-wide command) < inventory variables < ``--set``, inventory
+    Jinja rendered with all of them visible (:meth:`ferry.controller.inventory.Host.resolve`).
+
+    Raises:
+        FerryError: an inventory value Ferry needs cannot be rendered (names it).
+    """
+    return host.resolve(merge_vars(all_role_defaults(DEPLOY_ROLES + ["backup"]), stack.defaults if stack else {}),
+                        sets)
 
 
 @contextlib.contextmanager
-def stack_hosts(inventory_path: Path, pattern: str, stack: Stack | None, sets: dict[str, Any],
+def stack_hosts(inventory_path: Inventory | Path, pattern: str, stack: Stack | None, sets: dict[str, Any],
                 bundle: str = "") -> Iterator[list[HostSession]]:
-    """Open every host ``pattern`` selects in ``inventory_path`` for ``stack`` (None: for
+    """Open every host ``pattern`` selects in ``inventory_path`` (an
+    :class:`~ferry.controller.inventory.Inventory` or its path) for ``stack`` (None: for
     a command that spans a host's stacks, such as ``prune``; ``paths.root`` is then
     what it uses).
 
@@ -36,7 +43,7 @@ def stack_hosts(inventory_path: Path, pattern: str, stack: Stack | None, sets: d
         FerryError: bad inventory or pattern; HostError: a host unreachable or its key
             unknown/changed (no host is touched then).
     """
-    inventory = Inventory(inventory_path)
+    inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
     with open_hosts(hosts, lambda h: host_variables(h, stack, sets),
                     lambda name, v: HostPaths(str(v["ferry_root"]), stack.name if stack else "", bundle),

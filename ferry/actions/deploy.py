@@ -27,7 +27,7 @@ from typing import Any
 
 from ..controller import composecli
 from ..controller.bundle import Bundle, find_bundle, load_bundle
-from ..controller.inventory import Host, Inventory
+from ..controller.inventory import Host, Inventory, load_inventory
 from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.activate import ActivationFailed
@@ -87,7 +87,7 @@ class HostReport:
         return self.status != "ok"
 
 
-def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Path | None,
+def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bundle_path: Path | None,
             dist: Path, sets: dict[str, Any], ui: UI | None = None) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
 
@@ -101,7 +101,7 @@ def prepare(inventory_path: Path, pattern: str, stack_name: str, bundle_path: Pa
         FerryError: any bad input (inventory, host pattern, bundle, signature, stack,
             templates).
     """
-    inventory = Inventory(inventory_path)
+    inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
     bundle = load_bundle(bundle_path or find_bundle(dist, stack_name))
     if bundle.stack_name != stack_name:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..controller.inventory import Inventory
 from ..host import audit
 from ..host.releases import read_releases
 from ..model.stack import load_stack
 from .common import stack_hosts
 
 
-def releases_table(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[list[str]]:
+def releases_table(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[list[str]]:
     """Rows ``host, release, version, created, by, current`` for ``releases``."""
     stack = load_stack(stack_dir)
     rows = []
@@ -24,7 +25,7 @@ def releases_table(inventory_path: Path, pattern: str, stack_dir: Path, sets: di
     return rows
 
 
-def audit_entries(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any],
+def audit_entries(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any],
                   lines: int) -> list[tuple[str, dict[str, Any]]]:
     """The last ``lines`` audit records of each host, as ``(host, record)``."""
     stack = load_stack(stack_dir)

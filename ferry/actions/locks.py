@@ -5,20 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..controller.inventory import Inventory
 from ..host import audit, lock
 from ..model.stack import load_stack
 from ..ui import UI
 from .common import stack_hosts
 
 
-def lock_status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[tuple[str, dict | None]]:
+def lock_status(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[tuple[str, dict | None]]:
     """``(host, lock info or None)`` per host."""
     stack = load_stack(stack_dir)
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
         return [(s.name, lock.read(s.t, s.paths.root, stack.name)) for s in sessions]
 
 
-def lock_release(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any], ui: UI) -> int:
+def lock_release(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any], ui: UI) -> int:
     """Remove the stack's lock on each host whoever holds it (audited). Returns how many
     locks were removed."""
     stack = load_stack(stack_dir)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import backup
+from ..host import backup
 from ..errors import HostError
 from ..host.session import guarded
 from ..host.shell import q, sh
@@ -74,7 +74,7 @@ if [ $have_docker = 1 ]; then
 fi
 r=0; [ -d {q(stack_dir + '/releases')} ] && r=$(find {q(stack_dir + '/releases')} -mindepth 1 -maxdepth 1 | wc -l)
 rm -rf -- {q(stack_dir + '/releases')} {cur} {q(stack_dir + '/up.json')} {q(stack_dir + '/ferry-backup')} \\
-  {q(stack_dir + '/backup-status')} {q(cron)} {q(root + '/bundles')}/{q(project)}-*
+  {q(stack_dir + '/backup-settings')} {q(stack_dir + '/backup-status')} {q(cron)} {q(root + '/bundles')}/{q(project)}-*
 echo "containers $c"; echo "networks $n"; echo "volumes $v"; echo "releases $r"
 """
     if purge:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..controller.inventory import Inventory
 from ..errors import HostError
 from ..host import containers
 from ..host.releases import read_releases
@@ -18,7 +19,7 @@ from .common import stack_hosts
 from .deploy import HostReport, checks_line, load_release
 
 
-def rollback(inventory_path: Path, pattern: str, stack_dir: Path, to: str | None, sets: dict[str, Any],
+def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to: str | None, sets: dict[str, Any],
              ui: UI, lock_wait: float = 0.0, message: str = "") -> list[HostReport]:
     """``rollback``: switch each host back to ``to`` (default: the release before
     ``current``), ``compose up``, verify.

@@ -6,21 +6,22 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .. import backup
+from ..controller.inventory import Inventory
 from ..host import containers, lock
 from ..host.releases import read_releases
 from ..host.shell import q, sh
 from ..host.verify import Check, settle_seconds, verify_host
 from ..model.stack import load_stack
+from .backup import schedule_status, status_lines
 from .common import current_compose, stack_hosts
 
 
-def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[dict[str, Any]]:
+def status(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[dict[str, Any]]:
     """``status``: per host, the current release, the stack's state (``running``,
     ``stopped``, ``degraded``, ``absent``: :func:`ferry.host.containers.stack_state`),
     each service's state, health and
     published ports, the deploy lock, disk use (bytes) of releases, bundles/store and
-    Docker images, and the backup schedule with its last runs."""
+    Docker images, and the backup schedule with its next run and last runs."""
     stack = load_stack(stack_dir)
     out = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
@@ -47,7 +48,7 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
                     size, path = line.split(None, 1)
                     disk[path.rsplit("/", 1)[-1]] = int(size)
             current = history.get(history.current) if history.current else None
-            sched = backup.schedule_status(backup.Target(s.t, stack, p, s.vars))
+            sched, nxt = schedule_status(s, stack)
             services = {name: {"state": c.status, "health": c.health or "-",
                                "in_sync": wanted.get(name) == c.config_hash if name in wanted else False,
                                "ports": sorted({f"{pub.get('PublishedPort')}->{pub.get('TargetPort')}"
@@ -66,9 +67,9 @@ def status(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
                 "services": services,
                 "lock": lock.read(s.t, p.root, stack.name),
                 "disk": disk,
-                "backup": {"schedule": dataclasses.asdict(sched["schedule"]), "log": sched["log"],
-                           "last_run": sched["last_run"], "last_scheduled": sched["last_scheduled"],
-                           "summary": backup.status_lines(sched)},
+                "backup": {"schedule": dataclasses.asdict(sched.schedule), "next_run": nxt, "log": sched.log,
+                           "last_run": sched.last_run, "last_scheduled": sched.last_scheduled,
+                           "summary": status_lines(sched, nxt)},
             })
     return out
 
@@ -90,7 +91,7 @@ def status_problems(current: str | None, services: dict[str, dict[str, Any]]) ->
     return out
 
 
-def verify_hosts(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[Check]:
+def verify_hosts(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, sets: dict[str, Any]) -> list[Check]:
     """``verify``: the checks of :func:`ferry.host.verify.verify_host` on each host's
     current release (its compose file read from the host).
 

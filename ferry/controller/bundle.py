@@ -12,9 +12,25 @@ Layout (one directory per stack version, built on the controller by ``inv bundle
       blobs/sha256/<hex>   image configs and layers (gzip), as ``docker save`` has them,
                            named by digest (:mod:`ferry.controller.imageparts`)
       docker/              the offline Docker installer (ferry.controller.dockerdist): debs/,
-                           docker-compose, versions.json
+                           docker-compose, versions.json; with ``--docker-static``
+                           also static/docker-<ver>.tgz (ferry.controller.dockerstatic)
       stack/               the stack definition it was built from (stack.yml,
                            defaults.yml, templates/, files/)
+
+The manifest's ``docker`` key describes the Docker payload, one entry per layout:
+
+- the Compose v2 plugin, used by both layouts: ``compose`` (version), ``compose_sha256``
+  (of ``docker/docker-compose``);
+- ``arch`` / ``uname_arch``: the architecture of everything under ``docker/``;
+- the Debian layout (hosts with dpkg): ``docker`` (docker.io version), ``packages``
+  ({name: version} of every ``docker/debs/*.deb``);
+- the static layout (any systemd Linux), present only when built with
+  ``--docker-static``: ``static`` = {``file`` (bundle path of the tarball), ``version``,
+  ``sha256``, ``size``, ``arch``, ``uname_arch``, ``binaries`` ({name: version or
+  null}), ``source`` (the file name given)}.
+
+The install-docker-offline role picks the layout per host (``docker_install``); a host
+only ever needs the files of its own layout plus the Compose plugin.
 
 The manifest is the bundle's contract: ``deploy`` checks every file against it before
 any connection, renders from ``stack/`` of the bundle (not from the working tree),
@@ -233,7 +249,7 @@ def _copy_stack(stack: Stack, dest: Path) -> None:
 
 def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=None,
                  docker_settings: dict[str, Any] | None = None, sign: Path | None = None,
-                 compress: str = "gzip", level: int = 6) -> Bundle:
+                 compress: str = "gzip", level: int = 6, docker_static: Path | None = None) -> Bundle:
     """Build ``dist/<stack>-<version>/`` from local images (``inv bundle``).
 
     Every image of ``stack.yml`` must be in the local Docker engine (pulled, or built:
@@ -254,15 +270,18 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
             see :mod:`ferry.controller.signing`).
         compress: layer compression, ``gzip`` (default) or ``none``.
         level: gzip level (1 fastest .. 9 smallest; default 6, as ``gzip``).
+        docker_static: Docker's static tarball (``docker-<version>.tgz``) to carry for
+            hosts without dpkg (see :mod:`ferry.controller.dockerstatic`), or None.
 
     Returns:
         The loaded bundle.
 
     Raises:
         FerryError: invalid stack or version, an image missing locally, a payload that
-            can't be had, a key that cannot sign.
+            can't be had, a key that cannot sign, a static tarball that is not Docker's
+            layout for the bundle's architecture.
     """
-    from . import dockerdist
+    from . import dockerdist, dockerstatic
     from .imageparts import ReuseIndex, write_image
     from ferry.model.manifest import is_identifier
     stack = load_stack(stack_dir)
@@ -297,6 +316,11 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
     cache.save()
     payload = dockerdist.build_docker_payload(tmp / "docker", docker_settings or {},
                                               console=ui.console if ui else None)
+    if docker_static is not None:
+        payload["static"] = dockerstatic.add_static_engine(Path(docker_static), tmp / "docker", payload["arch"])
+        if ui:
+            ui.info(f"docker payload: static engine {payload['static']['source']} "
+                    f"(dockerd {payload['static']['binaries'].get('dockerd') or payload['static']['version']})")
     _copy_stack(stack, tmp / "stack")
     if version != stack.version:
         text = (tmp / "stack" / "stack.yml").read_text()

@@ -1,46 +1,117 @@
-"""Inventory: hosts, groups and their variables, in the Ansible YAML inventory format.
+"""Inventory: hosts, groups and their variables, read by Ansible's own code (ansible-core).
 
-The format is Ansible's (``ansible.builtin.yaml`` inventory plugin)::
+Ferry does not parse inventories itself. :class:`Inventory` hands the source (a file or
+a directory, as ``ansible -i``) to ansible-core's ``InventoryManager``, asks its
+``VariableManager`` for each host's variables exactly as ``ansible-inventory --list``
+does, and renders Jinja in those values with Ansible's ``Templar``. So every format and
+rule Ansible has applies unchanged: YAML and INI inventories (and any other enabled
+inventory plugin), host ranges (``web[01:03]``), ``children``, ``group_vars/`` and
+``host_vars/`` next to the source as files or directories (``group_vars/prod/main.yml``),
+Ansible's variable precedence (``all`` < parent group < child group <
+``ansible_group_priority`` < host), ``hash_behaviour``, ``!vault`` values and
+vault-encrypted files, and ``ansible.cfg`` / ``ANSIBLE_*`` settings.
 
-    all:
-      vars: {ansible_user: root}
-      children:
-        prod:
-          hosts:
-            web-1: {ansible_host: 10.0.0.5, ansible_port: 22}
-          vars: {llm_model: gpt-4o}
+Around it Ferry keeps its own layering, lowest first:
 
-plus, as in Ansible, optional ``group_vars/<group>.yml`` and ``host_vars/<host>.yml``
-files next to the inventory file. An existing Ansible inventory works as is.
+1. role defaults (``roles/<role>/defaults.yml``) and the stack's ``defaults.yml``;
+2. the inventory variables (Ansible's precedence inside);
+3. ``--set key=value``.
 
-Variable precedence, lowest to highest (a later layer overrides an earlier one):
+Inventory values are templated with all layers visible (``{{ http_port }}`` in
+``group_vars`` sees a ``--set http_port=...``, as Ansible's ``-e`` would); values from
+role/stack defaults and ``--set`` are data and never templated. A value whose template
+needs a variable nobody defines (an Ansible fact such as ``ansible_default_ipv4``) stays
+unrendered, as in Ansible where templating is lazy: using it in a stack template is an
+error naming it; the variables Ferry itself reads (``ansible_*`` connection keys, the
+ones in role or stack defaults, ``ferry_*``) must render.
 
-1. role defaults (``roles/<role>/defaults.yml``) and the stack's ``defaults.yml``
-2. group vars: ``all`` first, then groups ordered by depth (a child overrides its
-   parent), groups at the same depth by name, as Ansible does
-3. host vars
-4. ``--set key=value`` on the command line
+Templates see Ansible's magic variables :data:`MAGIC_VARS` (``inventory_hostname``,
+``group_names``, ``groups``...). Relative paths in variables Ferry reads
+(``ansible_ssh_private_key_file``, ``ferry_known_hosts``) are relative to the inventory
+file's directory (the directory itself when ``-i`` is one).
 
-The connection variables Ferry reads are Ansible's: ``ansible_host``, ``ansible_port``,
-``ansible_user``, ``ansible_ssh_private_key_file``; plus ``ferry_known_hosts`` (path of
-the known_hosts file used to verify host keys, default ``~/.ssh/known_hosts``) and
-``ferry_connect_timeout`` (seconds, default 10). Relative paths are relative to the
-inventory file's directory.
+Vault passwords come from ``--vault-password-file`` (repeatable), else
+``ANSIBLE_VAULT_PASSWORD_FILE`` / ``vault_password_file`` in ``ansible.cfg``, plus
+``ANSIBLE_VAULT_IDENTITY_LIST`` entries ``id@file``. A password file that is executable
+is run, as in Ansible.
+
+ansible-core is imported on first use (about 0.4 s), never at import of this module;
+everything it would print is captured and reported through Ferry's UI, and all values
+leave this module as plain Python types (``str``, ``int``, ``dict``...). Only the main
+thread loads and renders; the results are plain data the host threads only read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-import yaml
+import jinja2
 
 from ..errors import FerryError
 from ..model.vars import merge_vars, parse_set_args  # noqa: F401 (re-exported)
-from ..model.yamlfile import load_yaml_file
 
-GROUP_KEYS = {"hosts", "vars", "children"}
+#: Ansible connection variables Ferry acts on. Any other ``ansible_*`` variable of a
+#: selected host (``ansible_connection``, ``ansible_become``...) is named in one warning
+#: line, since Ferry would silently do something else than Ansible. Extend it when
+#: Ferry learns a key (the ssh and become work does).
+HONOURED_ANSIBLE_VARS: frozenset[str] = frozenset({
+    "ansible_host", "ansible_port", "ansible_user", "ansible_ssh_private_key_file",
+})
+
+#: ``ansible_*`` variables that are not about the connection and change nothing for
+#: Ferry (Ansible itself consumes ``ansible_group_priority`` while reading the
+#: inventory; Ferry runs no Python on hosts): never warned about.
+IRRELEVANT_ANSIBLE_VARS: frozenset[str] = frozenset({
+    "ansible_group_priority", "ansible_python_interpreter",
+})
+
+#: Ansible's magic variables Ferry's templates see, as Ansible defines them.
+MAGIC_VARS: tuple[str, ...] = ("inventory_hostname", "inventory_hostname_short", "group_names", "groups",
+                               "inventory_dir", "inventory_file")
+
+#: Variables whose values are always masked in listings (besides vault values and
+#: names that say password/secret/token/key, see :func:`is_secret_name`).
+SECRET_VARS: frozenset[str] = frozenset({
+    "ansible_password", "ansible_ssh_pass", "ansible_become_password", "ansible_become_pass",
+    "ansible_sudo_pass",
+})
+
+#: What a masked value shows.
+MASK = "********"
+
+_SECRET_WORDS = {"password", "passwords", "passwd", "pass", "passphrase", "secret", "secrets", "token", "tokens",
+                 "key", "keys", "apikey", "credential", "credentials"}
+_PATH_WORDS = {"file", "path", "dir", "name", "id"}
+
+
+def is_secret_name(name: str) -> bool:
+    """True when variable ``name`` says it holds a secret: one of :data:`SECRET_VARS`,
+    or a word ``password``/``pass``/``secret``/``token``/``key`` (plural too) in it,
+    unless the name ends in ``_file``/``_path``/``_dir``/``_name``/``_id``
+    (``ansible_ssh_private_key_file`` is a path, ``llm_api_key`` a secret)."""
+    if name in SECRET_VARS:
+        return True
+    words = [w for w in re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()) if w]
+    if not words or words[-1] in _PATH_WORDS:
+        return False
+    return any(w in _SECRET_WORDS for w in words)
+
+
+class Unrendered(jinja2.StrictUndefined):
+    """An inventory value whose Jinja needs a variable Ferry does not have (an Ansible
+    fact, a playbook variable). Ferry's templates raise when they use it, naming the
+    missing variable; :attr:`template` is the raw text, :attr:`reason` why."""
+
+    def __init__(self, name: str, template: Any, reason: str):
+        super().__init__(hint=f"inventory variable '{name}' cannot be rendered: {reason}", name=name)
+        self.template = template
+        self.reason = reason
 
 
 @dataclass
@@ -48,192 +119,647 @@ class Host:
     """One inventory host.
 
     Attributes:
-        name: inventory name (``web-1``); used in every message about the host.
-        groups: names of the groups the host belongs to, directly or through children.
-        vars: host variables merged from group and host vars (no defaults, no --set).
+        name: inventory name (``web01``); used in every message about the host.
+        groups: names of the groups it belongs to, directly or through children, plus
+            ``all``.
+        vars: its inventory variables (the keys ``ansible-inventory --list`` shows),
+            rendered in the inventory's own context, plain Python values; a value
+            that needs an undefined variable is an :class:`Unrendered`.
+        magic: Ansible's magic variables of the host (:data:`MAGIC_VARS`).
+        secrets: names of the variables whose value is or contains a vault secret.
     """
 
     name: str
     groups: set[str] = field(default_factory=set)
     vars: dict[str, Any] = field(default_factory=dict)
+    magic: dict[str, Any] = field(default_factory=dict, repr=False)
+    secrets: frozenset[str] = field(default_factory=frozenset, repr=False)
+    inventory: "Inventory | None" = field(default=None, repr=False, compare=False)
+
+    def resolve(self, lower: Mapping[str, Any] | None = None, sets: Mapping[str, Any] | None = None,
+                required: Iterable[str] = ()) -> dict[str, Any]:
+        """The host's variables for a run: ``lower`` (role and stack defaults) <
+        inventory variables < ``sets`` (``--set``), plus :attr:`magic`; inventory
+        values templated with all of it visible (see the module docstring).
+
+        Args:
+            lower: defaults, lowest precedence (data, not templated).
+            sets: ``--set`` values, highest precedence (data, not templated).
+            required: more names that must render (beside ``lower``'s keys, the
+                ``ansible_*`` and ``ferry_*`` ones).
+
+        Raises:
+            FerryError: a variable Ferry reads cannot be rendered, or a template or
+                vault error (one line naming the file and variable).
+        """
+        if self.inventory is None:
+            return {**merge_vars(dict(lower or {}), self.vars, dict(sets or {})), **self.magic}
+        return self.inventory.variables(self.name, lower or {}, sets or {}, required)
 
 
 @dataclass
 class Group:
-    """One inventory group: its own vars, direct hosts and child group names."""
+    """One inventory group as Ansible resolved it.
+
+    Attributes:
+        name: group name.
+        hosts: names of its direct hosts, in inventory order.
+        children: names of its child groups, in inventory order.
+    """
 
     name: str
-    vars: dict[str, Any] = field(default_factory=dict)
-    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hosts: list[str] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
-    parents: set[str] = field(default_factory=set)
+
+
+# -- ansible-core, behind one door -----------------------------------------------------
+
+_PLUGINS_READY = False
+
+
+def _ansible():
+    """Import ansible-core's pieces once (about 0.6 s) and set up its plugin loader.
+
+    Importing it creates its ``Display`` singleton, which wraps ``sys.stdout`` and
+    ``sys.stderr`` writes in a lock (for its own forks) and changes their encoding
+    error handler to one that prints an Ansible warning; Ferry forks no Ansible
+    worker, so both are undone here and Ferry's streams stay as they were."""
+    global _PLUGINS_READY
+    if not _PLUGINS_READY:
+        import sys
+        streams = [s for s in (sys.stdout, sys.stderr) if hasattr(s, "buffer") and hasattr(s, "reconfigure")]
+        errors = [s.errors for s in streams]
+        from ansible.plugins.loader import init_plugin_loader
+        from ansible.utils.display import Display
+        Display()
+        for stream, error in zip(streams, errors):
+            for attr in ("write", "flush"):
+                with contextlib.suppress(AttributeError, TypeError):
+                    delattr(stream.buffer, attr)
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors=error)
+        init_plugin_loader([])
+        _PLUGINS_READY = True
+    import ansible.constants as C
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager, split_host_pattern
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.parsing.vault import EncryptedString, VaultSecretsContext, get_file_vault_secret
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+    return {"C": C, "AnsibleError": AnsibleError, "InventoryManager": InventoryManager,
+            "split_host_pattern": split_host_pattern, "DataLoader": DataLoader, "EncryptedString": EncryptedString,
+            "VaultSecretsContext": VaultSecretsContext, "get_file_vault_secret": get_file_vault_secret,
+            "Templar": Templar, "VariableManager": VariableManager}
+
+
+@dataclass
+class _Said:
+    """What ansible-core tried to print while Ferry ran it."""
+
+    warnings: list[str] = field(default_factory=list)
+    failures: list[tuple[str, BaseException]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _quiet(secrets: list | None) -> Iterator[_Said]:
+    """Run ansible-core with its ``Display`` captured (nothing reaches stdout/stderr) and
+    ``secrets`` as the vault secrets of the process (restored afterwards)."""
+    from ansible.parsing.vault import VaultSecretsContext
+    from ansible.utils.display import Display
+    said = _Said()
+    display = Display()
+
+    def warning(msg, *args, **kwargs):
+        said.warnings.append(_one_line(str(msg)))
+
+    def error_as_warning(msg, exception, *args, **kwargs):
+        said.failures.append((str(msg or ""), exception))
+
+    def swallow(*args, **kwargs):
+        return None
+
+    patched = {"warning": warning, "error_as_warning": error_as_warning, "deprecated": swallow,
+               "display": swallow, "error": swallow, "banner": swallow}
+    for name, fn in patched.items():
+        setattr(display, name, fn)
+    previous = VaultSecretsContext._current
+    VaultSecretsContext._current = VaultSecretsContext(list(secrets or []))
+    try:
+        yield said
+    finally:
+        VaultSecretsContext._current = previous
+        for name in patched:
+            with contextlib.suppress(AttributeError):
+                delattr(display, name)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _origin(value: Any):
+    """Ansible's ``Origin`` tag of ``value`` (file, line), or None."""
+    try:
+        from ansible._internal._datatag._tags import Origin
+    except ImportError:       # a newer ansible-core moved it: messages lose the line, nothing else
+        return None
+    if isinstance(value, Origin):
+        return value
+    try:
+        return Origin.get_tag(value)
+    except Exception:         # untaggable value
+        return None
+
+
+_GENERIC = ("Failed to parse inventory", "Unexpected AnsibleError error")
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an ansible-core error: ``file:line: message`` where it knows them
+    (a YAML syntax error says what PyYAML found, not Ansible's guess about colons)."""
+    where, message = _explain(exc)
+    return f"{where}: {message}" if where else message
+
+
+def _explain(exc: BaseException) -> tuple[str, str]:
+    """``(file[:line] or "", message)`` of an ansible-core error (see :func:`_describe`)."""
+    import yaml
+    parts: list[str] = []
+    where = ""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, yaml.MarkedYAMLError):
+            detail = _one_line(" ".join(x for x in (seen.problem, seen.context) if x))
+            parts = [p for p in parts if not p.startswith("YAML parsing failed")] + [f"YAML parsing failed: {detail}"]
+        else:
+            text = str(getattr(seen, "_original_message", None) or seen)
+            text = _one_line(re.split(r"\n\s*(?:Origin:|<<<)", text)[0]).rstrip(".")
+            if text and not text.startswith(_GENERIC) and not any(text in p for p in parts):
+                parts.append(text)
+        origin = _origin(getattr(seen, "obj", None))
+        if origin is not None and origin.path and (not where or (origin.line_num and ":" not in where)):
+            where = f"{origin.path}:{origin.line_num}" if origin.line_num else origin.path
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    message = ": ".join(parts) or _one_line(str(exc))
+    return ("" if where in message else where), message
+
+
+def _plain(value: Any, es_type: type) -> Any:
+    """``value`` with Ansible's tagged and vault types turned into plain Python ones."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, es_type):
+        return str(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, datetime.datetime):
+        return datetime.datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
+                                 value.microsecond, value.tzinfo)
+    if isinstance(value, datetime.date):
+        return datetime.date(value.year, value.month, value.day)
+    if isinstance(value, Mapping):
+        return {_plain(k, es_type): _plain(v, es_type) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v, es_type) for v in value]
+    return value
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string inside a plain value (keys included)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _has_vault(value: Any, es_type: type) -> bool:
+    if isinstance(value, es_type):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_vault(v, es_type) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_vault(v, es_type) for v in value)
+    return False
+
+
+def _origin_files(value: Any) -> Iterator[str]:
+    origin = _origin(value)
+    if origin is not None and origin.path:
+        yield origin.path
+    if isinstance(value, Mapping):
+        for v in value.values():
+            yield from _origin_files(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _origin_files(v)
+
+
+def vault_password_files(given: Sequence[str | Path] = ()) -> list[tuple[str, str]]:
+    """The ``(vault id, password file)`` pairs of a run: ``given``
+    (``--vault-password-file``), else Ansible's configured ``vault_password_file``
+    (``ANSIBLE_VAULT_PASSWORD_FILE`` or ``ansible.cfg``, read now, not at import); plus
+    ``id@file`` entries of ``ANSIBLE_VAULT_IDENTITY_LIST`` / ``vault_identity_list``.
+
+    Raises:
+        FerryError: an identity asks for a prompt (Ferry reads passwords from files).
+    """
+    a = _ansible()
+    config = a["C"].config
+    default_id = str(config.get_config_value("DEFAULT_VAULT_IDENTITY") or "default")
+    out = [(default_id, str(Path(p).expanduser())) for p in given]
+    if not out:
+        configured = config.get_config_value("DEFAULT_VAULT_PASSWORD_FILE")
+        if configured:
+            out.append((default_id, str(Path(str(configured)).expanduser())))
+    for entry in config.get_config_value("DEFAULT_VAULT_IDENTITY_LIST") or []:
+        vid, sep, source = str(entry).rpartition("@")
+        vid, source = (vid if sep else default_id), source
+        if source in ("prompt", "prompt_ask_vault_pass"):
+            raise FerryError(f"vault identity '{entry}' asks for a prompt; give a vault password file instead "
+                             f"(--vault-password-file or ANSIBLE_VAULT_PASSWORD_FILE)")
+        out.append((vid, str(Path(source).expanduser())))
+    return out
 
 
 class Inventory:
-    """An Ansible-format inventory loaded from one YAML file.
+    """An inventory resolved by ansible-core.
 
     Args:
-        path: the inventory file (``.yml``/``.yaml``).
+        path: the inventory source: a file (INI, YAML, any format an enabled Ansible
+            inventory plugin reads) or a directory of them, as ``ansible -i``.
+        vault_password_files: ``--vault-password-file`` values; default: Ansible's
+            configuration (see :func:`vault_password_files`).
+        warn: called with each warning line (Ansible's own warnings, unknown
+            connection variables); default: kept in :attr:`warnings` only.
+
+    Attributes:
+        hosts: ``{name: Host}`` in inventory order.
+        groups: ``{name: Group}``, ``all`` first, then as Ansible lists them.
+        warnings: every warning line so far.
 
     Raises:
-        FerryError: the file is missing, is not valid YAML, or is not shaped like an
-            Ansible inventory (the message names the file and the group or key).
+        FerryError: the source does not exist or a file in it does not parse (the
+            message names the file, and the line when Ansible knows it); a vault
+            password file is missing or wrong, or a vault value cannot be decrypted
+            (the message says "vault"); a Jinja value is malformed.
     """
 
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.base_dir = self.path.parent
-        self.groups: dict[str, Group] = {}
-        data = load_yaml_file(self.path, "inventory")
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise FerryError(f"{self.path}: inventory must be a mapping of group names")
-        self.groups["all"] = Group("all")
-        for name, body in data.items():
-            self._add_group(str(name), body, parent=None)
-        for name, group in self.groups.items():
-            if name != "all" and not group.parents:
-                group.parents.add("all")
-                self.groups["all"].children.append(name)
-        self._load_vars_dirs()
-        self.hosts: dict[str, Host] = {}
-        self._resolve_hosts()
+    def __init__(self, path: Path | str, vault_password_files: Sequence[str | Path] = (),
+                 warn: Callable[[str], None] | None = None):
+        self.path = Path(path).expanduser()
+        self.base_dir = self.path if self.path.is_dir() else self.path.parent
+        self.warnings: list[str] = []
+        self._warn = warn
+        if not self.path.exists():
+            raise FerryError(f"inventory {self.path} not found")
+        a = self._a = _ansible()
+        self._es = a["EncryptedString"]
+        self._shared_templar = None
+        self._loader = a["DataLoader"]()
+        self._secrets = self._load_secrets(a, vault_password_files)
+        with _quiet(self._secrets) as said:
+            self._loader.set_vault_secrets(self._secrets)
+            try:
+                self._manager = a["InventoryManager"](loader=self._loader, sources=[str(self.path.absolute())])
+            except a["AnsibleError"] as exc:
+                raise FerryError(self._vault_hint(*_explain(exc))) from None
+            self._fail_on(said)
+            try:
+                self._vm = a["VariableManager"](loader=self._loader, inventory=self._manager)
+                self._raw = {h.name: self._vm.get_vars(host=h, include_hostvars=False, stage="all")
+                             for h in self._manager.get_hosts("all")}
+            except a["AnsibleError"] as exc:
+                raise FerryError(self._vault_hint(*_explain(exc))) from None
+            self._fail_on(said)
+            self._report(said.warnings)
+            self.groups = self._read_groups()
+            internal = a["C"].INTERNAL_STATIC_VARS
+            self._keys = {n: [str(k) for k in raw if k not in internal] for n, raw in self._raw.items()}
+            self._vault_files = {p for p in {f for raw in self._raw.values() for f in _origin_files(raw)}
+                                 if _is_vault_file(p)}
+            self.hosts: dict[str, Host] = {}
+            for name, raw in self._raw.items():
+                values = self._render(name, {}, {}, required=())
+                magic = {k: _plain(raw[k], self._es) for k in MAGIC_VARS if k in raw}
+                self.hosts[name] = Host(name, {"all", *magic.get("group_names", [])}, values, magic,
+                                        self._secret_keys(name, values), self)
+            self._report(said.warnings[len(self.warnings):])
 
-    # -- parsing ---------------------------------------------------------------------
+    # -- loading ---------------------------------------------------------------------
 
-    def _add_group(self, name: str, body: Any, parent: str | None) -> None:
-        if body is None:
-            body = {}
-        if not isinstance(body, dict):
-            raise FerryError(f"{self.path}: group '{name}' must be a mapping with hosts/vars/children")
-        unknown = set(body) - GROUP_KEYS
-        if unknown:
-            raise FerryError(f"{self.path}: group '{name}' has unknown key '{sorted(unknown)[0]}' "
-                             f"(expected hosts, vars, children)")
-        group = self.groups.setdefault(name, Group(name))
-        if parent is not None and parent != name:
-            group.parents.add(parent)
-            if name not in self.groups[parent].children:
-                self.groups[parent].children.append(name)
-        gvars = body.get("vars") or {}
-        if not isinstance(gvars, dict):
-            raise FerryError(f"{self.path}: 'vars' of group '{name}' must be a mapping")
-        group.vars.update(gvars)
-        hosts = body.get("hosts") or {}
-        if not isinstance(hosts, dict):
-            raise FerryError(f"{self.path}: 'hosts' of group '{name}' must be a mapping of host names")
-        for hname, hvars in hosts.items():
-            if hvars is not None and not isinstance(hvars, dict):
-                raise FerryError(f"{self.path}: host '{hname}' in group '{name}' must map to its vars")
-            group.hosts.setdefault(str(hname), {}).update(hvars or {})
-        children = body.get("children") or {}
-        if not isinstance(children, dict):
-            raise FerryError(f"{self.path}: 'children' of group '{name}' must be a mapping of groups")
-        for cname, cbody in children.items():
-            self._add_group(str(cname), cbody, parent=name)
+    def _load_secrets(self, a: dict, given: Sequence[str | Path]) -> list:
+        secrets = []
+        self._password_files = vault_password_files(given)
+        for vid, filename in self._password_files:
+            if not Path(filename).is_file():
+                raise FerryError(f"vault password file {filename} not found")
+            with _quiet(None):
+                try:
+                    secret = a["get_file_vault_secret"](filename=filename, vault_id=vid, loader=self._loader)
+                    secret.load()
+                except a["AnsibleError"] as exc:
+                    raise FerryError(f"vault password file {filename}: {_describe(exc)}") from None
+            secrets.append((vid, secret))
+        return secrets
 
-    def _load_vars_dirs(self) -> None:
-        """Merge ``group_vars/`` and ``host_vars/`` files next to the inventory (Ansible layout)."""
-        self._host_file_vars: dict[str, dict[str, Any]] = {}
-        for kind in ("group_vars", "host_vars"):
-            folder = self.base_dir / kind
-            if not folder.is_dir():
+    def _vault_hint(self, where: str, message: str, what: str = "") -> str:
+        """``where: what message``, saying "vault" and what to do when ``message`` is
+        a decryption failure (``what``: ``host h: variable 'k': `` or empty)."""
+        prefix = (f"{where}: " if where else "") + what
+        lowered = message.lower()
+        if "decrypt" not in lowered and "vault" not in lowered:
+            return prefix + message
+        if "decrypt" in lowered and not self._secrets:
+            return (f"{prefix}vault-encrypted data and no vault password given "
+                    f"(--vault-password-file FILE or ANSIBLE_VAULT_PASSWORD_FILE)")
+        if "decrypt" in lowered:
+            files = ", ".join(f for _, f in self._password_files)
+            return f"{prefix}vault: cannot decrypt with the vault password in {files} (wrong password?)"
+        return prefix + message
+
+    def _fail_on(self, said: _Said) -> None:
+        """A source some plugin failed to parse is an error (Ansible would warn and go on)."""
+        if not said.failures:
+            return
+        by_plugin = [(msg, exc) for msg, exc in said.failures]
+        preferred = _preferred_plugin(self.path)
+        chosen = next((f for f in by_plugin if preferred and f"'{preferred}'" in f[0]), by_plugin[-1])
+        unparsed = [w for w in said.warnings if w.startswith("Unable to parse ")]
+        where = unparsed[0][len("Unable to parse "):].split(" as an inventory source")[0] if unparsed else ""
+        message = self._vault_hint(*_explain(chosen[1]))
+        if where and where not in message:
+            message = f"{where}: {message}"
+        raise FerryError(f"inventory {message}")
+
+    def _report(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            if line.startswith("Unable to parse ") or line in self.warnings:
                 continue
-            for f in sorted(folder.iterdir()):
-                if f.suffix not in (".yml", ".yaml"):
+            self.warnings.append(line)
+            if self._warn:
+                self._warn(f"ansible: {line}")
+
+    def _read_groups(self) -> dict[str, Group]:
+        groups = self._manager.groups
+        order = ["all"] + [n for n in groups if n != "all"]
+        return {n: Group(n, [h.name for h in groups[n].hosts], [c.name for c in groups[n].child_groups])
+                for n in order if n in groups}
+
+    # -- rendering -------------------------------------------------------------------
+
+    def _render(self, name: str, lower: Mapping[str, Any], sets: Mapping[str, Any],
+                required: Iterable[str]) -> dict[str, Any]:
+        """``name``'s inventory variables (plain), templated over lower < inventory < sets."""
+        raw = self._raw[name]
+        keys = self._keys[name]
+        must = set(required) | set(lower)
+        context = {**lower, **raw, **sets}
+        templar = self._templar()
+        templar.available_variables = context
+        out: dict[str, Any] = {}
+        for key in keys:
+            if key in sets:
+                continue
+            try:
+                out[key] = _plain(templar.template(raw[key]), self._es)
+            except self._a["AnsibleError"] as exc:
+                where, message = _explain(exc)
+                if _is_undefined(exc) and key not in must and not key.startswith(("ansible_", "ferry_")):
+                    out[key] = Unrendered(key, _plain(raw[key], self._es) if not _has_vault(raw[key], self._es)
+                                          else MASK, f"{where}: {message}" if where else message)
                     continue
-                data = load_yaml_file(f, kind) or {}
-                if not isinstance(data, dict):
-                    raise FerryError(f"{f}: {kind} file must be a mapping")
-                if kind == "group_vars":
-                    self.groups.setdefault(f.stem, Group(f.stem)).vars.update(data)
-                else:
-                    self._host_file_vars.setdefault(f.stem, {}).update(data)
-
-    def _depth(self, name: str, seen: frozenset = frozenset()) -> int:
-        group = self.groups[name]
-        if name == "all" or not group.parents:
-            return 0
-        if name in seen:
-            raise FerryError(f"{self.path}: group '{name}' is its own ancestor")
-        return 1 + max(self._depth(p, seen | {name}) for p in group.parents)
-
-    def _ancestors(self, name: str) -> set[str]:
-        out = {name}
-        for parent in self.groups[name].parents:
-            out |= self._ancestors(parent)
+                if not where and (origin := _origin(raw[key])) is not None and origin.path:
+                    where = f"{origin.path}:{origin.line_num}" if origin.line_num else origin.path
+                raise FerryError(self._vault_hint(where, message, f"host {name}: variable '{key}': ")) from None
         return out
 
-    def _resolve_hosts(self) -> None:
-        direct: dict[str, set[str]] = {}
-        for gname, group in self.groups.items():
-            for hname in group.hosts:
-                direct.setdefault(hname, set()).add(gname)
-        clash = set(direct) & set(self.groups)
-        if clash:
-            raise FerryError(f"{self.path}: '{sorted(clash)[0]}' is both a host and a group")
-        for hname, gnames in direct.items():
-            groups: set[str] = {"all"}
-            for g in gnames:
-                groups |= self._ancestors(g)
-            merged: dict[str, Any] = {}
-            for g in sorted(groups, key=lambda n: (self._depth(n), n)):
-                merged.update(self.groups[g].vars)
-            for g in sorted(gnames, key=lambda n: (self._depth(n), n)):
-                merged.update(self.groups[g].hosts[hname])
-            merged.update(self._host_file_vars.get(hname, {}))
-            self.hosts[hname] = Host(hname, groups, merged)
+    def _templar(self):
+        """One Ansible ``Templar`` for every host, compiling each template text once.
+
+        ansible-core compiles a Jinja template on every use (about 5 ms each); the same
+        group variable on a hundred hosts, rendered again with the run's defaults, would
+        cost that each time. Compiled templates are cached per (text, origin, options)
+        on this Templar's own environment, so each is compiled once per run."""
+        if self._shared_templar is None:
+            templar = self._a["Templar"](loader=self._loader, variables={})
+            engine = getattr(templar, "_engine", None)
+            compile_ = getattr(engine, "_compile_template", None)
+            if compile_ is not None:
+                cache: dict = {}
+
+                def cached(template, options, _compile=compile_):
+                    origin = _origin(template)
+                    key = (str(template), str(origin) if origin is not None else "", options)
+                    try:
+                        return cache[key]
+                    except KeyError:
+                        cache[key] = found = _compile(template, options)
+                        return found
+                    except TypeError:                 # unhashable options: no cache
+                        return _compile(template, options)
+                engine._compile_template = cached
+            self._shared_templar = templar
+        return self._shared_templar
+
+    def variables(self, name: str, lower: Mapping[str, Any], sets: Mapping[str, Any],
+                  required: Iterable[str] = ()) -> dict[str, Any]:
+        """See :meth:`Host.resolve` (this is it, for host ``name``)."""
+        with _quiet(self._secrets) as said:
+            rendered = self._render(name, lower, sets, required)
+            self._report(said.warnings)
+        return {**merge_vars(dict(lower), rendered, dict(sets)), **self.hosts[name].magic}
+
+    def _secret_keys(self, name: str, values: Mapping[str, Any]) -> frozenset[str]:
+        """Names of ``name``'s variables that hold a vault value, come from a
+        vault-encrypted file, or contain the plaintext of one."""
+        raw = self._raw[name]
+        secret = {k for k in self._keys[name]
+                  if _has_vault(raw[k], self._es) or any(f in self._vault_files for f in _origin_files(raw[k]))}
+        plaintexts = {s for k in secret for s in _strings(values.get(k)) if len(s) >= 4}
+        for k in self._keys[name]:
+            if k not in secret and any(p in s for s in _strings(values.get(k)) for p in plaintexts):
+                secret.add(k)
+        return frozenset(secret)
 
     # -- queries ---------------------------------------------------------------------
 
-    def group_hosts(self, name: str) -> list[str]:
-        """Host names in group ``name`` and its descendants, in inventory order
-        (depth first: a group's own hosts, then each child's)."""
-        out: list[str] = []
-        seen: set[str] = set()
-
-        def walk(g: str) -> None:
-            if g in seen:
-                return
-            seen.add(g)
-            out.extend(h for h in self.groups[g].hosts if h not in out)
-            for child in self.groups[g].children:
-                walk(child)
-        walk(name)
-        return out
-
     def select(self, pattern: str) -> list[Host]:
-        """Hosts matching ``pattern``: a host name, a group name, or a comma list of them.
+        """Hosts matching an Ansible host pattern, in inventory order.
 
         Args:
-            pattern: e.g. ``prod``, ``web-1``, ``prod,staging``.
+            pattern: ``prod``, ``web01``, ``prod,staging``, ``prod:&web``,
+                ``prod:!db1``, ``web*``, ``all`` (Ansible's patterns).
 
         Returns:
-            Matching hosts, in inventory order, without duplicates.
+            The matching hosts, without duplicates. Unknown ``ansible_*`` connection
+            variables of these hosts are named in one warning line.
 
         Raises:
-            FerryError: a name is neither a host nor a group (lists the known ones), or
-                the selection is empty.
+            FerryError: a name in the pattern matches no host or group (lists the
+                known ones), or the pattern as a whole selects no host.
         """
-        names: list[str] = []
-        for part in [p.strip() for p in pattern.split(",") if p.strip()]:
-            if part in self.hosts:
-                found = [part]
-            elif part in self.groups:
-                found = self.group_hosts(part)
-            else:
-                raise FerryError(
-                    f"unknown host or group '{part}' in {self.path}; known groups: "
-                    f"{', '.join(sorted(self.groups))}; known hosts: {', '.join(sorted(self.hosts)) or '(none)'}")
-            names.extend(n for n in found if n not in names)
-        if not names:
+        pattern = pattern.strip()
+        if not pattern:
+            raise FerryError("empty host pattern: give --host with a host, a group or a pattern")
+        with _quiet(self._secrets) as said:
+            try:
+                for term in self._a["split_host_pattern"](pattern):
+                    bare = term.lstrip("!&")
+                    if bare and not self._manager.get_hosts(bare):
+                        raise FerryError(f"unknown host or group '{bare}' in {self.path}; known groups: "
+                                         f"{_listing(list(self.groups))}; known hosts: "
+                                         f"{_listing(list(self.hosts)) or '(none)'}")
+                found = [h.name for h in self._manager.get_hosts(pattern)]
+            except self._a["AnsibleError"] as exc:
+                raise FerryError(f"host pattern '{pattern}': {_describe(exc)} (in {self.path})") from None
+        if not found:
             raise FerryError(f"'{pattern}' selects no hosts in {self.path}")
-        return [self.hosts[n] for n in names]
+        hosts = [self.hosts[n] for n in found]
+        self._warn_unhonoured(hosts)
+        return hosts
+
+    def _warn_unhonoured(self, hosts: list[Host]) -> None:
+        unknown: dict[str, list[str]] = {}
+        for h in hosts:
+            for key in h.vars:
+                if key.startswith("ansible_") and key not in HONOURED_ANSIBLE_VARS \
+                        and key not in IRRELEVANT_ANSIBLE_VARS:
+                    if key == "ansible_connection" and h.vars[key] in ("ssh", "smart", "paramiko"):
+                        continue
+                    unknown.setdefault(key, []).append(h.name)
+        if unknown:
+            parts = [f"{k} ({_listing(v, 3)})" for k, v in sorted(unknown.items())]
+            line = f"inventory: Ferry ignores these Ansible connection variables: {', '.join(parts)}"
+            if line not in self.warnings:
+                self.warnings.append(line)
+                if self._warn:
+                    self._warn(line)
 
     def resolve_path(self, value: str) -> Path:
-        """A path from an inventory variable: ``~`` expanded, relative to the inventory dir."""
+        """A path from an inventory variable: ``~`` expanded, relative to the
+        inventory's directory (:attr:`base_dir`)."""
         p = Path(value).expanduser()
         return p if p.is_absolute() else (self.base_dir / p)
 
+    def listing(self, pattern: str = "all", mask: bool = True, lower: Mapping[str, Any] | None = None,
+                sets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The inventory in ``ansible-inventory --list``'s shape: ``{"_meta":
+        {"hostvars": {host: vars}}, group: {"hosts": [...], "children": [...]}}``,
+        for the hosts ``pattern`` selects (groups list only those hosts; empty groups
+        are left out, as Ansible does with ``--limit``).
 
+        Args:
+            pattern: an Ansible host pattern (see :meth:`select`).
+            mask: replace secret values by :data:`MASK` (vault values, values containing
+                one, :data:`SECRET_VARS`, names per :func:`is_secret_name`).
+            lower, sets: the run's defaults and ``--set`` (see :meth:`Host.resolve`);
+                only the inventory's own variables are listed, rendered with them.
+
+        Values are plain Python; one that cannot be rendered shows its raw text.
+        """
+        hosts = self.select(pattern)
+        wanted = {h.name for h in hosts}
+        out: dict[str, Any] = {}
+        seen: set[str] = set()
+
+        def walk(name: str) -> None:         # ansible-inventory's json_inventory, group by group
+            g = self.groups[name]
+            body: dict[str, Any] = {}
+            members = [h for h in g.hosts if h in wanted] if name != "all" else []
+            if members:
+                body["hosts"] = members
+            if g.children:
+                body["children"] = list(g.children)
+            if body:
+                out[name] = body
+            for child in g.children:
+                if child not in seen:
+                    seen.add(child)
+                    walk(child)
+        walk("all")
+        out["_meta"] = {"hostvars": {h.name: self.shown_vars(h, mask, lower, sets) for h in hosts}}
+        return out
+
+    def shown_vars(self, host: Host, mask: bool = True, lower: Mapping[str, Any] | None = None,
+                   sets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``host``'s inventory variables for display, sorted by name: rendered (with
+        ``lower``/``sets``, see :meth:`Host.resolve`), secrets masked when ``mask``; a
+        value that cannot be rendered shows its raw template text."""
+        resolved = host.resolve(lower, sets) if (lower or sets) else host.vars
+        out = {}
+        for key in sorted(host.vars):
+            value = resolved[key]
+            if mask and (key in host.secrets or is_secret_name(key)):
+                out[key] = MASK
+            elif isinstance(value, Unrendered):
+                out[key] = value.template
+            else:
+                out[key] = value
+        return out
+
+
+def inventory_table(listing: Mapping[str, Any]) -> list[list[str]]:
+    """Rows ``[host, groups, "key: value" lines]`` of an :meth:`Inventory.listing`, for
+    a table (values as compact JSON, non-ASCII text kept)."""
+    import json
+    groups: dict[str, list[str]] = {}
+    for name, body in listing.items():
+        if name != "_meta":
+            for h in body.get("hosts", []):
+                groups.setdefault(h, []).append(name)
+    rows = []
+    for host, values in listing["_meta"]["hostvars"].items():
+        lines = [f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)}"
+                 for k, v in values.items()]
+        rows.append([host, ", ".join(groups.get(host, [])), "\n".join(lines)])
+    return rows
+
+
+def _listing(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _is_undefined(exc: BaseException) -> bool:
+    from ansible.errors import AnsibleUndefinedVariable
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, AnsibleUndefinedVariable):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_vault_file(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(b"$ANSIBLE_VAULT")) == b"$ANSIBLE_VAULT"
+    except OSError:
+        return False
+
+
+def _preferred_plugin(path: Path) -> str:
+    """The inventory plugin a file's extension calls for (to pick its parse error)."""
+    suffix = path.suffix.lower()
+    if suffix in (".yml", ".yaml", ".json"):
+        return "yaml"
+    if suffix == ".toml":
+        return "toml"
+    return "ini"
+
+
+def load_inventory(source: "Inventory | Path | str", **kwargs: Any) -> Inventory:
+    """``source`` if it is already an :class:`Inventory`, else ``Inventory(source, **kwargs)``."""
+    return source if isinstance(source, Inventory) else Inventory(source, **kwargs)

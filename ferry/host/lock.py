@@ -1,10 +1,13 @@
-"""The deploy lock: one per stack per host, so two people never interleave changes.
+"""The stack's lock: one per stack per host, shared by deploy, rollback, backup (started
+by the controller or by cron), restore and remove, so no two of them ever interleave.
 
 Taken atomically with ``mkdir`` (it fails if the directory exists), then described in
 ``info.json`` (who, when, task, version, message, a random token). Released only by the
 holder (token match), on success, failure and Ctrl-C; a lock left by a killed run is
-explained by ``inv lock.status`` and cleared by ``inv lock.release``. Every change takes
-it through :func:`ferry.host.session.guarded`.
+explained by ``inv lock.status`` and cleared by ``inv lock.release``. The host-side
+backup program (``files/ferry-backup``) takes the same lock with the same protocol
+when cron runs it, and waits for it (``backup_lock_wait``) rather than interleave.
+Every change on the controller takes it through :func:`ferry.host.session.guarded`.
 
 Layout: ``<ferry_root>/locks/<stack>/info.json``.
 """

@@ -126,6 +126,8 @@ class Change:
     stack: str
     version: str
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    """host -> token of the stack's lock held there (none in check mode)."""
 
     def done(self, host: str, result: str = "ok", detail: str = "", release: str | None = None,
              version: str | None = None) -> None:
@@ -174,6 +176,7 @@ def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[
         for s, taken in held:
             _on_host(s, lambda t, taken=taken: lock.Lock(t, taken.path, taken.token).release())
         raise
+    change.tokens = {s.name: taken.token for s, taken in held}
     try:
         yield change
     except (KeyboardInterrupt, SystemExit):

@@ -30,6 +30,7 @@ from typing import Any
 import jsonschema
 
 from ..errors import FerryError
+from .engine import MEMBER_RE, REQUIRED, VERSION
 
 FORMATS = (1, 2)
 FORMAT = 2
@@ -75,6 +76,18 @@ _image_v2 = {"type": "object", "required": ["service", "ref", "id", "tags", "con
              "properties": {**_image_common, "config": {"type": "string", "pattern": BLOB},
                             "layers": {"type": "array", "items": _layer}}}
 
+_static = {"type": "object", "required": ["file", "version", "sha256", "binaries"],
+           "properties": {"file": {"type": "string", "pattern": rf"^docker/static/docker-{VERSION}\.tgz$"},
+                          "version": {"type": "string", "pattern": rf"^{VERSION}$"},
+                          "sha256": {"type": "string", "pattern": SHA256},
+                          "size": {"type": "integer", "minimum": 0},
+                          "binaries": {"type": "object", "required": list(REQUIRED),
+                                       "propertyNames": {"pattern": rf"^{MEMBER_RE.pattern}$"},
+                                       "additionalProperties": {"type": ["string", "null"], "maxLength": 200}}}}
+_docker = {"type": "object", "properties": {"static": _static}}
+"""The Docker payload (see :mod:`ferry.controller.bundle`); ``static`` is Docker's static
+tarball (:mod:`ferry.controller.dockerstatic`): its words reach host commands."""
+
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "Ferry bundle manifest",
@@ -86,7 +99,7 @@ SCHEMA: dict[str, Any] = {
         "version": {"type": "string", "pattern": IDENTIFIER, "not": {"pattern": r"\.\."}},
         "created": {"type": "string"},
         "created_by": {"type": "string"},
-        "docker": {"type": "object"},
+        "docker": _docker,
         "files": {"type": "array", "items": _file},
         "images": {"type": "array"},
     },
@@ -115,6 +128,9 @@ _RULES = {
                  "segment, no spaces or quotes)",
     SHA256: "must be a sha256 hex digest", DIGEST: "must be 'sha256:' and a hex digest",
     BLOB: "must be 'blobs/sha256/<sha256 hex>'",
+    _static["properties"]["file"]["pattern"]: "must be 'docker/static/docker-<version>.tgz'",
+    _static["properties"]["version"]["pattern"]: "must be a Docker version like 24.0.7",
+    _static["properties"]["binaries"]["propertyNames"]["pattern"]: "must be a plain executable name",
 }
 
 
@@ -150,6 +166,11 @@ def validate_manifest(manifest: Any, where: Path | str) -> dict[str, Any]:
             raise FerryError(f"{where}: key 'files[{i}].path': {f['path']} is listed twice")
         paths[f["path"]] = i
     by_path = {f["path"]: f for f in manifest["files"]}
+    static = manifest["docker"].get("static")
+    if static is not None and (static["file"] != f"docker/static/docker-{static['version']}.tgz"
+                               or by_path.get(static["file"], {}).get("sha256") != static["sha256"]):
+        raise FerryError(f"{where}: key 'docker.static.file': must be docker/static/docker-"
+                         f"{static['version']}.tgz, listed in 'files' with the same sha256")
     for i, image in enumerate(manifest["images"]):
         needed = [image["file"]] if manifest["format"] == 1 else \
             [image["config"], *(layer["blob"] for layer in image["layers"])]

@@ -36,7 +36,10 @@ healthy); ``backup`` (what a consistent backup of the stack needs,
       stop: []                     # services stopped during the backup (always restarted)
       exclude: []                  # paths under the data dir left out of the data tar
 
-Every ``data_dirs`` entry is archived as tar (minus the SQLite files above, which are
+Without any ``backup`` key a backup still covers every named volume, every entry of the
+data dir and the databases recognised by image (:mod:`ferry.model.backup`); the key adds
+to that or, as ``backup: none``, opts out of data backups. Every ``data_dirs`` entry is
+archived as tar (minus the SQLite files above, which are
 copied consistently instead), with the current release's rendered config and
 ``secrets.json``.
 """
@@ -109,6 +112,7 @@ class BackupSpec:
         volumes: Compose volume names (keys of the compose file's ``volumes``).
         stop: services stopped while the backup runs.
         exclude: paths relative to the data dir left out of the data tar.
+        none: ``backup: none``: the stack opts out of data backups (config only).
     """
 
     sqlite: list[dict[str, str]] = field(default_factory=list)
@@ -117,6 +121,7 @@ class BackupSpec:
     volumes: list[str] = field(default_factory=list)
     stop: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    none: bool = False
 
     def services(self) -> set[str]:
         """Services whose containers must be running for a consistent backup."""
@@ -145,7 +150,9 @@ def load_backup_spec(data: Any, path: Path, images: dict[str, str]) -> BackupSpe
     """
     if data is None:
         return BackupSpec()
-    _need(isinstance(data, dict), path, "backup", "must be a mapping")
+    if data == "none":
+        return BackupSpec(none=True)
+    _need(isinstance(data, dict), path, "backup", "must be a mapping, or 'none' to opt out of data backups")
     unknown = set(data) - BACKUP_KEYS
     _need(not unknown, path, f"backup.{sorted(unknown)[0]}" if unknown else "", "unknown key")
     spec = BackupSpec()

@@ -63,7 +63,10 @@ def used_files(ctx: RoleContext) -> tuple[list[dict], dict[str, int]]:
     entries = ctx.bundle.all_files()
     if ctx.state.engine is None:
         ctx.state.engine = containers.parse_engine_images(ctx.t.run(containers.engine_images()).out)
-    docker_needed = load_role("install-docker-offline").needed_files(ctx)
+    installer = load_role("install-docker-offline")
+    if ctx.state.host_facts is None:
+        installer.preflight(ctx)
+    docker_needed = set(installer.files_needed(ctx))
     images = ctx.bundle.manifest["images"]
     if ctx.bundle.format == 1:
         image_paths = {i["file"] for i in images}

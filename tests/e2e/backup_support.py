@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 from rich.console import Console
 
 from devkit.images import build_bundle
 from ferry.actions.deploy import deploy, prepare
+from ferry.model.backup import Manifest, parse_manifest
 from ferry.roles import role_defaults
 from ferry.ui import UI
 
@@ -53,8 +53,14 @@ class BackupHost:
         return sorted(f[: -len(".ferry-backup.tar.sha256")] for f in self.files()
                       if f.endswith(".ferry-backup.tar.sha256"))
 
-    def manifest(self, backup_id: str) -> dict:
-        return json.loads(self.sh(f"tar -xOf {self.dir}/{backup_id}.ferry-backup.tar manifest.json"))
+    def manifest(self, backup_id: str) -> Manifest:
+        """The archive's manifest (format 2: manifest.tsv), parsed by Ferry's parser."""
+        return parse_manifest(self.sh(f"tar -xOf {self.dir}/{backup_id}.ferry-backup.tar manifest.tsv"))
+
+    def retention_expected(self, ids: list[str], last: int, daily: int, weekly: int) -> set[str]:
+        """What the host program's retention keeps of ``ids`` (asked of the program itself)."""
+        out = self.sh(f"printf '%s\\n' {' '.join(ids)} | {self.script} retention-keep {last} {daily} {weekly}")
+        return set(out.split())
 
     def containers(self) -> dict[str, tuple[str, str, str]]:
         """service -> (container id, started at, status) of the stack's containers."""

@@ -10,6 +10,8 @@ import datetime as dt
 import hashlib
 import json
 import shlex
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -17,7 +19,7 @@ import urllib.request
 import pytest
 
 from backup_support import ROOT, BackupHost, Hosts, deploy_stack, inv_cli
-from ferry import backup as b
+from ferry.host import backup as hb
 
 pytestmark = pytest.mark.e2e
 HOST = "sandbox-1"
@@ -30,8 +32,11 @@ def hosts(sandbox):
 
 @pytest.fixture(scope="module")
 def chat(sandbox, hosts, tmp_path_factory):
-    deploy_stack(sandbox.inventory, "prod", ROOT / "stacks" / "llm-chat", tmp_path_factory.mktemp("dist"))
-    return BackupHost(hosts, HOST, "llm-chat")
+    dist = tmp_path_factory.mktemp("dist")
+    deploy_stack(sandbox.inventory, "prod", ROOT / "stacks" / "llm-chat", dist)
+    host = BackupHost(hosts, HOST, "llm-chat")
+    host.dist = dist / "llm-chat-1.0.0"
+    return host
 
 
 def cli(sandbox, *args, **kw):
@@ -81,9 +86,9 @@ def test_restore_brings_back_every_row_acknowledged_before_the_backup(sandbox, h
     backup_id = r.stdout.split("backup llm-chat-")[1].split(":")[0]
     backup_id = "llm-chat-" + backup_id
     m = chat.manifest(backup_id)
-    assert m["stack"] == "llm-chat" and m["release"] and m["tools"]["sqlite"]
-    assert {x["kind"] for x in m["members"]} == {"sqlite", "data", "config"}
-    for member in m["members"]:
+    assert m.fields["stack"] == "llm-chat" and m.fields["release"] and m.tools["sqlite"]
+    assert m.kinds() == {"sqlite", "data", "config"}
+    for member in m.members:
         got = chat.sh(f"tar -xOf {chat.dir}/{backup_id}.ferry-backup.tar {member['name']} | sha256sum").split()[0]
         assert got == member["sha256"] and len(got) == 64
     # secrets keep 0600 inside the archive's config tar; the archive itself is 0600
@@ -139,7 +144,7 @@ def test_a_stopped_service_fails_clearly_and_the_stack_stays_as_it_was(sandbox, 
         assert r.returncode == 1
         assert "service backend of llm-chat is not running" in r.stderr and "nothing was changed" in r.stderr
         assert chat.state() == before
-        status = json.loads(chat.sh("cat /opt/ferry/stacks/llm-chat/backup-status/last-run.json"))
+        status = hb.parse_status(chat.sh("cat /opt/ferry/stacks/llm-chat/backup-status/last-run.tsv"))
         assert status["result"] == "failed" and "not running" in status["error"]
     finally:
         chat.sh("docker start llm-chat-backend-1 >/dev/null")
@@ -176,8 +181,7 @@ def test_retention_keeps_exactly_what_the_flags_say_and_never_touches_other_file
         assert r.returncode == 0, r.stdout + r.stderr
         new = (set(chat.good_ids()) | set(existing)) - set(existing)
         assert len(new) == 1
-        candidates = [(i, b.backup_time(i, "llm-chat")) for i in existing + list(new)]
-        expected = set(b.retention(candidates, *(v for _, v in policy)))
+        expected = chat.retention_expected(existing + list(new), *(v for _, v in policy))
         assert set(chat.good_ids()) == expected, (policy, chat.good_ids(), expected)
         assert new <= expected                                    # the newest good one is always kept
         files = chat.files()
@@ -205,39 +209,60 @@ def test_fetch_checks_sha256_and_restore_from_a_local_file(sandbox, hosts, chat,
     assert local.name in chat.files()
 
 
-def test_cron_fires_on_its_own_and_overlapping_runs_do_not_both_run(sandbox, chat):
+def test_cron_fires_on_its_own_and_a_cron_backup_never_runs_with_a_deploy(sandbox, chat):
     host_now = dt.datetime.strptime(chat.sh("date -u +%Y%m%dT%H%M%S").strip(), "%Y%m%dT%H%M%S")
     fire = host_now + dt.timedelta(minutes=2 if host_now.second > 45 else 1)
     cron = f"{fire.minute} {fire.hour} * * *"
     before = set(chat.good_ids())
     r = cli(sandbox, "schedule-backup", "--host", "prod", "--cron", cron, "--keep", "20")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "next run" in r.stdout
     entry = chat.sh("cat /etc/cron.d/ferry-backup-llm-chat")
-    assert f"{cron} root flock -n -E 75" in entry
-    status_file = "/opt/ferry/stacks/llm-chat/backup-status/last-scheduled.json"
+    assert f"{cron} root {chat.script} backup --scheduled --keep-last 20" in entry and "flock" not in entry
+    status_file = "/opt/ferry/stacks/llm-chat/backup-status/last-scheduled.tsv"
     chat.sh(f"rm -f {status_file}")
     deadline = time.monotonic() + 200
     while time.monotonic() < deadline and not chat.run(f"test -s {status_file}").ok:
         time.sleep(3)
-    status = json.loads(chat.sh(f"cat {status_file}"))
+    status = hb.parse_status(chat.sh(f"cat {status_file}"))
     assert status["result"] == "ok" and status["scheduled"] == "yes", status
     new = set(chat.good_ids()) - before
     assert len(new) == 1
     (new_id,) = new
-    assert chat.manifest(new_id)["scheduled"] == "yes"
+    assert chat.manifest(new_id).fields["scheduled"] == "yes"
     assert chat.run(f"{chat.script} verify {new_id}").rc == 0
     assert f"id={new_id}" in chat.sh("cat /var/log/ferry/backup-llm-chat.log")
+    audit = chat.sh("tail -n 3 /opt/ferry/audit.log")
+    assert f'"task": "backup"' in audit and f"scheduled: {new_id}" in audit
     shown = cli(sandbox, "backups", "--host", "prod")
-    assert f"schedule: '{cron}' keep-last 20" in shown.stdout and "last scheduled run:" in shown.stdout
+    assert f"schedule: '{cron}' keep-last 20" in shown.stdout and "next run 20" in shown.stdout
+    assert "last scheduled run:" in shown.stdout
 
-    # two runs of the cron command at once: one runs, the other finds the lock and says so
+    # the cron command while a deploy holds the stack's lock: it waits, then runs
     command = entry.strip().splitlines()[-1].split(" root ", 1)[1]
-    before = set(chat.good_ids())
-    chat.sh(f"rm -f /var/log/ferry/backup-llm-chat.log; (sh -c {shlex.quote(command)} &) ; sh -c {shlex.quote(command)}; "
-            "sleep 0.5; flock /run/lock/ferry-backup-llm-chat.lock true")
-    log = chat.sh("cat /var/log/ferry/backup-llm-chat.log")
-    assert log.count("exit status 75") == 1, log
-    assert len(set(chat.good_ids()) - before) == 1
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "deploy", "--host", "prod", "--bundle", str(chat.dist),
+         "--set", "client_max_body_size=11m", "-i", str(sandbox.inventory)], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    chat.sh("for i in $(seq 600); do grep -q '\"task\": \"deploy\"' /opt/ferry/locks/llm-chat/info.json 2>/dev/null "
+            "&& exit 0; sleep 0.1; done; exit 1")
+    chat.sh(f"sh -c {shlex.quote(command)}")
+    out, err = deploy.communicate(timeout=600)
+    assert deploy.returncode == 0, out + err
+    status = hb.parse_status(chat.sh(f"cat {status_file}"))
+    assert status["result"] == "ok" and int(status["lock_waited"]) >= 1, status
+    deploy_done = [json.loads(l) for l in chat.sh("cat /opt/ferry/audit.log").splitlines()
+                   if '"task": "deploy"' in l][-1]["time"]
+    started = dt.datetime.strptime(status["started"], "%Y-%m-%dT%H:%M:%SZ")
+    assert started + dt.timedelta(seconds=int(status["lock_waited"])) >= \
+        dt.datetime.strptime(deploy_done, "%Y-%m-%dT%H:%M:%SZ") - dt.timedelta(seconds=1)
+    # and a deploy while a cron backup holds the lock is refused, naming it
+    chat.sh(f"nohup sh -c {shlex.quote(command)} >/dev/null 2>&1 &")
+    chat.sh("for i in $(seq 600); do grep -q 'backup (scheduled)' /opt/ferry/locks/llm-chat/info.json 2>/dev/null "
+            "&& exit 0; sleep 0.1; done; exit 1")
+    r = cli(sandbox, "deploy", "--host", "prod", "--bundle", str(chat.dist))
+    assert r.returncode == 1 and "is locked" in r.stderr and "backup (scheduled)" in r.stderr, r.stderr
+    chat.sh("for i in $(seq 600); do [ -e /opt/ferry/locks/llm-chat ] || exit 0; sleep 0.2; done; exit 1")
 
     r = cli(sandbox, "unschedule-backup", "--host", "prod")
     assert r.returncode == 0 and "schedule removed" in r.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from backup_support import DBTEST, BackupHost, Hosts, deploy_stack, inv_cli
+from ferry.host import backup as hb
 
 pytestmark = pytest.mark.e2e
 HOST = "sandbox-2"
@@ -41,8 +42,8 @@ def test_mariadb_dump_and_redis_rdb_come_back_after_a_wipe(sandbox, db):
     assert len(during) > len(acked_before)                      # the loop kept writing during the backup
     backup_id = [i for i in db.good_ids() if not i.endswith("-prerestore")][-1]
     m = db.manifest(backup_id)
-    assert {x["kind"] for x in m["members"]} == {"mysql", "redis", "data", "volume", "config"}
-    assert "mariadb-dump" in m["tools"]["mysqldump"] and m["tools"]["redis"].startswith("7.")
+    assert m.kinds() == {"mysql", "redis", "data", "volume", "config"}
+    assert "mariadb-dump" in m.tools["mysqldump"] and m.tools["redis"].startswith("7.")
     dump = db.sh(f"tar -xOf {db.dir}/{backup_id}.ferry-backup.tar mysql/mariadb.sql.gz | gunzip")
     assert "-- Dump completed" in dump and "CREATE TABLE `t`" in dump
 
@@ -95,8 +96,8 @@ def test_services_declared_to_stop_start_again_even_when_the_backup_is_killed(sa
         assert "starting worker again" in log, log
         assert db.containers()["worker"][2] == "running"
         assert db.files() == before_files                     # no archive, no partial, no work dir
-        status = db.sh("cat /opt/ferry/stacks/dbtest/backup-status/last-run.json")
-        assert '"result": "failed"' in status and "interrupted by a signal" in status
+        status = hb.parse_status(db.sh("cat /opt/ferry/stacks/dbtest/backup-status/last-run.tsv"))
+        assert status["result"] == "failed" and status["error"] == "interrupted by a signal" and status["id"] == ""
     finally:
         db.sh("rm -f /opt/ferry/stacks/dbtest/data/files/big.bin")
     db.wait_healthy()

@@ -199,7 +199,7 @@ def test_bad_inputs_fail_with_one_line_and_change_nothing(sandbox, hosts, bundle
     bad_yaml = tmp_path / "broken.yml"
     bad_yaml.write_text("all:\n  children:\n    prod:\n      hosts:\n        a: {ansible_host: 1\n")
     r = inv_cli("deploy", "--host", "prod", "-i", str(bad_yaml), "--bundle", str(bundle_path))
-    _assert_one_line_error(r, str(bad_yaml) + ":", "malformed inventory YAML")
+    _assert_one_line_error(r, str(bad_yaml) + ":", "YAML parsing failed")
 
     # a template variable with no value: named, before any connection
     b2 = tmp_path / "bundle-undef"
@@ -259,3 +259,67 @@ def test_check_mode_shows_the_diff_and_changes_nothing(sandbox, hosts, bundle_pa
     assert "check-mode-model" not in r.stdout                     # a .env value is never shown
     after = (hosts.state("sandbox-1"), hosts.sh("sandbox-1", "cat /opt/ferry/stacks/llm-chat/current/.env"))
     assert after == before
+
+
+def test_deploy_from_an_ini_inventory_with_ranges_group_vars_dir_and_vault(sandbox, hosts, bundle_path, first_deploy,
+                                                                           tmp_path):
+    """The sandbox's inventory rewritten as Ansible INI (a host range whose addresses
+    come from host_vars files, children, [all:vars]) with group_vars/prod/ as a
+    directory holding Jinja and a vault-encrypted file: deployed through the CLI,
+    the values Ansible would give reach the host, the secret never the output."""
+    data = yaml.safe_load(sandbox.inventory.read_text())
+    groups = data["all"]["children"]
+    common = data["all"]["vars"]
+    for f in (common["ansible_ssh_private_key_file"], common["ferry_known_hosts"]):
+        shutil.copy(sandbox.state_dir / f, tmp_path / f)
+    prod = groups["prod"]["hosts"]
+    staging = groups["staging"]["hosts"]
+    (tmp_path / "host_vars").mkdir()
+    for name, v in staging.items():
+        (tmp_path / "host_vars" / f"{name}.yml").write_text(yaml.safe_dump({"ansible_host": v["ansible_host"]}))
+    numbers = sorted(int(n.rsplit("-", 1)[1]) for n in staging)
+    lines = ["[prod]"] + [f"{n} ansible_host={v['ansible_host']} ansible_port={v['ansible_port']}" for n, v in prod.items()]
+    lines += ["", "[staging]", f"sandbox-[{numbers[0]}:{numbers[-1]}]", "", "[chat:children]", "prod", "staging",
+              "", "[all:vars]"] + [f"{k}={v}" for k, v in common.items()]
+    (tmp_path / "hosts.ini").write_text("\n".join(lines) + "\n")
+    gv = tmp_path / "group_vars" / "prod"
+    gv.mkdir(parents=True)
+    (gv / "main.yml").write_text('llm_model: "ini-{{ inventory_hostname }}"\n'
+                                 'llm_api_url: "http://llm-gateway.internal:{{ backend_port }}/v1"\n')
+    secret = "sk-ini-vault-0123456789"
+    (gv / "vault.yml").write_text(f"llm_api_key: {secret}\n")
+    password = tmp_path / "vault-password.txt"
+    password.write_text("e2e-vault-password\n")
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "ansible-vault"), "encrypt", "--vault-password-file", str(password), str(gv / "vault.yml")],
+                   check=True, capture_output=True)
+    assert (gv / "vault.yml").read_text().startswith("$ANSIBLE_VAULT")
+
+    # what Ferry resolves is what Ansible resolves (staging addresses come through the range + host_vars)
+    shown = json.loads(inv_cli("inventory", "-i", str(tmp_path / "hosts.ini"), "--vault-password-file", str(password),
+                               "--json").stdout)
+    theirs = json.loads(subprocess.run([str(bin_dir / "ansible-inventory"), "-i", str(tmp_path / "hosts.ini"),
+                                        "--vault-password-file", str(password), "--list"],
+                                       capture_output=True, text=True, check=True).stdout)
+    assert shown["staging"] == theirs["staging"] == {"hosts": sorted(staging, key=lambda n: int(n.rsplit("-", 1)[1]))}
+    for name, v in staging.items():
+        assert shown["_meta"]["hostvars"][name]["ansible_host"] == v["ansible_host"]
+    assert shown["_meta"]["hostvars"]["sandbox-1"]["llm_api_key"] == "********"
+
+    r = inv_cli("deploy", "--host", "prod", "-i", str(tmp_path / "hosts.ini"), "--vault-password-file", str(password),
+                "--bundle", str(bundle_path))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert secret not in r.stdout + r.stderr
+    env = hosts.sh("sandbox-1", "cat /opt/ferry/stacks/llm-chat/current/.env")
+    assert "LLM_MODEL='ini-sandbox-1'" in env and f"LLM_API_KEY='{secret}'" in env
+    assert "LLM_API_URL='http://llm-gateway.internal:8000/v1'" in env     # Jinja saw the stack's defaults
+    with urllib.request.urlopen(f"http://{hosts.ip('sandbox-1')}/api/health", timeout=10) as resp:
+        assert resp.status == 200
+
+    # a wrong vault password: one line saying vault, nothing changed
+    before = hosts.state("sandbox-1")
+    password.write_text("not-the-password\n")
+    r = inv_cli("deploy", "--host", "prod", "-i", str(tmp_path / "hosts.ini"), "--vault-password-file", str(password),
+                "--bundle", str(bundle_path))
+    _assert_one_line_error(r, "vault", str(gv / "vault.yml"))
+    assert hosts.state("sandbox-1") == before

@@ -1,172 +1,246 @@
-"""The backup role and ferry.backup's host operations against a fake transport."""
+"""The backup and restore roles as fixtures: facts in (what the host answers), exact
+commands out (pyinfra-style), against the fake transport."""
 
 import hashlib
 import io
+import json
 import tarfile
 
 import pytest
 
-from ferry import backup as b
 from ferry.errors import HostError
-from ferry.roles import load_role
-from ferry.controller.composecli import config_json, resolver
-from ferry.model.render import render, template_context
+from ferry.host import backup as hb
 from ferry.host.transport.fake import FakeTransport
+from ferry.model.backup import BackupRequest, RestoreRequest, parse_settings
+from ferry.roles import load_role
+
+RELEASE = "20261122T020000.000Z-1.0.0"
+SD = "/opt/ferry/stacks/llm-chat"
+SCRIPT = f"{SD}/ferry-backup"
+SETTINGS = f"{SD}/backup-settings/{RELEASE}.tsv"
+CRON = "/etc/cron.d/ferry-backup-llm-chat"
+MODEL = {"name": "llm-chat", "services": {
+    "backend": {"image": "llm-chat-backend:1.0.0", "volumes": [{"type": "bind", "source": f"{SD}/data/db",
+                                                               "target": "/app/db"}]},
+    "nginx": {"image": "nginx:1.22", "volumes": [{"type": "volume", "source": "cache", "target": "/var/cache/nginx"}]}},
+    "volumes": {"cache": {"name": "llm-chat_cache"}}}
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
+def _tar(found: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
+        for name, data in found.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
-@pytest.fixture
-def compose(make_ctx):
-    """The current release's files as rendered for the context's host."""
-    def make(ctx):
-        return render(ctx.stack, template_context(ctx.vars, ctx.stack, ctx.paths.for_templates(),
-                                                  {"SECRET_KEY": "k"}, ctx.host), ctx.host, resolver())
-    return make
-
-
 class Host:
-    """A host holding the current compose file and maybe an installed script."""
+    """Plays a host: ``installed`` files (absolute paths), answers by command."""
 
-    def __init__(self, compose=None, script=None):
-        self.files = {}
-        self.release = compose or {}
-        if compose is not None:
-            self.files["current/compose.yml"] = compose["compose.yml"]
-        if script is not None:
-            self.files["ferry-backup"] = script
-        self.written = {}
+    def __init__(self, installed=None, listing="", program_result=(0, "", "")):
+        self.installed = dict(installed or {})
+        self.listing, self.program_result = listing, program_result
 
     def __call__(self, argv, data):
-        script = argv[-1]
-        if argv[0] == "sh" and "tar -chf" in script:
-            return 0, _tar(self.files), ""
-        if argv[:2] == ["docker", "compose"] and "config" in argv:     # Compose itself answers
-            current = argv[argv.index("--project-directory") + 1]
-            return 0, config_json(self.release, argv[argv.index("-p") + 1], current), ""
-        if argv[0] == "sh" and "cat > " in script:
-            path = script.split("mv -f ")[1].split()[1].strip("'")
-            self.written[path] = (data, script.split("chmod ")[1].split()[0])
+        if argv == hb.current_release_command(PATHS):
+            return 0, f"releases/{RELEASE}\n", ""
+        if argv == hb.installed_command(PATHS, RELEASE):
+            return 0, _tar({k.lstrip("/"): v for k, v in self.installed.items()}), ""
+        if argv == hb.compose_config_command("llm-chat", f"{SD}/releases/{RELEASE}"):
+            return 0, json.dumps(MODEL), ""
+        if argv[0] == "sh" and "cat > " in argv[-1]:
             return 0, "", ""
-        raise AssertionError(argv)
+        if argv == hb.list_command(SCRIPT):
+            return 0, self.listing, ""
+        if argv[0] == SCRIPT:
+            return self.program_result
+        if argv[0] == "sh" and "backup-settings" in argv[-1] or argv[:2] == ["mkdir", "-p"]:
+            return 0, "", ""
+        raise AssertionError(f"unexpected command {argv}")
 
 
-def _target(ctx):
-    return b.Target(ctx.t, ctx.stack, ctx.paths, ctx.vars)
+PATHS = None
 
 
-def test_role_installs_the_rendered_script_0700_then_is_a_noop(make_ctx, compose):
-    host = Host()
+@pytest.fixture(autouse=True)
+def _paths(make_ctx):
+    global PATHS
+    PATHS = make_ctx(FakeTransport(lambda a, d: (0, "", ""))).paths
+
+
+def program() -> bytes:
+    return load_role("backup").program()
+
+
+def writes(t):
+    """``(path, mode, bytes)`` of every file written (files.write_file commands)."""
+    out = []
+    for c in t.calls:
+        if c.argv[0] == "sh" and "cat > " in c.argv[-1]:
+            script = c.argv[-1]
+            out.append((script.split("mv -f ")[1].split()[1].strip("'"), script.split("chmod ")[1].split()[0], c.input))
+    return out
+
+
+def test_install_on_a_fresh_host_writes_program_and_settings_from_composes_model(make_ctx):
+    t = FakeTransport(Host())
+    ctx = make_ctx(t)
+    result = load_role("backup").install(ctx)
+    assert result.changed and result.summary == f"installed the backup program, settings ({RELEASE})"
+    assert t.commands()[:3] == [hb.current_release_command(ctx.paths), hb.installed_command(ctx.paths, RELEASE),
+                                hb.compose_config_command("llm-chat", f"{SD}/releases/{RELEASE}")]
+    (p1, m1, d1), (p2, m2, d2) = writes(t)
+    assert (p1, m1, d1) == (SCRIPT, "0700", program())
+    assert (p2, m2) == (SETTINGS, "0600")
+    s = parse_settings(d2)
+    assert s["release"] == [[RELEASE]] and s["volume"] == [["cache", "llm-chat_cache"]]
+    assert s["sqlite"] == [["backend", "db/chat.db", "/app/db/chat.db"]] and s["lock_dir"] == [["/opt/ferry/locks/llm-chat"]]
+    assert s["backup_dir"] == [["/var/backups/ferry/llm-chat"]] and "dump" not in s
+    assert ctx.state.backup_plan.sqlite == [("backend", "db/chat.db", "/app/db/chat.db")]
+    assert t.commands()[-1][0] == "sh" and "backup-settings" in t.commands()[-1][-1]    # old releases' settings pruned
+
+
+def test_install_again_is_a_noop_without_compose_config(make_ctx):
+    first = FakeTransport(Host())
+    load_role("backup").install(make_ctx(first))
+    settings = writes(first)[1][2]
+    t = FakeTransport(Host({SCRIPT: program(), SETTINGS: settings}))
+    ctx = make_ctx(t)
+    result = load_role("backup").install(ctx)
+    assert not result.changed and "up to date" in result.summary
+    assert t.commands() == [hb.current_release_command(ctx.paths), hb.installed_command(ctx.paths, RELEASE)]
+
+
+def test_a_changed_variable_rewrites_the_settings_only(make_ctx):
+    first = FakeTransport(Host())
+    load_role("backup").install(make_ctx(first))
+    settings = writes(first)[1][2]
+    t = FakeTransport(Host({SCRIPT: program(), SETTINGS: settings}))
+    load_role("backup").install(make_ctx(t, backup_dir="/srv/backups"))
+    [(path, mode, data)] = writes(t)
+    assert path == SETTINGS and parse_settings(data)["backup_dir"] == [["/srv/backups/llm-chat"]]
+
+
+def test_a_cron_file_of_an_older_ferry_is_rewritten_with_the_same_schedule(make_ctx):
+    old = ("# ferry-schedule: 0 2 * * * keep-last=7 keep-daily=3 keep-weekly=0\n"
+           f"0 2 * * * root flock -n -E 75 /run/lock/ferry-backup-llm-chat.lock env X=1 {SCRIPT} backup --scheduled\n")
+    first = FakeTransport(Host())
+    load_role("backup").install(make_ctx(first))
+    t = FakeTransport(Host({SCRIPT: program(), SETTINGS: writes(first)[1][2], CRON: old.encode()}))
+    result = load_role("backup").install(make_ctx(t))
+    [(path, mode, data)] = writes(t)
+    assert path == CRON and mode == "0644" and result.summary.startswith("installed the backup cron file")
+    line = data.decode().splitlines()[-1]
+    assert line == (f"0 2 * * * root {SCRIPT} backup --scheduled --keep-last 7 --keep-daily 3 --keep-weekly 0 "
+                    ">> /var/log/ferry/backup-llm-chat.log 2>&1") and "flock" not in data.decode()
+
+
+def test_check_mode_writes_nothing(make_ctx):
+    t = FakeTransport(Host())
+    result = load_role("backup").run(make_ctx(t, check=True))
+    assert result.changed and result.summary == "would install the backup program, settings" and writes(t) == []
+
+
+def test_not_deployed_is_refused(make_ctx):
+    t = FakeTransport(lambda argv, data: (0, "", ""))
+    with pytest.raises(HostError, match="'llm-chat' is not deployed here"):
+        load_role("backup").run(make_ctx(t))
+
+
+def test_a_backup_request_runs_the_program_under_the_held_lock(make_ctx):
+    first = FakeTransport(Host())
+    load_role("backup").install(make_ctx(first))
+    host = Host({SCRIPT: program(), SETTINGS: writes(first)[1][2]},
+                program_result=(0, "id=llm-chat-20261122T020000Z\nsize=100\nsource_bytes=400\npruned=1\nkept=2\n", ""))
     t = FakeTransport(host)
     ctx = make_ctx(t)
-    host.release = compose(ctx)
-    host.files["current/compose.yml"] = host.release["compose.yml"]
+    ctx.state.backup_request = BackupRequest(keep_last=2, keep_daily=1, locked_by="tok")
     result = load_role("backup").run(ctx)
-    assert result.changed
-    data, mode = host.written["/opt/ferry/stacks/llm-chat/ferry-backup"]
-    assert mode == "0700" and data.startswith(b"#!/bin/bash") and b"/app/db/chat.db" in data
-    host.files["ferry-backup"] = data
-    t2 = FakeTransport(host)
-    again = load_role("backup").run(make_ctx(t2))
-    assert not again.changed and "up to date" in again.summary
-    assert not any("cat > " in c.argv[-1] for c in t2.calls)
+    assert t.commands()[-1] == [SCRIPT, "backup", "--keep-last", "2", "--keep-daily", "1", "--keep-weekly", "0",
+                                "--locked-by", "tok"]
+    assert result.metrics["id"] == "llm-chat-20261122T020000Z" and result.metrics["pruned"] == "1"
+    host.program_result = (1, "", "ferry-backup: backing up\nferry-backup: error: service qdrant runs qdrant/qdrant:1, "
+                                  "a database Ferry cannot dump; ... (nothing was changed)\n")
+    with pytest.raises(HostError, match="backup failed: service qdrant runs qdrant/qdrant:1, a database Ferry cannot"):
+        load_role("backup").run(ctx)
 
 
-def test_role_check_mode_writes_nothing(make_ctx, compose):
-    host = Host()
+def test_restore_role_resolves_latest_and_runs_the_program(make_ctx):
+    first = FakeTransport(Host())
+    load_role("backup").install(make_ctx(first))
+    listing = ("llm-chat-20261122T030000Z-prerestore\t1\tok\tr\t0\t-\n"
+               "llm-chat-20261122T020000Z\t1\tdamaged: member data/db.tar.gz is damaged\tr\t0\t-\n"
+               "llm-chat-20261121T020000Z\t1\tok\tr\t0\t-\n")
+    host = Host({SCRIPT: program(), SETTINGS: writes(first)[1][2]}, listing,
+                (0, "safety=llm-chat-20261123T000000Z-prerestore\nrestored=llm-chat-20261121T020000Z\nrelease=r\n", ""))
     t = FakeTransport(host)
-    ctx = make_ctx(t, check=True)
-    host.release = compose(ctx)
-    host.files["current/compose.yml"] = host.release["compose.yml"]
-    result = load_role("backup").run(ctx)
-    assert result.changed and result.summary.startswith("would install") and host.written == {}
+    ctx = make_ctx(t)
+    ctx.state.restore_request = RestoreRequest("latest", locked_by="tok")
+    result = load_role("restore").run(ctx)
+    assert t.commands()[-2:] == [hb.list_command(SCRIPT),
+                                 [SCRIPT, "restore", "llm-chat-20261121T020000Z", "--locked-by", "tok"]]
+    assert result.metrics["safety"] == "llm-chat-20261123T000000Z-prerestore"
+    ctx.state.restore_request = RestoreRequest("nope")
+    with pytest.raises(HostError, match="no backup 'nope'"):
+        load_role("restore").run(ctx)
+    host.program_result = (3, "", "ferry-backup: error: x.tar: member data/db.tar.gz is damaged (sha256 a, manifest says b)\n")
+    ctx.state.restore_request = RestoreRequest("llm-chat-20261122T020000Z", safety=False)
+    with pytest.raises(HostError, match="restore failed: .*member data/db.tar.gz is damaged"):
+        load_role("restore").run(ctx)
+    assert t.commands()[-1] == [SCRIPT, "restore", "llm-chat-20261122T020000Z", "--no-safety-backup"]
 
 
-def test_role_refuses_a_stack_that_is_not_deployed(make_ctx):
-    with pytest.raises(HostError, match="not deployed here"):
-        load_role("backup").run(make_ctx(FakeTransport(Host())))
-
-
-def test_run_backup_passes_counts_and_reports_the_scripts_error_line(make_ctx):
+def test_restore_from_a_local_archive_uploads_and_imports_it(make_ctx, tmp_path):
+    first = FakeTransport(Host())
+    load_role("backup").install(make_ctx(first))
+    local = tmp_path / "llm-chat-20261121T020000Z.ferry-backup.tar"
+    local.write_bytes(b"archive bytes" * 100)
+    (tmp_path / (local.name + ".sha256")).write_text(hashlib.sha256(local.read_bytes()).hexdigest() + "  x\n")
     calls = []
 
     def host(argv, data):
-        calls.append(argv)
-        if "--min-free" in argv:
-            return 1, "", ("ferry-backup: backing up\nferry-backup: error: not enough free disk in "
-                           "/var/backups/ferry/llm-chat: 10 bytes free, need 99 (nothing was changed)\n")
-        return 0, "id=llm-chat-20261122T020000Z\nsize=100\nsource_bytes=400\npruned=1\nkept=2\n", ""
-    ctx = make_ctx(FakeTransport(host))
-    out = b.run_backup(_target(ctx), keep_last=2, keep_daily=1)
-    assert calls[0] == ["/opt/ferry/stacks/llm-chat/ferry-backup", "backup", "--keep-last", "2",
-                        "--keep-daily", "1", "--keep-weekly", "0"]
-    assert out["id"] == "llm-chat-20261122T020000Z" and out["pruned"] == "1"
-    line = b.summary_line("h", out, 2.0)
-    assert "100 B archive from 400 B" in line and "(0.0 MB/s)" in line and "pruned 1" in line
-    with pytest.raises(HostError, match="backup failed: not enough free disk"):
-        b.run_backup(_target(ctx), min_free=99)
-
-
-def test_restore_failure_names_the_damaged_member(make_ctx):
-    def host(argv, data):
-        return 3, "", "ferry-backup: error: x.tar: member data/db.tar.gz is damaged (sha256 a, manifest says b)\n"
-    with pytest.raises(HostError, match="restore failed: .*member data/db.tar.gz is damaged"):
-        b.restore(_target(make_ctx(FakeTransport(host))), "latest")
-
-
-def test_resolve_latest_skips_unverified_and_safety_backups(make_ctx):
-    listing = ("llm-chat-20261122T030000Z-prerestore\t1\t1\tr\t0\t\n"
-               "llm-chat-20261122T020000Z\t1\t0\tr\t0\t\n"
-               "llm-chat-20261121T020000Z\t1\t1\tr\t0\t\n")
-    target = _target(make_ctx(FakeTransport(lambda argv, data: (0, listing, ""))))
-    assert b.resolve_id(target, "latest") == "llm-chat-20261121T020000Z"
-    with pytest.raises(HostError, match="no backup 'nope'"):
-        b.resolve_id(target, "nope")
+        if len(argv) > 1 and argv[1] == "import":
+            calls.append(argv)
+            return 0, "id=llm-chat-20261121T020000Z\n", ""
+        return Host({SCRIPT: program(), SETTINGS: writes(first)[1][2]},
+                    program_result=(0, "restored=llm-chat-20261121T020000Z\nrelease=r\n", ""))(argv, data)
+    t = FakeTransport(host)
+    ctx = make_ctx(t)
+    ctx.state.restore_request = RestoreRequest(local=local, locked_by="tok")
+    load_role("restore").run(ctx)
+    sent = [c for c in t.calls if c.streamed]
+    assert len(sent) == 1 and sent[0].input == local.read_bytes()
+    assert calls[0][:2] == [SCRIPT, "import"] and calls[0][-2:] == ["--locked-by", "tok"]
+    assert t.commands()[-1] == [SCRIPT, "restore", "llm-chat-20261121T020000Z", "--locked-by", "tok"]
 
 
 def test_fetch_checks_the_sha256_on_arrival(make_ctx, tmp_path):
     archive = b"tar bytes" * 1000
-    good = hashlib.sha256(archive).hexdigest()
-    served = {"sidecar": good}
+    served = {"sidecar": hashlib.sha256(archive).hexdigest()}
 
     def host(argv, data):
         if argv[1].endswith(".sha256"):
             return 0, f"{served['sidecar']}  x.ferry-backup.tar\n", ""
         return 0, archive, ""
-    target = _target(make_ctx(FakeTransport(host)))
-    local = b.fetch(target, "llm-chat-20261122T020000Z", tmp_path)
+    t = FakeTransport(host)
+    local = hb.fetch(t, "/var/backups/ferry/llm-chat", "llm-chat-20261122T020000Z", tmp_path)
     assert local.read_bytes() == archive and oct(local.stat().st_mode)[-3:] == "600"
     served["sidecar"] = "0" * 64
     with pytest.raises(HostError, match="sha256 mismatch on arrival"):
-        b.fetch(target, "llm-chat-20261122T020000Z", tmp_path / "other")
+        hb.fetch(t, "/var/backups/ferry/llm-chat", "llm-chat-20261122T020000Z", tmp_path / "other")
     assert not list((tmp_path / "other").iterdir())
 
 
-def test_schedule_writes_the_cron_file_and_status_reads_it_back(make_ctx):
-    files = {}
-
-    def host(argv, data):
-        if argv[0] == "sh" and "cat > " in argv[-1]:
-            files["etc/cron.d/ferry-backup-llm-chat"] = data
-            return 0, "", ""
-        if argv[0] == "sh" and "tar -chf" in argv[-1]:
-            files["opt/ferry/stacks/llm-chat/backup-status/last-scheduled.json"] = (
-                b'{"result": "failed", "error": "service backend of llm-chat is not running", "finished": "T"}')
-            return 0, _tar(files), ""
-        return 0, "", ""
-    target = _target(make_ctx(FakeTransport(host)))
-    text = b.schedule(target, "*/5 * * * *", 3)
-    assert "*/5 * * * * root flock -n" in text
-    status = b.schedule_status(target)
-    assert status["schedule"].cron == "*/5 * * * *" and status["schedule"].keep_last == 3
-    lines = b.status_lines(status)
-    assert lines[0].startswith("schedule: '*/5 * * * *' keep-last 3")
-    assert lines[1] == "last scheduled run: T FAILED: service backend of llm-chat is not running"
+def test_schedule_status_reads_cron_file_status_and_host_time(make_ctx):
+    ctx = make_ctx(FakeTransport(lambda a, d: (0, "", "")))
+    sd = hb.status_dir(ctx.paths).lstrip("/")
+    out = b"2026-11-23T20:30:00+0800\n" + _tar({
+        CRON.lstrip("/"): b"# ferry-schedule: 0 2 * * * keep-last=7 keep-daily=0 keep-weekly=0\n",
+        f"{sd}/last-scheduled.tsv": b"result\tfailed\nerror\tstack llm-chat is locked: held by alice\n",
+        f"{sd}/last-run.json": b'{"result": "ok", "archive": "/b/x"}'})
+    st = hb.parse_schedule_status(out, ctx.paths, "/var/log/ferry/backup-llm-chat.log")
+    assert st.schedule.cron == "0 2 * * *" and st.host_now.utcoffset().total_seconds() == 8 * 3600
+    assert st.last_scheduled["error"].startswith("stack llm-chat is locked") and st.last_run["archive"] == "/b/x"
+    assert hb.schedule_status_command(ctx.paths)[-1].startswith("date +%Y-%m-%dT%H:%M:%S%z; cd / ")

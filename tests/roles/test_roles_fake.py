@@ -10,8 +10,6 @@ from ferry.errors import HostError
 from ferry.roles import load_role
 from ferry.host.transport.fake import FakeTransport
 
-FRESH = "x86_64\namd64\nsystemd\nno-docker\nno-compose\ninactive\n"
-READY = "x86_64\namd64\nsystemd\nDocker version 20.10.24, build x\n2.40.3\nactive\n"
 MUTATING_SCRIPT = ("cat > ", "ln -sfn", "tar --no-same", "mv -T")
 MUTATING_ARGV0 = ("systemctl", "install", "env", "apt-get")
 
@@ -21,67 +19,6 @@ def mutations(t):
     return [c.argv for c in t.calls
             if c.streamed or c.argv[0] in MUTATING_ARGV0 or c.argv[:2] in (["docker", "load"], ["docker", "tag"])
             or (c.argv[0] == "sh" and any(m in c.argv[-1] for m in MUTATING_SCRIPT))]
-
-
-# -- install-docker-offline ------------------------------------------------------------
-
-def test_install_docker_refuses_host_without_systemd(bundle, make_ctx):
-    t = FakeTransport(lambda argv, data: (0, FRESH.replace("\nsystemd", "\nno-systemd"), ""))
-    with pytest.raises(HostError, match="systemd is not PID 1"):
-        load_role("install-docker-offline").run(make_ctx(t))
-    assert not mutations(t)
-
-
-def test_install_docker_refuses_other_architecture(bundle, make_ctx):
-    t = FakeTransport(lambda argv, data: (0, FRESH.replace("x86_64", "aarch64"), ""))
-    with pytest.raises(HostError, match="aarch64.*x86_64"):
-        load_role("install-docker-offline").run(make_ctx(t))
-    assert not mutations(t)
-
-
-def test_install_docker_installs_missing_packages_from_bundle_only(bundle, make_ctx):
-    role = load_role("install-docker-offline")
-    state = {"facts": FRESH}
-
-    def host(argv, data):
-        joined = " ".join(argv)
-        if "uname -m" in joined:
-            return 0, state["facts"], ""
-        if argv[0] == "cat":
-            return 1, "", "No such file"
-        if "dpkg-query" in joined:
-            return 0, "containerd 1.6.20 ii \n", ""
-        if "apt-get" in joined:
-            state["facts"] = READY
-        return 0, "", ""
-    t = FakeTransport(host)
-    result = role.run(make_ctx(t))
-    apt = [c for c in t.commands() if "apt-get" in c]
-    assert len(apt) == 1 and apt[0][-1] == "/opt/ferry/bundles/llm-chat-1.0.0/docker/debs/docker.io_20.10.24_amd64.deb"
-    assert not any("containerd_" in a for a in apt[0])          # already installed
-    daemon = next(c for c in t.calls if "daemon.json" in " ".join(c.argv) and c.input)
-    assert json.loads(daemon.input)["log-opts"]["max-size"]
-    assert result.changed
-
-
-def test_install_docker_skips_when_same_versions_run(bundle, make_ctx):
-    role = load_role("install-docker-offline")
-    ctx = make_ctx(FakeTransport(lambda a, d: (0, "", "")))
-    daemon = role.render_daemon_json(ctx.vars)
-
-    def host(argv, data):
-        joined = " ".join(argv)
-        if "uname -m" in joined:
-            return 0, READY, ""
-        if argv[0] == "cat":
-            return 0, daemon, ""
-        if "dpkg-query" in joined:
-            return 0, "docker.io 20.10.24 ii \ncontainerd 1.6.20 ii \n", ""
-        raise AssertionError(argv)
-    t = FakeTransport(host)
-    ctx.t = t
-    result = role.run(ctx)
-    assert not result.changed and "already installed" in result.summary and not mutations(t)
 
 
 # -- render-config ---------------------------------------------------------------------

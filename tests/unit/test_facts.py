@@ -4,26 +4,11 @@ import json
 
 from ferry.host.containers import Container, parse_compose_ps, parse_images, parse_project_containers, parse_project_state
 from ferry.model.configdiff import parse_dotenv
-from ferry.host.system import parse_dpkg_status, parse_host_facts
 
 
-def test_host_facts_fresh_host_and_docker_host():
-    fresh = parse_host_facts("x86_64\namd64\nsystemd\nno-docker\nno-compose\ninactive\n")
-    assert fresh.machine == "x86_64" and fresh.systemd and fresh.docker_version is None
-    assert fresh.compose_version is None and not fresh.docker_active
-    ready = parse_host_facts("x86_64\namd64\nsystemd\nDocker version 20.10.24+dfsg1, build 5d6db84\n"
-                             "2.40.3\nactive\n")
-    assert ready.docker_version == "20.10.24+dfsg1" and ready.compose_version == "2.40.3"
-    assert ready.docker_active
-    nosd = parse_host_facts("aarch64\n-\nno-systemd\nno-docker\nno-compose\n")
-    assert not nosd.systemd and nosd.dpkg_arch is None and nosd.machine == "aarch64"
-
-
-def test_images_and_dpkg():
+def test_images():
     text = ("sha256:aaa\tnginx:1.22\nsha256:aaa\tnginx:latest\nsha256:bbb\t<none>:<none>\n")
     assert parse_images(text) == {"sha256:aaa": {"nginx:1.22", "nginx:latest"}, "sha256:bbb": set()}
-    dpkg = "docker.io 20.10.24+dfsg1-1+deb12u1 ii \nrunc 1.1.5 rc \n"
-    assert parse_dpkg_status(dpkg) == {"docker.io": "20.10.24+dfsg1-1+deb12u1"}
 
 
 def test_compose_ps_json_lines_and_array():
