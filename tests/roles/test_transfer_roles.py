@@ -19,9 +19,12 @@ from ferry.host import containers, files
 from ferry.host.transport.fake import FakeTransport
 from ferry.roles import load_role
 
-FRESH = "x86_64\namd64\nsystemd\nno-docker\nno-compose\ninactive\n"
-READY = "x86_64\namd64\nsystemd\nDocker version 20.10.24+dfsg1, build x\n2.40.3\nactive\n"
-OLD_ENGINE = "x86_64\namd64\nsystemd\nDocker version 20.10.5+dfsg1, build x\n2.40.3\nactive\n"
+BASE_FACTS = ("machine=x86_64\nkernel=6.1.0-18-amd64\nos=Debian GNU/Linux 12 (bookworm)\ndpkg_arch=amd64\n"
+              "systemd=yes\ncgroup=hybrid\ntar=/usr/bin/tar\ngzip=/usr/bin/gzip\n")
+FRESH = BASE_FACTS
+READY = BASE_FACTS + ("dockerd=Docker version 20.10.24+dfsg1, build 5d6db84\ncompose=2.40.3\n"
+                      "docker_active=active\ncontainerd_active=active\n")
+OLD_ENGINE = READY.replace("20.10.24+dfsg1", "20.10.5+dfsg1")
 STORE = "/opt/ferry/store"
 BUNDLE_DIR = "/opt/ferry/bundles/llm-chat-1.0.0"
 
@@ -49,10 +52,8 @@ class DockerHost:
             return 0, "".join(f"{k} {v}\n" for k, v in self.links.items()), ""
         if argv == containers.engine_images():
             return 0, self.engine_lines(), ""
-        if "uname -m" in script:
-            return 0, self.facts, ""
-        if "dpkg-query" in script:
-            return 0, "".join(f"{n} {v} ii \n" for n, v in self.packages.items()), ""
+        if "v machine" in script:                         # install-docker-offline's one fact script
+            return 0, self.facts + "".join(f"pkg={n} {v} ii \n" for n, v in self.packages.items()), ""
         if argv == files.receive_files(STORE):
             return self.receive(data)
         if argv == files.check_store(STORE):
@@ -182,9 +183,9 @@ def test_no_op_when_the_host_holds_and_links_everything(bundle, make_ctx):
     # read-only facts, then the re-check on the host of the store files it uses
     commands = t.commands()
     assert commands[:2] == [files.list_dir(STORE), containers.engine_images()]
-    assert "uname -m" in commands[2][-1] and "dpkg-query" in commands[3][-1]
-    assert commands[4:] == [files.list_links(BUNDLE_DIR), files.check_store(STORE)]
-    rechecked = {line.split()[0] for line in t.calls[5].input.decode().splitlines()}
+    assert "v machine" in commands[2][-1]
+    assert commands[3:] == [files.list_links(BUNDLE_DIR), files.check_store(STORE)]
+    rechecked = {line.split()[0] for line in t.calls[4].input.decode().splitlines()}
     assert rechecked == {f["sha256"] for f in bundle.all_files()
                          if not f["path"].startswith(("docker/", "blobs/"))}   # no image, no installer
 
