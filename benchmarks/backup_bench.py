@@ -32,7 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 from rich.console import Console  # noqa: E402
 
-from ferry import backup as b  # noqa: E402
+from ferry.actions.backup import context  # noqa: E402
+from ferry.actions.common import stack_hosts  # noqa: E402
+from ferry.host import backup as hb  # noqa: E402
+from ferry.model.stack import load_stack  # noqa: E402
+from ferry.roles import load_role  # noqa: E402
 from devkit import sandbox as sbx  # noqa: E402
 from devkit.images import build_bundle  # noqa: E402
 from ferry.actions.deploy import deploy, prepare  # noqa: E402
@@ -55,10 +59,12 @@ def main() -> None:
     bundle = build_bundle(STACK, dist, None, UI(quiet), docker_settings=role_defaults("install-docker-offline"))
     plan = prepare(sb.inventory, "prod", "llm-chat", bundle.path, dist, {})
     deploy(plan, UI(quiet))
-    with b.open_targets(sb.inventory, "prod", STACK, {}) as (target,):
-        b.install_script(target)
+    stack = load_stack(STACK)
+    with stack_hosts(sb.inventory, "prod", stack, {}) as (target,):
+        load_role("backup").install(context(target, stack, UI(quiet)))
         t = target.t
         data = target.paths.data
+        script = hb.script_path(target.paths)
         half = args.mb // 2
         t.run(["sh", "-c", f"mkdir -p {data}/db/files && cd {data}/db/files && "
                            f"head -c {half}000000 /dev/urandom > random.bin && "
@@ -75,7 +81,7 @@ def main() -> None:
         ferry_s, tar_s, ids = [], [], []
         for _ in range(args.rounds):
             started = time.monotonic()
-            result = b.run_backup(target)
+            result = hb.run_program(t, hb.backup_command(script), "backup failed")
             ferry_s.append(time.monotonic() - started)
             ids.append(result["id"])
             started = time.monotonic()
@@ -83,13 +89,13 @@ def main() -> None:
                                "rm -f /var/backups/tar-bench.out"])
             tar_s.append(time.monotonic() - started)
         started = time.monotonic()
-        b.restore(target, ids[-1], safety=False)
+        hb.run_program(t, hb.restore_command(script, ids[-1], safety=False), "restore failed")
         restore_s = time.monotonic() - started
         started = time.monotonic()
-        b.restore(target, ids[-1], safety=True)
+        hb.run_program(t, hb.restore_command(script, ids[-1], safety=True), "restore failed")
         restore_safe_s = time.monotonic() - started
         size = int(result["size"])
-        t.run(["sh", "-c", f"rm -rf {data}/db/files; rm -f {target.dir}/*.ferry-backup.tar*"])
+        t.run(["sh", "-c", f"rm -rf {data}/db/files; rm -f {hb.backup_dir(target.vars, stack.name)}/*.ferry-backup.tar*"])
         t.run(["docker", "exec", "llm-chat-backend-1", "python3", "-c",
                "import sqlite3; c = sqlite3.connect('/app/db/chat.db'); c.execute('DROP TABLE IF EXISTS bench'); "
                "c.commit(); c.execute('VACUUM')"])

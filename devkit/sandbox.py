@@ -531,21 +531,25 @@ def _remove_host(i: int) -> None:
     docker("volume", "rm", "-f", _volume_name(i), check=False)
 
 
-def _create_host(i: int, image: str, ip: str) -> None:
-    """Start a new container for host ``i`` (with a new, empty /var/lib/docker volume)."""
+def _create_host(i: int, image: str, ip: str, host_keys: bytes | None = None) -> None:
+    """Start a new container for host ``i`` (with a new, empty /var/lib/docker volume).
+
+    ``host_keys``: a tar of ``/etc/ssh/ssh_host_*`` put in place before the first boot,
+    so the host keeps the keys known_hosts has (else it generates its own)."""
     _remove_host(i)
     _start_container(_container_name(i), _host_name(i), _volume_name(i), ip, image,
-                     {LABEL_INDEX: str(i)})
+                     {LABEL_INDEX: str(i)}, host_keys)
 
 
 def _start_container(container: str, hostname: str, volume: str, ip: str, image: str,
-                     labels: dict[str, str]) -> None:
+                     labels: dict[str, str], host_keys: bytes | None = None) -> None:
     """Run a sandbox host container (systemd as PID 1) with a new, empty volume on
-    /var/lib/docker, on the sandbox network at ``ip``, labelled ``LABEL=NAME`` + ``labels``."""
+    /var/lib/docker, on the sandbox network at ``ip``, labelled ``LABEL=NAME`` + ``labels``;
+    ``host_keys`` (a tar of ``ssh_host_*``) is put in ``/etc/ssh`` before it boots."""
     docker("volume", "create", "--label", f"{LABEL}={NAME}", volume)
     extra = [w for k, v in labels.items() for w in ("--label", f"{k}={v}")]
     docker(
-        "run", "-d", "-t",
+        "create", "-t",
         "--name", container, "--hostname", hostname,
         "--network", NETWORK, "--ip", ip,
         "--label", f"{LABEL}={NAME}", *extra,
@@ -561,6 +565,9 @@ def _start_container(container: str, hostname: str, volume: str, ip: str, image:
         image,
         timeout=120,
     )
+    if host_keys:
+        docker("cp", "-", f"{container}:/etc/ssh", input=host_keys, timeout=60)
+    docker("start", container, timeout=120)
 
 
 # ---------------------------------------------------------------------------- nodpkg hosts
@@ -942,6 +949,71 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> Sandbox | None:
     return Sandbox(state_dir=state_dir, hosts=hosts, key_file=key_file,
                    known_hosts=known_hosts, inventory=inventory, nodpkg=_running_nodpkg())
 
+
+# ---------------------------------------------------------------------------- known states
+
+#: What :func:`reset_host` runs on a host (as root, through ``docker exec``): every
+#: container, network and volume goes (Docker itself and its images stay), and every file
+#: Ferry or a test put on it: ``/opt/ferry``, backups, Ferry's cron entries and logs.
+RESET_SCRIPT = r"""
+set -u
+rm -f /etc/cron.d/ferry-* /run/lock/ferry-*
+if command -v docker >/dev/null 2>&1; then
+  systemctl start docker >/dev/null 2>&1 || true
+  ids=$(docker ps -aq) && [ -z "$ids" ] || docker rm -f -v $ids >/dev/null
+  docker network prune -f >/dev/null
+  docker volume prune -f >/dev/null
+fi
+rm -rf /opt/ferry /var/backups/ferry /var/log/ferry
+test ! -e /opt/ferry
+"""
+
+
+def _host_index(name: str) -> int:
+    if not name.startswith(HOST_PREFIX) or not name[len(HOST_PREFIX):].isdigit():
+        raise FerryError(f"{name!r} is not a sandbox host name (sandbox-N)")
+    return int(name[len(HOST_PREFIX):])
+
+
+def reset_host(name: str) -> None:
+    """Put a running sandbox host in the *clean* state, in seconds: no container,
+    network or volume, no Ferry file (``/opt/ferry``, backups, cron entries, logs). Docker
+    stays installed if it was, with its images (a test must not assume which images a
+    clean host has; one that needs no Docker asks for :func:`recreate_host`).
+
+    Raises:
+        FerryError: no such host, or the reset failed (its output).
+    """
+    container = _container_name(_host_index(name))
+    proc = _exec(container, "sh", "-c", RESET_SCRIPT, check=False, timeout=300)
+    if proc.returncode != 0:
+        raise FerryError(f"{name}: reset failed: {(proc.stdout + proc.stderr).decode(errors='replace').strip()[-300:]}")
+
+
+def recreate_host(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
+    """Put a sandbox host in the *fresh* state: a new container from the host image
+    with a new, empty ``/var/lib/docker`` (no Docker installed, nothing of Ferry's), at
+    the same address and with the same SSH host keys, so ``known_hosts`` and the
+    inventory stay valid. Returns when root can log in over SSH (about 10 s).
+
+    Raises:
+        FerryError: no such host, or it did not come back.
+    """
+    i = _host_index(name)
+    container = _container_name(i)
+    key_file, _pub, known_hosts, _inv = _paths(Path(state_dir))
+    with _lock():
+        found = _inspect("container", container)
+        if not found:
+            raise FerryError(f"{name}: no sandbox container {container} (run up first)")
+        ip = _container_ip(found[0])
+        keys = _exec(container, "sh", "-c", "cd /etc/ssh && tar -cf - ssh_host_*").stdout
+        _create_host(i, found[0]["Config"]["Image"], ip, keys)
+        host = SandboxHost(name=name, ip=ip, container=container)
+        deadline = time.monotonic() + READY_TIMEOUT
+        _wait_systemd(host, deadline)
+        _install_authorized_key(container, key_file.with_name(KEY_NAME + ".pub").read_text())
+        _wait_ssh(host, key_file, known_hosts, deadline)
 
 
 def wire_bytes(container: str) -> tuple[int, int]:

@@ -6,8 +6,9 @@ On every selected host, under the stack's lock and with an audit line
 1. ``docker compose down --remove-orphans`` in the current release (Compose removes the
    project's containers and networks), then whatever still carries the project's label
    (containers, networks: a release whose compose file is gone);
-2. removes the release directories, ``current``, ``up.json``, the backup script, its
-   status and cron entry, and the stack's bundle layouts (``bundles/<stack>-*``);
+2. removes the release directories, ``current``, ``up.json``, the activation record,
+   the backup script, its status and cron entry, and the stack's bundle layouts
+   (``bundles/<stack>-*``);
 3. keeps ``data/``, ``secrets.json`` (the generated passwords that data needs), the named
    volumes and the backups - unless ``purge_data``, which removes them too.
 
@@ -74,7 +75,8 @@ if [ $have_docker = 1 ]; then
 fi
 r=0; [ -d {q(stack_dir + '/releases')} ] && r=$(find {q(stack_dir + '/releases')} -mindepth 1 -maxdepth 1 | wc -l)
 rm -rf -- {q(stack_dir + '/releases')} {cur} {q(stack_dir + '/up.json')} {q(stack_dir + '/ferry-backup')} \\
-  {q(stack_dir + '/backup-settings')} {q(stack_dir + '/backup-status')} {q(cron)} {q(root + '/bundles')}/{q(project)}-*
+  {q(stack_dir + '/backup-settings')} {q(stack_dir + '/backup-status')} {q(stack_dir + '/activate.json')} \\
+  {q(stack_dir + '/activate.log')} {q(cron)} {q(root + '/bundles')}/{q(project)}-*
 echo "containers $c"; echo "networks $n"; echo "volumes $v"; echo "releases $r"
 """
     if purge:

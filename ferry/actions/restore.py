@@ -8,15 +8,13 @@ from typing import Any
 
 from ..errors import FerryError
 from ..host.session import guarded
-from ..host.verify import Check, verify_host
-from ..host import files
-from ..errors import HostError
+from ..host.verify import Check, settle_seconds, verify_host
 from ..model.backup import RestoreRequest
 from ..model.stack import load_stack
 from ..roles import load_role
 from ..ui import UI
 from .backup import context
-from .common import stack_hosts
+from .common import current_compose, stack_hosts
 
 
 def restore(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any], ui: UI,
@@ -52,6 +50,10 @@ def restore(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str,
                     f"{summary['wall_seconds']:.1f} s, every compose up with --pull never"
                     + (f"; the state before is backup {summary['safety']}" if summary.get("safety") else ""))
             checks = verify_current(s, stack)
+            if any(not ch.ok for ch in checks):
+                # services without a healthcheck count once they ran a settle time: give it
+                time.sleep(settle_seconds(s.vars))
+                checks = verify_current(s, stack)
             bad = [ch for ch in checks if not ch.ok]
             ui.info(f"{s.name}: verify: " + (f"{len(checks)} checks passed" if not bad else
                     "; ".join(f"{ch.kind} {ch.target}: {ch.detail}" for ch in bad)))
@@ -62,8 +64,6 @@ def restore(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str,
 
 
 def verify_current(s, stack) -> list[Check]:
-    """:func:`ferry.host.verify.verify_host` on the host's current release."""
-    found = files.parse_tar(s.t.run(files.read_tar(s.paths.stack_dir, ["current/compose.yml"])).stdout)
-    if "current/compose.yml" not in found:
-        raise HostError(s.name, f"no current release of {stack.name}")
-    return verify_host(s.t, stack, found["current/compose.yml"], s.paths.current)
+    """:func:`ferry.host.verify.verify_host` on the host's current release, as ``inv verify``."""
+    current_compose(s, stack.name)            # no current release: one clear error
+    return verify_host(s.t, stack, s.paths.current, settle_seconds(s.vars))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..controller.inventory import Inventory
-from ..errors import HostError
+from ..errors import FerryError, HostError
 from ..host import containers
 from ..host.releases import read_releases
 from ..host.session import HostSession, guarded
@@ -77,6 +77,12 @@ def _rollback_host(s: HostSession, stack: Stack, ui: UI, current: str | None, ta
                                          f"{result.summary}; {line}", True)
         if not all(c.ok for c in report.checks):
             raise HostError(s.name, line)
+        try:        # scheduled backups follow the release that runs (a warning, not a failed rollback)
+            backup = load_role("backup").install(ctx)
+            if backup.changed:
+                ui.host_line(s.name, "backup", backup.summary, True)
+        except FerryError as exc:
+            ui.warn(f"{s.name}: backup settings of {target.id} not written: {exc}")
     except HostError as exc:
         report.status, report.error = "failed", str(exc)
     return report

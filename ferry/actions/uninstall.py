@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import HostError
 from ..host import audit, containers, footprint
+from ..host.backup import log_file
 from ..host.footprint import Footprint
 from ..host.session import HostSession, guarded
 from ..roles import load_role
@@ -145,8 +146,8 @@ def _uninstall_host(s: HostSession, f: Footprint, purge_docker: bool, purge_data
                 raise HostError(s.name, f"docker compose down of {stack} failed: {res.last_error_line()}")
         else:
             s.t.run(footprint.remove_stack_containers(stack))
-    s.t.run(footprint.remove_files(root, sorted(f.stacks), f.cron, str(v["backup_log_dir"]), str(v["backup_dir"]),
-                                   purge_data))
+    s.t.run(footprint.remove_files(root, sorted(f.stacks), f.cron, [log_file(v, st) for st in sorted(f.stacks)],
+                                   str(v["backup_log_dir"]), str(v["backup_dir"]), purge_data))
     if purge_docker and f.docker:
         role = load_role("install-docker-offline")
         res = s.t.run(footprint.purge_docker(list(v.get("docker_packages") or ["docker.io"]),

@@ -148,6 +148,9 @@ class Host:
             required: more names that must render (beside ``lower``'s keys, the
                 ``ansible_*`` and ``ferry_*`` ones).
 
+        Call it from one thread (the main one, before hosts are opened in parallel):
+        it runs ansible-core, whose display and vault state are process-wide.
+
         Raises:
             FerryError: a variable Ferry reads cannot be rendered, or a template or
                 vault error (one line naming the file and variable).
@@ -455,7 +458,7 @@ class Inventory:
                 magic = {k: _plain(raw[k], self._es) for k in MAGIC_VARS if k in raw}
                 self.hosts[name] = Host(name, {"all", *magic.get("group_names", [])}, values, magic,
                                         self._secret_keys(name, values), self)
-            self._report(said.warnings[len(self.warnings):])
+            self._report(said.warnings)
 
     # -- loading ---------------------------------------------------------------------
 
@@ -490,14 +493,18 @@ class Inventory:
         return prefix + message
 
     def _fail_on(self, said: _Said) -> None:
-        """A source some plugin failed to parse is an error (Ansible would warn and go on)."""
+        """A source some plugin failed to parse is an error (Ansible would warn and go
+        on). Of the plugins that tried the first such file, the error of the one its
+        extension calls for is reported."""
         if not said.failures:
             return
-        by_plugin = [(msg, exc) for msg, exc in said.failures]
-        preferred = _preferred_plugin(self.path)
-        chosen = next((f for f in by_plugin if preferred and f"'{preferred}'" in f[0]), by_plugin[-1])
-        unparsed = [w for w in said.warnings if w.startswith("Unable to parse ")]
-        where = unparsed[0][len("Unable to parse "):].split(" as an inventory source")[0] if unparsed else ""
+        unparsed = [w[len("Unable to parse "):].split(" as an inventory source")[0]
+                    for w in said.warnings if w.startswith("Unable to parse ")]
+        where = unparsed[0] if unparsed else ""
+        about = [f for f in said.failures if where and where in str(_origin(getattr(f[1], "obj", None)))] \
+            or said.failures
+        preferred = f"'{_preferred_plugin(Path(where or self.path))}'"
+        chosen = next((f for f in about if preferred in f[0]), about[-1])
         message = self._vault_hint(*_explain(chosen[1]))
         if where and where not in message:
             message = f"{where}: {message}"

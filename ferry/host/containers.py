@@ -304,8 +304,14 @@ def with_pid(argv: list[str], merge_stderr: bool = False) -> list[str]:
 
 
 def kill(pid: int) -> list[str]:
-    """``kill -TERM PID`` (quietly; the process may have ended already)."""
-    return sh(f"kill -TERM {int(pid)} 2>/dev/null || true")
+    """Stop process ``pid`` of :func:`with_pid` and what it started, quietly (they may
+    have ended already): SIGTERM to its process group (under sshd the command leads
+    one), to its children and to itself. The children matter: the ``docker`` CLI ignores
+    SIGTERM while a plugin such as ``docker compose`` runs, and waits for the plugin."""
+    p = int(pid)
+    return sh(f"kill -TERM -- -{p} 2>/dev/null; "
+              f"for c in $(cat /proc/{p}/task/*/children 2>/dev/null); do kill -TERM \"$c\" 2>/dev/null; done; "
+              f"kill -TERM {p} 2>/dev/null; true")
 
 
 def compose_logs(project: str, compose_file: str, project_dir: str, services: list[str], follow: bool = False,

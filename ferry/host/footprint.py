@@ -3,9 +3,8 @@
 Ferry's files on a host: ``ferry_root`` (``store/``, ``bundles/``, ``locks/``,
 ``audit.log``, and per stack ``stacks/<stack>/``: releases, ``current``, ``up.json``,
 the backup script ``ferry-backup`` and ``backup-status/``), the cron entries
-``/etc/cron.d/ferry-backup-<stack>``, the backup logs
-``<backup_log_dir>/backup-<stack>.log`` and the backup locks
-``/run/lock/ferry-backup-<stack>.lock``. The stacks' *data* (``stacks/<stack>/data/``,
+``/etc/cron.d/ferry-backup-<stack>`` and the backup logs
+``<backup_log_dir>/backup-<stack>.log`` (names: :mod:`ferry.host.backup`). The stacks' *data* (``stacks/<stack>/data/``,
 the generated secrets it depends on in ``secrets.json``, Compose named volumes, the
 backup archives in ``<backup_dir>/<stack>/``) and Docker itself are not Ferry's files.
 
@@ -144,17 +143,19 @@ def remove_stack_containers(project: str) -> list[str]:
               f"docker network ls -q --filter {label} | xargs -r docker network rm >/dev/null; true")
 
 
-def remove_files(root: str, stacks: list[str], cron: list[str], log_dir: str, backup_dir: str,
+def remove_files(root: str, stacks: list[str], cron: list[str], logs: list[str], log_dir: str, backup_dir: str,
                  purge_data: bool) -> list[str]:
     """Remove Ferry's files (see the module docstring) but ``audit.log`` and ``locks/``
-    (the caller still holds the locks and writes the last audit line); with
-    ``purge_data``, the stacks' data dirs, secrets and backup archives too."""
+    (the caller still holds the locks and writes the last audit line): the ``cron``
+    files, the backup ``logs`` (then ``log_dir`` if left empty), ``store/``,
+    ``bundles/`` and each stack's directory but its data; with ``purge_data``, the
+    stacks' data dirs, secrets and backup archives (``<backup_dir>/<stack>``) too."""
     r = q(root)
     parts = ["set -e"]
-    if cron:
-        parts.append("rm -f -- " + " ".join(q(c) for c in cron))
+    gone = [*cron, *logs, *(f"/run/lock/ferry-backup-{s}.lock" for s in stacks)]
+    if gone:
+        parts.append("rm -f -- " + " ".join(q(g) for g in gone))
     for s in stacks:
-        parts.append(f"rm -f -- {q(posixpath.join(log_dir, f'backup-{s}.log'))} /run/lock/{q(f'ferry-backup-{s}.lock')}")
         sd = q(posixpath.join(root, "stacks", s))
         if purge_data:
             parts.append(f"rm -rf -- {sd} {q(posixpath.join(backup_dir, s))}")
@@ -178,7 +179,8 @@ def remove_last(root: str) -> list[str]:
 
 def purge_docker(packages: list[str], data_root: str, daemon_json: str, plugin: str) -> list[str]:
     """Stop Docker and remove it: ``apt-get purge`` of ``packages`` (those installed),
-    the contents of ``data_root`` (images, containers, volumes), ``daemon_json`` and the
+    the contents of ``data_root`` (images, containers, volumes), the directory of
+    ``daemon_json`` (``/etc/docker``: Ferry's daemon.json, dockerd's key.json) and the
     Compose ``plugin``. Offline: apt reads no source list."""
     d = q(data_root)
     return sh("set -e; systemctl disable --now docker.service docker.socket containerd.service >/dev/null 2>&1 || true; "
@@ -187,7 +189,7 @@ def purge_docker(packages: list[str], data_root: str, daemon_json: str, plugin: 
               "[ -z \"$pkgs\" ] || DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "
               "-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=/dev/null $pkgs >/dev/null; "
               f"[ ! -d {d} ] || find {d} -mindepth 1 -maxdepth 1 -exec rm -rf -- {{}} +; "
-              f"rm -rf -- /var/lib/containerd {q(daemon_json)} {q(plugin)}")
+              f"rm -rf -- /var/lib/containerd {q(posixpath.dirname(daemon_json))} {q(plugin)}")
 
 
 def audit_to_syslog(line: str) -> list[str]:

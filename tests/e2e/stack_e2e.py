@@ -2,10 +2,10 @@
 deploy it with the real engine (``ferry.actions.deploy.prepare``/``deploy``) onto a sandbox
 host, and look at the host over Ferry's verified SSH transport.
 
-Host plan (sandbox-1 is llm-chat's, ports 80/8000/3000): sandbox-2 runs
-chatgpt-on-wechat (80, 443, 81, 444), corp-wechat-gptbot (50008) and uni-load (3001,
-8000, 8080); sandbox-3 runs xiaozhi-esp32-server (8000, 8002, 8003) and the stack
-added from a folder in a test (8088).
+Hosts: each test module claims the ones it uses in a known state (``pytest.mark.hosts``,
+see ``conftest.py``): chatgpt-on-wechat (80, 443, 81, 444), corp-wechat-gptbot
+(50008) and uni-load (3001, 8000, 8080) use sandbox-2; xiaozhi-esp32-server (8000,
+8002, 8003) and the stack added from a folder (8088) sandbox-3.
 """
 
 from __future__ import annotations
@@ -50,10 +50,11 @@ def bundle(stack_dir: Path, dist: Path, version: str | None = None, base: Path |
     return b.path
 
 
-def inv_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the real command line (``inv ...``) from the repository root."""
+def inv_cli(*args: str, timeout: float = 900, columns: int = 200) -> subprocess.CompletedProcess:
+    """Run the real command line (``inv ...``) from the repository root, its output piped
+    (a terminal of ``columns`` for rich)."""
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": str(columns)})
 
 
 class Deployed:

@@ -21,7 +21,7 @@ import pytest
 from backup_support import ROOT, BackupHost, Hosts, deploy_stack, inv_cli
 from ferry.host import backup as hb
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-1")]
 HOST = "sandbox-1"
 
 

@@ -9,7 +9,7 @@ import pytest
 from backup_support import DBTEST, BackupHost, Hosts, deploy_stack, inv_cli
 from ferry.host import backup as hb
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-2")]
 HOST = "sandbox-2"
 WRITER = ("i=0; while [ ! -e /root/stop-writer ]; do i=$((i+1)); "
           "docker exec dbtest-mariadb-1 mariadb -e \"INSERT INTO app.t (id, v) VALUES ($i, 'row $i')\" && "
@@ -19,7 +19,9 @@ WRITER = ("i=0; while [ ! -e /root/stop-writer ]; do i=$((i+1)); "
 @pytest.fixture(scope="module")
 def db(sandbox, tmp_path_factory):
     deploy_stack(sandbox.inventory, HOST, DBTEST, tmp_path_factory.mktemp("dist"))
-    return BackupHost(Hosts(sandbox.inventory), HOST, "dbtest")
+    host = BackupHost(Hosts(sandbox.inventory), HOST, "dbtest")
+    yield host
+    host.run("touch /root/stop-writer")          # a writer loop left by a failed test ends
 
 
 def cli(sandbox, *args):

@@ -3,8 +3,8 @@ signer, never reaches a host.
 
 Each bad bundle goes through the real command line (``inv deploy``) against a real
 sandbox host and must fail with one line naming the cause, before any SSH connection:
-the host's sshd logs no new login and the host's state is unchanged. (A signed bundle
-deploying: test_layer_transfer.py.)
+the host's sshd logs no new login and the host's state is unchanged. Then the same
+bundle, signed, deploys to that fresh host.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from stack_e2e import STACKS, Hosts, bundle, inv_cli, inventory_with_signers, logins, signing_keys
+from stack_e2e import STACKS, Hosts, bundle, inv_cli
 
-pytestmark = pytest.mark.e2e
-HOST = "sandbox-7"
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-6")]
+HOST = "sandbox-6"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,26 @@ def built(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> dict[str, Path]:
-    return signing_keys(tmp_path_factory.mktemp("keys"))
+    d = tmp_path_factory.mktemp("keys")
+    out = {}
+    for name in ("release", "intruder"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(d / name)], check=True)
+        out[name] = d / name
+    (d / "allowed_signers").write_text(f"release@example.org {(d / 'release.pub').read_text()}")
+    out["signers"] = d / "allowed_signers"
+    return out
+
+
+def inventory_with_signers(sandbox, tmp_path: Path, signers: Path) -> Path:
+    """The sandbox inventory with ``ferry_bundle_signers`` set for every host."""
+    data = yaml.safe_load(sandbox.inventory.read_text())
+    for f in ("id_ed25519", "known_hosts"):
+        shutil.copy(sandbox.state_dir / f, tmp_path / f)
+    shutil.copy(signers, tmp_path / "allowed_signers")
+    data["all"]["vars"]["ferry_bundle_signers"] = "allowed_signers"
+    p = tmp_path / "inventory.yml"
+    p.write_text(yaml.safe_dump(data))
+    return p
 
 
 def copy_bundle(src: Path, dest: Path) -> Path:
@@ -48,6 +68,15 @@ def replace(path: Path, data: bytes) -> None:
     """Write a new file in place of a hard-linked one (the original stays intact)."""
     path.unlink()
     path.write_bytes(data)
+
+
+def logins(sandbox, name: str) -> int:
+    """SSH logins the host's sshd accepted so far (read with docker exec, not SSH)."""
+    container = next(h.container for h in sandbox.hosts if h.name == name)
+    out = subprocess.run(["docker", "exec", container, "sh", "-c",
+                          "journalctl -u ssh.service --no-pager -o cat | grep -c 'Accepted publickey' || true"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip() or 0)
 
 
 def refused(r: subprocess.CompletedProcess, *needles: str) -> str:
@@ -97,3 +126,17 @@ def test_untrusted_bundles_are_refused_before_any_connection(sandbox, hosts, bui
 
     assert logins(sandbox, HOST) == before                  # not one SSH connection
     assert hosts.state(HOST) == state
+
+
+def test_a_bundle_signed_by_an_allowed_signer_deploys(sandbox, hosts, built, keys, tmp_path):
+    signed = tmp_path / "dist"
+    r = inv_cli("bundle", "--stack", "llm-chat", "--dist", str(signed), "--sign", str(keys["release"]))
+    assert r.returncode == 0 and "signed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    b = signed / built.name
+    assert (b / "manifest.json.sig").is_file()
+    inv = inventory_with_signers(sandbox, tmp_path, keys["signers"])
+    r = inv_cli("deploy", "--host", HOST, "-i", str(inv), "--bundle", str(b))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "checks passed" in r.stdout
+    # the signature travelled with the bundle to the host
+    assert hosts.sh(HOST, f"test -s /opt/ferry/bundles/{b.name}/manifest.json.sig && echo yes").strip() == "yes"

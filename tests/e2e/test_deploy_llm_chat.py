@@ -29,7 +29,7 @@ from ferry.host.transport.ssh import connect_host
 from ferry.ui import UI
 from stack_e2e import Hosts as SandboxHosts, inv_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-1", fresh=True)]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -32,7 +32,7 @@ import pytest
 
 from stack_e2e import Hosts, STACKS, bundle, deploy_stack, inv_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-6")]
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "sandbox-6"
 

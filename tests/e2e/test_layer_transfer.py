@@ -1,7 +1,7 @@
 """End to end: images travel as layers, signed, onto a fresh host; a new version that
 changes one layer sends that layer and nothing else of its images.
 
-Host: sandbox-7 (fresh: no Docker). Bytes on the wire are the host's own network
+Host: sandbox-5 (fresh: no Docker). Bytes on the wire are the host's own network
 counters (``eth0`` of the sandbox network, read with ``docker exec``): everything the
 controller sent it, SSH framing and every command of the deploy included.
 """
@@ -26,8 +26,8 @@ from ferry.roles import role_defaults
 from ferry.ui import UI
 from stack_e2e import STACKS, Hosts, container_of, deploy_stack, http, inventory_with_signers, signing_keys
 
-pytestmark = pytest.mark.e2e
-HOST = "sandbox-7"
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-5", fresh=True)]
+HOST = "sandbox-5"
 NEW_TAG = "llm-chat-backend:1.1.0-onelayer"
 
 

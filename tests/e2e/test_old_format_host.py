@@ -3,7 +3,7 @@ one ``docker save`` tarball per image in the store) keeps working with this Ferr
 
 The old state is made by the old code itself: the last commit before the layer change is
 extracted with ``git archive`` and run (bundle + deploy of llm-chat 1.0.0) against
-sandbox-8. Then this Ferry deploys a format-2 bundle there (its layers are already in the
+sandbox-4. Then this Ferry deploys a format-2 bundle there (its layers are already in the
 engine: only a config and the stack files travel), rolls back to the old release, rolls
 forward, and finally loads the OLD bundle again from the host's store after its image
 was removed from Docker.
@@ -30,8 +30,8 @@ from ferry.roles import role_defaults
 from ferry.ui import UI
 from stack_e2e import ROOT, STACKS, Hosts, deploy_stack, http, inv_cli
 
-pytestmark = pytest.mark.e2e
-HOST = "sandbox-8"
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-4", fresh=True)]
+HOST = "sandbox-4"
 OLD_COMMIT = "9fc6a41"        # main before the reorganisation and layer transfer: format-1 bundles
 NEW_TAG = "llm-chat-backend:1.1.0-migration"
 

@@ -34,7 +34,7 @@ from ferry.host.transport.ssh import connect_host
 from ferry.ui import UI
 from stack_e2e import inv_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-1", "sandbox-4", "sandbox-5", "sandbox-6")]
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "stacks" / "llm-chat"
 

@@ -4,9 +4,10 @@ Every check goes over SSH with paramiko, the generated key and strict host key c
 (``RejectPolicy`` + the written ``known_hosts``), except where the point is to look at
 the hosts from the outside (docker inspect).
 
-These tests need the hosts fresh (no Docker yet): ``tests/e2e/conftest.py`` creates them
-with ``up(fresh=True)`` once per session and runs this module before the other e2e tests,
-which deploy onto the same hosts.
+These tests need the hosts fresh (no Docker yet) and change nothing: the module claims
+every host ``fresh`` and ``readonly`` (``tests/e2e/conftest.py``), so in the default
+order, which runs it first, it costs nothing, and after other modules the hosts are
+recreated first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import yaml
 
 from devkit import sandbox as sandbox_mod
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts(fresh=True, readonly=True)]
 
 
 def _client(sb: sandbox_mod.Sandbox, host: sandbox_mod.SandboxHost,

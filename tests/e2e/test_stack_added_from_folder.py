@@ -13,7 +13,7 @@ import pytest
 
 from stack_e2e import STACKS, Hosts, http, inv_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-3")]
 HOST = "sandbox-3"
 NAME = f"e2e-hello-{os.getpid()}"
 

@@ -9,7 +9,7 @@ import pytest
 
 from stack_e2e import assert_noop_redeploy, changed_services, deploy_stack, http, stack_fixtures
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-2")]
 HOST = "sandbox-2"
 STACK = "chatgpt-on-wechat"
 DESC = "你是一个乐于助人的助手，回答要简洁。「引号」与 \"双引号\" 都要保留"

@@ -9,7 +9,7 @@ import pytest
 
 from stack_e2e import Hosts, changed_services, http, inv_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-2")]
 HOST = "sandbox-2"
 STACK = "corp-wechat-gptbot"
 SETS = ["gptbot_we_corp_id=ww-e2e", "gptbot_we_agent_id=1000002", "gptbot_we_corp_secret=corp-secret-e2e",

@@ -9,7 +9,7 @@ import pytest
 
 from stack_e2e import assert_noop_redeploy, changed_services, deploy_stack, http, stack_fixtures
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-2")]
 HOST = "sandbox-2"
 STACK = "uni-load"
 SETS = {"gpt_load_auth_key": "gl-auth-e2e", "uni_api_keys": ["sk-uni-e2e"]}

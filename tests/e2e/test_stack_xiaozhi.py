@@ -11,7 +11,7 @@ import pytest
 
 from stack_e2e import STACKS, assert_noop_redeploy, bundle, changed_services, deploy_stack, http, stack_fixtures
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-3")]
 HOST = "sandbox-3"
 STACK = "xiaozhi-esp32-server"
 ROOT = f"/opt/ferry/stacks/{STACK}"

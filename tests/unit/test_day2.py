@@ -213,14 +213,14 @@ def test_uninstall_removes_ferry_files_and_keeps_data(tmp_path):
     (backups / "llm-chat").mkdir(parents=True)
     cron = tmp_path / "cron"
     cron.write_text("x")
-    subprocess.run(footprint.remove_files(str(root), ["llm-chat"], [str(cron)], str(logs), str(backups), False),
-                   check=True)
+    subprocess.run(footprint.remove_files(str(root), ["llm-chat"], [str(cron)], [str(logs / "backup-llm-chat.log")],
+                                          str(logs), str(backups), False), check=True)
     subprocess.run(footprint.remove_last(str(root)), check=True)
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert left == ["backups", "backups/llm-chat", "ferry", "ferry/keep-me", "ferry/keep-me/x", "ferry/stacks",
                     "ferry/stacks/llm-chat", "ferry/stacks/llm-chat/data", "ferry/stacks/llm-chat/data/db",
                     "ferry/stacks/llm-chat/data/db/chat.db", "ferry/stacks/llm-chat/secrets.json"]
-    subprocess.run(footprint.remove_files(str(root), ["llm-chat"], [], str(logs), str(backups), True), check=True)
+    subprocess.run(footprint.remove_files(str(root), ["llm-chat"], [], [], str(logs), str(backups), True), check=True)
     subprocess.run(footprint.remove_last(str(root)), check=True)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["ferry", "ferry/keep-me",
                                                                                  "ferry/keep-me/x"]

@@ -35,7 +35,7 @@ def test_gateway_with_mysql_and_redis(tmp_path):
     paths = HostPaths("/opt/ferry", stack.name, "")
     rel = render_release(stack, template_context(stack.defaults, stack, paths.for_templates(), {}, "h"), "h", resolver())
     assert b"MYSQL_ROOT_PASSWORD='Ferry-db-pw-1'" in rel.files[".env"]
-    assert rel.model.services["new-api"].ports[0].port == 3000 and rel.data_paths == ["data", "logs"]
+    assert rel.model.services["new-api"].ports[0].port == 3300 and rel.data_paths == ["data", "logs"]
 
 
 def test_chat_ui_with_model_server_and_named_volumes(tmp_path):
