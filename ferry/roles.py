@@ -53,8 +53,6 @@ class HostState:
     """What the roles of one host run learn and hand on, in order (typed, not a dict).
 
     Attributes:
-        store_listing: sha256 names already in the host's store (deploy gathers it for
-            every host before the roles run; upload-bundle reads it).
         host_facts: :class:`ferry.host.engine.EngineFacts` (install-docker-offline's
             preflight, renewed after it installs).
         docker_layout: ``deb`` or ``static``: how this host gets its Docker engine
@@ -84,7 +82,6 @@ class HostState:
         engine_changed: install-docker-offline installed, restarted or started Docker.
     """
 
-    store_listing: set[str] | None = None
     host_facts: Any = None
     docker_layout: str | None = None
     images_changed: bool = False

@@ -9,8 +9,8 @@ Deploy runs in phases so that bad input changes nothing on any host:
    connection);
 2. connect to every selected host (unreachable hosts and unknown or changed host keys
    stop here), run every role's read-only ``preflight`` (no systemd, wrong CPU
-   architecture...) and list each host's store;
-3. list each host's store (what it already holds, by sha256);
+   architecture...);
+3. take every host's deploy lock;
 4. per host (batches: ``--serial``), the roles in :data:`ferry.roles.DEPLOY_ROLES`
    with verification before ``prune-releases``; a failed health gate switches the
    host back to its previous release.
@@ -146,15 +146,6 @@ def check_signature(bundle: Bundle, inventory: Inventory, hosts: list[Host]) -> 
     return [verify_manifest(bundle.path, signers) for signers in files]
 
 
-def list_stores(sessions: list[HostSession]) -> dict[str, set[str]]:
-    """Phase 3: each host's store listing (the bundle itself was checked in :func:`prepare`).
-
-    Returns:
-        ``{host: {sha256 already in its store}}`` (handed to upload-bundle).
-    """
-    return {s.name: set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out)) for s in sessions}
-
-
 def foreign_project(s: HostSession, stack: str) -> str | None:
     """Where the Compose project ``stack`` already runs on the host if that is not under
     this deploy's stack directory (another ``ferry_root``, or a hand-made project of the
@@ -218,9 +209,6 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                     preflight(ctx)
         with guarded(sessions, plan.stack.name, "deploy", plan.bundle.version, message, lock_wait,
                      check) as change:
-            listings = list_stores(sessions)
-            for ctx in contexts.values():
-                ctx.state.store_listing = listings[ctx.host]
             names = [h.name for h in plan.hosts]
             size = serial if serial and serial > 0 else len(names)
             batches = [names[i:i + size] for i in range(0, len(names), size)]

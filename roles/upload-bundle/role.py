@@ -15,8 +15,9 @@ from any earlier bundle is not sent again; those this run will use are re-hashed
 host first (a damaged one is removed and sent again). The missing files go in ONE stream
 over SSH to one receiver on the host (:func:`ferry.host.files.receive_files`), which
 hashes each file while writing it and renames it into place only when size and sha256
-match; a mismatch stops the deploy. The bundle's layout is then recreated under
-``bundles/<stack>-<version>/`` as symlinks to the store files the host holds.
+match; a mismatch stops the deploy. The same receiver then lays the bundle out under
+``bundles/<stack>-<version>/`` as symlinks to the store files the host holds (link
+lines after the files, in the same stream).
 """
 
 from __future__ import annotations
@@ -27,10 +28,26 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ferry.errors import FerryError, HostError
-from ferry.host import containers, files as hostfiles
+from ferry.host import batch, containers, files as hostfiles
+from ferry.host.transport import join
 from ferry.model.imagelayers import plan_load
 from ferry.roles import RoleContext, RoleResult, load_role
 from ferry.ui import human_bytes
+
+
+@dataclass
+class HostFiles:
+    """The host's side of an upload (:func:`gather`).
+
+    Attributes:
+        store: sha256 names in its store (less any found damaged).
+        links: the bundle directory's symlinks ``{relpath: target}``.
+        checked: sha256 of the files re-hashed in the same round trip.
+    """
+
+    store: set[str]
+    links: dict[str, str]
+    checked: set[str]
 
 
 @dataclass
@@ -42,7 +59,8 @@ class UploadPlan:
         links: ``{bundle path: store path}`` symlinks to create or fix.
         stale: symlinks under the bundle's directory that it no longer has (a rebuilt
             bundle of the same version), removed.
-        recheck: entries already in the store that this run uses (re-hashed first).
+        recheck: image or installer files already in the store that this run uses
+            (re-hashed on the host before they are used).
         used: number of bundle files this host uses.
         total: number of bundle files.
         skipped: ``{reason: bytes}`` left out because the host does not need them.
@@ -57,25 +75,52 @@ class UploadPlan:
     skipped: dict[str, int]
 
 
+def _is_payload(path: str, image_paths: set[str]) -> bool:
+    """Image blobs and installer files: used by some hosts only."""
+    return path.startswith("docker/") or path in image_paths
+
+
+def _image_paths(bundle) -> set[str]:
+    images = bundle.manifest["images"]
+    if bundle.format == 1:
+        return {i["file"] for i in images}
+    return {i["config"] for i in images} | {l["blob"] for i in images for l in i["layers"]}
+
+
+def gather(ctx: RoleContext) -> HostFiles:
+    """The host's side, in ONE round trip (:mod:`ferry.host.batch`): the store listing,
+    the bundle's links, the engine's images, and the re-check of the store files every
+    host uses (stack copy, manifest): damaged ones are removed there and count as absent."""
+    p = ctx.paths
+    always = [f for f in ctx.bundle.all_files() if not _is_payload(f["path"], _image_paths(ctx.bundle))]
+    commands = [hostfiles.list_dir(p.store), hostfiles.list_links(p.bundle_dir), containers.engine_images(),
+                hostfiles.check_store(p.store, [(f["sha256"], f["size"]) for f in always])]
+    answers = batch.parse(ctx.t.run(batch.script([join(c) for c in commands])).stdout, len(commands))
+    checked = hostfiles.parse_check_store(answers[3].out)
+    damaged = {s for s, state in checked.items() if state == "damaged"}
+    for f in always:
+        if f["sha256"] in damaged:
+            ctx.ui.warn(f"{ctx.host}: store file for {f['path']} was damaged on the host: sending it again")
+    ctx.state.engine = containers.parse_engine_images(answers[2].out)
+    return HostFiles(set(hostfiles.parse_lines(answers[0].out)) - damaged, hostfiles.parse_links(answers[1].out),
+                     {f["sha256"] for f in always})
+
+
 def used_files(ctx: RoleContext) -> tuple[list[dict], dict[str, int]]:
     """The bundle files this host will use (see the module docstring), and the bytes
-    left out per reason (``installer``, ``layers``, ``images``)."""
-    entries = ctx.bundle.all_files()
-    if ctx.state.engine is None:
-        ctx.state.engine = containers.parse_engine_images(ctx.t.run(containers.engine_images()).out)
+    left out per reason (``installer``, ``layers``). Needs ``ctx.state.engine``."""
     installer = load_role("install-docker-offline")
     if ctx.state.host_facts is None:
         installer.preflight(ctx)
     docker_needed = set(installer.files_needed(ctx))
     images = ctx.bundle.manifest["images"]
+    image_paths = _image_paths(ctx.bundle)
     if ctx.bundle.format == 1:
-        image_paths = {i["file"] for i in images}
         wanted_images = {i["file"] for i in images if i["id"] not in ctx.state.engine.tags}
     else:
-        image_paths = {i["config"] for i in images} | {l["blob"] for i in images for l in i["layers"]}
         wanted_images = set(plan_load(images, ctx.state.engine).blobs)
     used, skipped = [], {"installer": 0, "layers": 0}
-    for f in entries:
+    for f in ctx.bundle.all_files():
         path = f["path"]
         if path.startswith("docker/") and path not in docker_needed:
             skipped["installer"] += f["size"]
@@ -87,33 +132,34 @@ def used_files(ctx: RoleContext) -> tuple[list[dict], dict[str, int]]:
 
 
 def plan(ctx: RoleContext) -> UploadPlan:
-    """Decide what to send and link on this host, from facts: the store listing (already
-    in ``ctx.state.store_listing`` when deploy gathered it), the engine's images, the
-    installer plan and the bundle's links on the host."""
+    """Decide what to send and link on this host, from facts (:func:`gather`, and the
+    installer's facts from its preflight)."""
     p = ctx.paths
-    present = ctx.state.store_listing
-    if present is None:
-        present = set(hostfiles.parse_lines(ctx.t.run(hostfiles.list_dir(p.store)).out))
+    host = gather(ctx)
     used, skipped = used_files(ctx)
     send, recheck, seen = [], [], set()
     for f in used:
         if f["sha256"] in seen:
             continue
         seen.add(f["sha256"])
-        (recheck if f["sha256"] in present else send).append(f)
-    held = present | seen
+        if f["sha256"] not in host.store:
+            send.append(f)
+        elif f["sha256"] not in host.checked:
+            recheck.append(f)
+    held = host.store | seen
     want = {f["path"]: f"{p.store}/{f['sha256']}" for f in ctx.bundle.all_files() if f["sha256"] in held}
-    have = hostfiles.parse_links(ctx.t.run(hostfiles.list_links(p.bundle_dir)).out)
-    links = {rel: target for rel, target in want.items() if have.get(rel) != target}
-    stale = sorted(set(have) - {f["path"] for f in ctx.bundle.all_files()})
+    links = {rel: target for rel, target in want.items() if host.links.get(rel) != target}
+    stale = sorted(set(host.links) - {f["path"] for f in ctx.bundle.all_files()})
     return UploadPlan(send, links, stale, recheck, len(used), len(ctx.bundle.all_files()), skipped)
 
 
 def upload_stream(root: Path, files: list[dict], progress: Callable[[int], None] | None = None,
-                  block: int = 1 << 20) -> Iterator[bytes]:
+                  block: int = 1 << 20, links: dict[str, str] | None = None,
+                  stale: list[str] | None = None) -> Iterator[bytes]:
     """The byte stream :func:`ferry.host.files.receive_files` reads: per file
     ``"<sha256> <size>\\n"`` and its bytes (read from ``root/<path>`` in ``block``-byte
-    pieces), then ``END 0``.
+    pieces), then ``END 0``, then one ``LINK <sha256> <relpath>`` line per symlink of
+    ``links`` (``{relpath: sha256}``) and ``UNLINK <relpath>`` per path of ``stale``.
 
     Raises:
         FerryError: a local file's size differs from its manifest entry (it changed
@@ -129,7 +175,9 @@ def upload_stream(root: Path, files: list[dict], progress: Callable[[int], None]
                 yield piece
                 if progress:
                     progress(len(piece))
-    yield b"END 0\n"
+    tail = ["END 0"] + [f"UNLINK {rel}" for rel in stale or []] + \
+        [f"LINK {sha} {rel}" for rel, sha in sorted((links or {}).items())]
+    yield ("\n".join(tail) + "\n").encode()
 
 
 def recheck(ctx: RoleContext, entries: list[dict]) -> list[dict]:
@@ -137,8 +185,8 @@ def recheck(ctx: RoleContext, entries: list[dict]) -> list[dict]:
     are missing or damaged there (removed by the check, to be sent again)."""
     if not entries:
         return []
-    text = "".join(f"{f['sha256']} {f['size']}\n" for f in entries)
-    bad = hostfiles.parse_check_store(ctx.t.run(hostfiles.check_store(ctx.paths.store), input=text.encode()).out)
+    bad = hostfiles.parse_check_store(
+        ctx.t.run(hostfiles.check_store(ctx.paths.store, [(f["sha256"], f["size"]) for f in entries])).out)
     for f in entries:
         if f["sha256"] in bad:
             ctx.ui.warn(f"{ctx.host}: store file for {f['path']} was {bad[f['sha256']]} on the host: sending it again")
@@ -172,17 +220,21 @@ def run(ctx: RoleContext) -> RoleResult:
         return RoleResult(False, f"uploaded 0 B (all {up.used} files it uses already on the host){note}",
                           {"bytes": 0, "files": 0})
     started = time.monotonic()
+    # one remote command: the receiver, then (only when every file checked out) the links
+    receiver = hostfiles.receive_files(ctx.paths.store, ctx.paths.bundle_dir)
+    links = {rel: target.rsplit("/", 1)[1] for rel, target in up.links.items()}
     if send:
         with ctx.ui.transfer(f"{ctx.host} upload", total) as advance:
-            res = ctx.t.send(hostfiles.receive_files(ctx.paths.store),
-                             upload_stream(ctx.bundle.path, send, advance), check=False)
-        if not res.ok:
-            sha = res.last_error_line().rsplit(" ", 1)[-1]
-            name = next((f["path"] for f in send if f["sha256"] == sha), sha)
-            raise HostError(ctx.host, f"upload of {name} failed: {res.last_error_line()}")
+            res = ctx.t.send(receiver, upload_stream(ctx.bundle.path, send, advance, links=links, stale=up.stale),
+                             check=False)
+    else:
+        res = ctx.t.run(receiver, input=b"".join(upload_stream(ctx.bundle.path, [], links=links, stale=up.stale)),
+                        check=False)
+    if not res.ok:
+        sha = res.last_error_line().rsplit(" ", 1)[-1]
+        name = next((f["path"] for f in send if f["sha256"] == sha), sha)
+        raise HostError(ctx.host, f"upload of {name} failed: {res.last_error_line()}")
     seconds = time.monotonic() - started
-    if up.links or up.stale:
-        ctx.t.run(hostfiles.make_links(ctx.paths.bundle_dir, up.links, up.stale))
     rate = total / seconds / 1e6 if seconds > 0 and total else 0.0
     return RoleResult(True, f"uploaded {human_bytes(total)} ({len(send)} of {up.total} files, "
                             f"sha256 verified on the host) in {seconds:.1f}s, {rate:.0f} MB/s{note}",

@@ -40,12 +40,22 @@ class DockerHost:
         self.links: dict[str, str] = {}
         self.received: list[str] = []                     # sha256 streamed, in order
         self.loaded: list[dict] = []                      # docker load manifests
+        self.checked: list[str] = []                      # store re-check scripts run
 
     def engine_lines(self) -> str:
         return "".join(f"{i}\t{json.dumps(sorted(t))}\t{json.dumps(d)}\n" for i, (t, d) in self.images.items())
 
     def __call__(self, argv, data):
         script = argv[-1] if argv[0] == "sh" else ""
+        if script.startswith("d=$(mktemp -d) || exit 70"):      # a ferry.host.batch: answer each, framed
+            out = b""
+            words = shlex.split(script)
+            commands = [words[k + 3] for k in range(len(words) - 3) if words[k:k + 3] == ["(", "sh", "-c"]]
+            for i, command in enumerate(commands):
+                rc, o, e = self(shlex.split(command), b"")
+                o, e = (x.encode() if isinstance(x, str) else x for x in (o, e))
+                out += f"==ferry-batch {i} {rc} {len(o)} {len(e)}\n".encode() + o + e
+            return 0, out, ""
         if argv == files.list_dir(STORE):
             return 0, "\n".join(self.store), ""
         if argv == files.list_links(BUNDLE_DIR):
@@ -54,23 +64,27 @@ class DockerHost:
             return 0, self.engine_lines(), ""
         if "v machine" in script:                         # install-docker-offline's one fact script
             return 0, self.facts + "".join(f"pkg={n} {v} ii \n" for n, v in self.packages.items()), ""
-        if argv == files.receive_files(STORE):
+        if argv == files.receive_files(STORE, BUNDLE_DIR):
             return self.receive(data)
-        if argv == files.check_store(STORE):
+        if "HASH" not in script and script.startswith("if command -v openssl") and "damaged" in script:
+            self.checked.append(script)
             out = ""
-            for line in data.decode().splitlines():
-                s, size = line.split()
-                if s not in self.store:
-                    out += f"{s} missing\n"
-                elif hashlib.sha256(self.store[s]).hexdigest() != s or len(self.store[s]) != int(size):
-                    del self.store[s]
-                    out += f"{s} damaged\n"
+            words = shlex.split(script.split("set -- ", 1)[1].split(";", 1)[0])
+            for s_, size in zip(words[::2], words[1::2]):
+                if s_ not in self.store:
+                    out += f"{s_} missing\n"
+                elif hashlib.sha256(self.store[s_]).hexdigest() != s_ or len(self.store[s_]) != int(size):
+                    del self.store[s_]
+                    out += f"{s_} damaged\n"
             return 0, out, ""
-        if "ln -sfn" in script:
+        if "ln -sfn" in script or script.startswith("set -e; rm -f -- "):
             for part in script.split("; "):
                 words = shlex.split(part)
                 if words[:2] == ["ln", "-sfn"]:
                     self.links[words[3].removeprefix(BUNDLE_DIR + "/")] = words[2]
+                if words[:3] == ["rm", "-f", "--"]:
+                    for w in words[3:]:
+                        self.links.pop(w.removeprefix(BUNDLE_DIR + "/"), None)
             return 0, "", ""
         if "docker load -q" in script:
             return self.load(argv, data)
@@ -87,6 +101,12 @@ class DockerHost:
             s, size = bytes(view[:nl]).decode().split()
             view = view[nl + 1:]
             if s == "END":
+                for line in bytes(view).decode().splitlines():     # the bundle's links
+                    words = line.split()
+                    if words[0] == "LINK":
+                        self.links[words[2]] = f"{STORE}/{words[1]}"
+                    else:
+                        self.links.pop(words[1], None)
                 return 0, "", ""
             body = bytes(view[:int(size)])
             view = view[int(size):]
@@ -165,10 +185,12 @@ def test_a_damaged_store_file_is_rechecked_and_sent_again(bundle, make_ctx):
     load_role("upload-bundle").run(make_ctx(FakeTransport(host)))
     host.store[blob("app")] = b"bit rot"                         # damaged on the host's disk
     host.links.clear()
+    host.checked.clear()
     t = FakeTransport(host)
     load_role("upload-bundle").run(make_ctx(t))
     assert host.received[-1] == blob("app") and host.store[blob("app")] == BLOB["app"]
-    assert len(streamed(t)) == 1 and len([c for c in t.calls if c.argv == files.check_store(STORE)]) == 1
+    assert len(streamed(t)) == 1 and len(host.checked) == 2           # the batch's check, then the layer's
+    assert blob("app") in host.checked[1] and blob("app") not in host.checked[0]
 
 
 def test_no_op_when_the_host_holds_and_links_everything(bundle, make_ctx):
@@ -180,12 +202,10 @@ def test_no_op_when_the_host_holds_and_links_everything(bundle, make_ctx):
     t = FakeTransport(host)
     result = load_role("upload-bundle").run(make_ctx(t))
     assert not result.changed and result.metrics["bytes"] == 0 and not streamed(t)
-    # read-only facts, then the re-check on the host of the store files it uses
-    commands = t.commands()
-    assert commands[:2] == [files.list_dir(STORE), containers.engine_images()]
-    assert "v machine" in commands[2][-1]
-    assert commands[3:] == [files.list_links(BUNDLE_DIR), files.check_store(STORE)]
-    rechecked = {line.split()[0] for line in t.calls[4].input.decode().splitlines()}
+    # one round trip: store, links, engine images and the re-check of the files every
+    # host uses; then the installer's own fact script; nothing else
+    assert len(t.calls) == 2 and t.calls[0].argv[-1].startswith("d=$(mktemp -d)") and "v machine" in t.calls[1].argv[-1]
+    rechecked = set(shlex.split(host.checked[-1].split("set -- ", 1)[1].split(";", 1)[0])[::2])
     assert rechecked == {f["sha256"] for f in bundle.all_files()
                          if not f["path"].startswith(("docker/", "blobs/"))}   # no image, no installer
 
@@ -201,10 +221,12 @@ def test_check_mode_sends_and_links_nothing(bundle, make_ctx):
 def test_upload_names_the_file_the_host_rejected(bundle, make_ctx):
     victim = blob("nginx")
 
+    fake = DockerHost()
+
     def host(argv, data):
-        if argv == files.receive_files(STORE):
+        if argv == files.receive_files(STORE, BUNDLE_DIR):
             return 3, "", f"sha256 mismatch after transfer: {victim}\n"
-        return DockerHost()(argv, data)
+        return fake(argv, data)
     with pytest.raises(HostError, match=rf"blobs/sha256/{victim}.*mismatch"):
         load_role("upload-bundle").run(make_ctx(FakeTransport(host)))
 
@@ -257,3 +279,10 @@ def test_load_fails_when_an_id_does_not_appear(bundle, make_ctx):
     host.load = lambda argv, data: (0, "", "")                  # docker load "succeeds", loads nothing
     with pytest.raises(HostError, match="absent after docker load"):
         load_role("load-images").run(make_ctx(FakeTransport(host)))
+
+
+def test_links_of_an_earlier_build_of_the_same_version_are_removed(bundle, make_ctx):
+    host = DockerHost()
+    host.links = {"images/llm-chat-backend_1.0.0.tar": f"{STORE}/{'d' * 64}"}    # format 1, same name
+    load_role("upload-bundle").run(make_ctx(FakeTransport(host)))
+    assert set(host.links) == {f["path"] for f in bundle.all_files()}
