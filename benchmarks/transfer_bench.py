@@ -218,7 +218,7 @@ def deploy_bytes(b: Bench, i: int, bundle: Path, roles: list[str] | None = None)
     rx0 = b.rx(i)
     started = time.monotonic()
     plan = prepare(b.sb.inventory, b.host(i).name, "llm-chat", bundle, bundle.parent, {})
-    reports = deploy(plan, quiet(), roles=roles)
+    reports = deploy(plan, quiet(), roles=roles, do_verify=roles is None)
     seconds = time.monotonic() - started
     if reports[0].error:
         raise SystemExit(f"deploy of {bundle.name} failed: {reports[0].error}")
