@@ -508,7 +508,9 @@ def build_stack_images(stack_dir: Path, console: Any = None) -> dict[str, str]:
     """Build (or find up to date) the stand-in images a stack references.
 
     Only recipes whose ``tag`` is one of ``stack.yml``'s ``images`` are built: a recipe
-    left under ``images/`` that the stack no longer uses costs nothing.
+    left under ``images/`` that the stack no longer uses costs nothing. A referenced tag
+    no recipe of the stack builds is looked up among the other stacks' recipes (next to
+    ``stack_dir``): a variant of a stack (llm-chat-swarm) uses llm-chat's stand-ins.
 
     Args:
         stack_dir: the stack directory; its recipes are ``stack_dir/images/*/recipe.yml``
@@ -533,6 +535,11 @@ def build_stack_images(stack_dir: Path, console: Any = None) -> dict[str, str]:
     for r in recipes:
         if r.tag not in referenced:
             _say(console, f"image {r.tag}: not in {Path(stack_dir) / 'stack.yml'}'s images, not built")
+    own = Path(stack_dir).resolve()
+    for path in sorted(own.parent.glob("*/images/*/recipe.yml")):
+        if path.parents[2] != own and (r := load_recipe(path)).tag in referenced and r.tag not in seen:
+            seen[r.tag] = path
+            recipes.append(r)
     return {r.tag: build_image(r, console=console) for r in recipes if r.tag in referenced}
 
 

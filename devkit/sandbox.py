@@ -99,6 +99,32 @@ NODPKG_MAX = 9
 NODPKG_PREFIX = "nodpkg-"
 LABEL_NODPKG = "ferry.sandbox.nodpkg"
 
+#: Hosts of a Docker Swarm (``up(swarm=N)``): ``swarm-1..N`` at ``<subnet base> +
+#: SWARM_IP_OFFSET + j`` (10.213.0.221...), containers ``<NAME>-swarm-<j>``, labelled
+#: ``LABEL_SWARM=<j>``; the inventory's group ``swarm`` has ``ferry_engine: swarm``.
+#: The same image as the numbered hosts (Docker installed by Ferry, swarm formed by
+#: ``inv swarm.setup``). Their kernel is this machine's: no IPVS, so the routing mesh and
+#: service VIPs do not work there (``endpoint_mode: dnsrr``, ``mode: host`` ports do).
+SWARM_IP_OFFSET = 220
+SWARM_MAX = 9
+SWARM_PREFIX = "swarm-"
+LABEL_SWARM = "ferry.sandbox.swarm"
+
+#: The hosts that look like the world (``up(world=True)``, see :data:`WORLD`): at
+#: ``<subnet base> + WORLD_IP_OFFSET + n`` on their networks, containers
+#: ``<NAME>-world-<role>``, labelled ``LABEL_WORLD=<role>`` instead of an index (so
+#: ``count`` never removes them).
+WORLD_IP_OFFSET = 240
+LABEL_WORLD = "ferry.sandbox.world"
+#: The second internal network, behind the bastion. The controller has no address on it
+#: (``inhibit_ipv4``) and no route to it: its hosts are reachable ONLY through the bastion.
+INNER_NETWORK = f"{NAME}-inner"
+#: The world hosts' image: the host image plus Debian's sudo (``apt-get download`` on the
+#: controller, installed with dpkg; cached under ``<cache>/sandbox/debs/``).
+WORLD_TAG = f"{IMAGE_REPO}:{SUITE}-world"
+LABEL_WORLD_BASE = "ferry.sandbox.world-base"   # on the world image: the host image ID it derives from
+WORLD_PASSWORD_NAME = "become_password"
+
 # ---------------------------------------------------------------------------- recipe
 
 _HOSTKEYS_UNIT = """\
@@ -273,9 +299,15 @@ class Sandbox:
             accepts; the public half is ``key_file`` + ``.pub``.
         known_hosts: OpenSSH known_hosts with every host's real host keys, by IP.
         inventory: Ansible YAML inventory (``prod`` = first host, ``staging`` = rest,
-            ``nodpkg`` = the hosts without dpkg); paths in it are relative to its own
-            directory.
+            ``nodpkg`` = the hosts without dpkg, ``swarm`` = the swarm hosts, ``world_*`` =
+            the world hosts); paths in it are relative to its own directory.
         nodpkg: the hosts without dpkg (``nodpkg-1``...; see :data:`RECIPE_NODPKG`).
+        swarm: the swarm hosts (``swarm-1``...; group ``swarm``, ``ferry_engine: swarm``).
+        world: the hosts that look like the world (:data:`WORLD`), when started with
+            ``up(world=True)``; ``ip`` is the address the inventory uses (the inner
+            host's is on :data:`INNER_NETWORK`).
+        become_password: file (0600) holding ``deploy``'s sudo password on
+            ``world-sudopw`` (the inventory has it in ``host_vars/world-sudopw.yml``).
     """
 
     state_dir: Path
@@ -284,6 +316,9 @@ class Sandbox:
     known_hosts: Path
     inventory: Path
     nodpkg: list[SandboxHost] = field(default_factory=list)
+    swarm: list[SandboxHost] = field(default_factory=list)
+    world: list[SandboxHost] = field(default_factory=list)
+    become_password: Path | None = None
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -481,27 +516,30 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     return used
 
 
-def _ensure_network(console=None) -> ipaddress.IPv4Network:
-    """Create the internal ``ferry-sandbox`` network if needed; return its subnet."""
-    found = _inspect("network", NETWORK)
+def _ensure_network(console=None, name: str = NETWORK, hidden: bool = False) -> ipaddress.IPv4Network:
+    """Create the internal network ``name`` (default ``ferry-sandbox``) if needed; return
+    its subnet. ``hidden``: the controller gets no address on it either (Docker's
+    ``inhibit_ipv4``), so it cannot reach its hosts at all."""
+    found = _inspect("network", name)
     if found:
         net = found[0]
         configs = (net.get("IPAM") or {}).get("Config") or []
         if net.get("Internal") and configs:
             return ipaddress.ip_network(configs[0]["Subnet"], strict=False)
         if LABEL not in (net.get("Labels") or {}):
-            raise FerryError(f"docker network {NETWORK} exists but is not Ferry's internal sandbox "
-                             f"network; remove it (docker network rm {NETWORK})")
-        docker("network", "rm", NETWORK)
+            raise FerryError(f"docker network {name} exists but is not Ferry's internal sandbox "
+                             f"network; remove it (docker network rm {name})")
+        docker("network", "rm", name)
     used = _used_networks()
     for candidate in SUBNET_CANDIDATES:
         subnet = ipaddress.ip_network(candidate)
         if any(subnet.overlaps(u) for u in used):
             continue
-        _say(console, f"creating internal network {NETWORK} ({subnet})")
+        _say(console, f"creating internal network {name} ({subnet})")
         docker("network", "create", "--driver", "bridge", "--internal",
                "--subnet", str(subnet), "--gateway", str(subnet.network_address + 1),
-               "--label", f"{LABEL}={NAME}", NETWORK)
+               *(["-o", "com.docker.network.bridge.inhibit_ipv4=true"] if hidden else []),
+               "--label", f"{LABEL}={NAME}", name)
         return subnet
     raise FerryError(f"no free subnet for the sandbox network among {', '.join(SUBNET_CANDIDATES)}")
 
@@ -542,16 +580,17 @@ def _create_host(i: int, image: str, ip: str, host_keys: bytes | None = None) ->
 
 
 def _start_container(container: str, hostname: str, volume: str, ip: str, image: str,
-                     labels: dict[str, str], host_keys: bytes | None = None) -> None:
+                     labels: dict[str, str], host_keys: bytes | None = None, network: str = NETWORK) -> None:
     """Run a sandbox host container (systemd as PID 1) with a new, empty volume on
-    /var/lib/docker, on the sandbox network at ``ip``, labelled ``LABEL=NAME`` + ``labels``;
-    ``host_keys`` (a tar of ``ssh_host_*``) is put in ``/etc/ssh`` before it boots."""
+    /var/lib/docker, on ``network`` (default the sandbox network) at ``ip``, labelled
+    ``LABEL=NAME`` + ``labels``; ``host_keys`` (a tar of ``ssh_host_*``) is put in
+    ``/etc/ssh`` before it boots."""
     docker("volume", "create", "--label", f"{LABEL}={NAME}", volume)
     extra = [w for k, v in labels.items() for w in ("--label", f"{k}={v}")]
     docker(
         "create", "-t",
         "--name", container, "--hostname", hostname,
-        "--network", NETWORK, "--ip", ip,
+        "--network", network, "--ip", ip,
         "--label", f"{LABEL}={NAME}", *extra,
         "-e", "container=docker",
         "--cap-add=ALL", "--cap-drop=SYS_RESOURCE",
@@ -570,44 +609,79 @@ def _start_container(container: str, hostname: str, volume: str, ip: str, image:
     docker("start", container, timeout=120)
 
 
-# ---------------------------------------------------------------------------- nodpkg hosts
+# ------------------------------------------------------- extra hosts: nodpkg, swarm
 
-def _nodpkg_names(j: int) -> tuple[str, str, str]:
-    """(container, hostname, volume) of the ``j``-th host without dpkg."""
-    return f"{CONTAINER_PREFIX}nodpkg-{j}", f"{NODPKG_PREFIX}{j}", f"{CONTAINER_PREFIX}nodpkg-{j}-docker"
+@dataclass(frozen=True)
+class ExtraHosts:
+    """A kind of sandbox host beside the numbered ones, counted apart (``up(nodpkg=N,
+    swarm=M)``) and labelled ``label=<j>`` instead of an index, so ``count`` never
+    removes them.
+
+    Attributes:
+        kind: ``nodpkg`` or ``swarm``: container ``<NAME>-<kind>-<j>``, host
+            ``<prefix><j>``, inventory group ``<kind>``.
+        label, offset, limit: container label, IP offset in the subnet, most hosts.
+        note: said when a host is started.
+    """
+
+    kind: str
+    prefix: str
+    label: str
+    offset: int
+    limit: int
+    note: str = ""
+
+    def names(self, j: int) -> tuple[str, str, str]:
+        """(container, hostname, volume) of the ``j``-th host."""
+        return (f"{CONTAINER_PREFIX}{self.kind}-{j}", f"{self.prefix}{j}", f"{CONTAINER_PREFIX}{self.kind}-{j}-docker")
+
+    def image(self, console=None) -> str:
+        """The host image (built when missing or outdated)."""
+        return build_host_image(console, RECIPE_NODPKG, NODPKG_TAG) if self.kind == "nodpkg" \
+            else build_host_image(console)
 
 
-def _nodpkg_containers() -> dict[int, dict]:
-    """Existing hosts without dpkg (running or not) by number, as ``docker inspect`` dicts."""
-    names = docker("ps", "-a", "--filter", f"label={LABEL}={NAME}", "--filter", f"label={LABEL_NODPKG}",
+NODPKG = ExtraHosts("nodpkg", NODPKG_PREFIX, LABEL_NODPKG, NODPKG_IP_OFFSET, NODPKG_MAX, "no dpkg")
+SWARM = ExtraHosts("swarm", SWARM_PREFIX, LABEL_SWARM, SWARM_IP_OFFSET, SWARM_MAX, "swarm node")
+
+
+def _extra_containers(kind: ExtraHosts) -> dict[int, dict]:
+    """Existing hosts of ``kind`` (running or not) by number, as ``docker inspect`` dicts."""
+    names = docker("ps", "-a", "--filter", f"label={LABEL}={NAME}", "--filter", f"label={kind.label}",
                    "--format", "{{.Names}}").stdout.decode().split()
     result: dict[int, dict] = {}
     for c in _inspect("container", *names):
         with contextlib.suppress(KeyError, ValueError):
-            result[int(((c.get("Config") or {}).get("Labels") or {})[LABEL_NODPKG])] = c
+            result[int(((c.get("Config") or {}).get("Labels") or {})[kind.label])] = c
     return result
 
 
-def _ensure_nodpkg(n: int, base: int, console=None) -> list[SandboxHost]:
-    """Make hosts ``nodpkg-1..n`` exist and run (image :data:`RECIPE_NODPKG`); remove
-    ones beyond ``n``. Reused when running from the current image at their address."""
-    if not 0 <= n <= NODPKG_MAX:
-        raise FerryError(f"sandbox hosts without dpkg: between 0 and {NODPKG_MAX}, not {n}")
-    existing = _nodpkg_containers()
+def _ensure_extra(kind: ExtraHosts, n: int | None, base: int, console=None, fresh: bool = False) -> list[SandboxHost]:
+    """Make hosts ``<prefix>1..n`` of ``kind`` exist and run; remove ones beyond ``n``
+    (None: as many as there are; ``fresh``: all of them first, so they start with no
+    Docker and an empty ``/var/lib/docker``). Reused when running from the current image
+    at their address."""
+    existing = _extra_containers(kind)
+    if n is None:
+        n = max(existing, default=0)
+    if not 0 <= n <= kind.limit:
+        raise FerryError(f"sandbox {kind.kind} hosts: between 0 and {kind.limit}, not {n}")
     for j, c in sorted(existing.items()):
-        if j > n:
-            container, _, volume = _nodpkg_names(j)
-            _say(console, f"removing {container} (nodpkg is {n})")
+        if j > n or fresh:
+            container, _, volume = kind.names(j)
+            _say(console, f"removing {container} ({kind.kind} is {n}{', fresh' if fresh else ''})")
             docker("rm", "-f", "-v", container, check=False)
             docker("volume", "rm", "-f", volume, check=False)
+    if fresh:
+        existing = {}
     if not n:
         return []
-    image = build_host_image(console, RECIPE_NODPKG, NODPKG_TAG)
+    image = kind.image(console)
     image_id = _image_id(image)
     hosts = []
     for j in range(1, n + 1):
-        container, hostname, volume = _nodpkg_names(j)
-        ip = str(ipaddress.ip_address(base + NODPKG_IP_OFFSET + j))
+        container, hostname, volume = kind.names(j)
+        ip = str(ipaddress.ip_address(base + kind.offset + j))
         c = existing.get(j)
         if c is not None and c.get("Image") == image_id and _container_ip(c) == ip:
             if not (c.get("State") or {}).get("Running"):
@@ -616,21 +690,21 @@ def _ensure_nodpkg(n: int, base: int, console=None) -> list[SandboxHost]:
             else:
                 _say(console, f"reusing {container} ({ip})")
         else:
-            _say(console, f"starting {container} ({ip}, no dpkg)")
+            _say(console, f"starting {container} ({ip}, {kind.note})")
             docker("rm", "-f", "-v", container, check=False)
             docker("volume", "rm", "-f", volume, check=False)
-            _start_container(container, hostname, volume, ip, image, {LABEL_NODPKG: str(j)})
+            _start_container(container, hostname, volume, ip, image, {kind.label: str(j)})
         hosts.append(SandboxHost(name=hostname, ip=ip, container=container))
     return hosts
 
 
-def _running_nodpkg() -> list[SandboxHost]:
-    """The hosts without dpkg that run now, by number."""
+def _running_extra(kind: ExtraHosts) -> list[SandboxHost]:
+    """The hosts of ``kind`` that run now, by number."""
     out = []
-    for j, c in sorted(_nodpkg_containers().items()):
+    for j, c in sorted(_extra_containers(kind).items()):
         ip = _container_ip(c)
         if (c.get("State") or {}).get("Running") and ip:
-            container, hostname, _ = _nodpkg_names(j)
+            container, hostname, _ = kind.names(j)
             out.append(SandboxHost(name=hostname, ip=ip, container=container))
     return out
 
@@ -718,8 +792,9 @@ def _wait_systemd(host: SandboxHost, deadline: float) -> str:
         time.sleep(0.5)
 
 
-def _wait_ssh(host: SandboxHost, key_file: Path, known_hosts: Path, deadline: float) -> None:
-    """Wait until a real SSH login as root works (key auth, host key checked strictly)."""
+def _wait_ssh(host: SandboxHost, key_file: Path, known_hosts: Path, deadline: float, user: str = "root",
+              port: int = 22) -> None:
+    """Wait until a real SSH login as ``user`` works (key auth, host key checked strictly)."""
     import paramiko
 
     last = "no attempt"
@@ -728,7 +803,7 @@ def _wait_ssh(host: SandboxHost, key_file: Path, known_hosts: Path, deadline: fl
         client.load_system_host_keys(str(known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
-            client.connect(host.ip, port=22, username="root", key_filename=str(key_file),
+            client.connect(host.ip, port=port, username=user, key_filename=str(key_file),
                            look_for_keys=False, allow_agent=False, timeout=5,
                            banner_timeout=5, auth_timeout=5)
             _, stdout, _ = client.exec_command("true", timeout=10)
@@ -742,7 +817,7 @@ def _wait_ssh(host: SandboxHost, key_file: Path, known_hosts: Path, deadline: fl
         finally:
             client.close()
         if time.monotonic() > deadline:
-            raise FerryError(f"{host.name}: no SSH login as root at {host.ip}:22 within "
+            raise FerryError(f"{host.name}: no SSH login as {user} at {host.ip}:{port} within "
                              f"{READY_TIMEOUT:.0f}s ({last})")
         time.sleep(0.5)
 
@@ -750,7 +825,7 @@ def _wait_ssh(host: SandboxHost, key_file: Path, known_hosts: Path, deadline: fl
 # ---------------------------------------------------------------------------- inventory
 
 def _inventory_text(hosts: list[SandboxHost], key_file: Path, known_hosts: Path,
-                    nodpkg: list[SandboxHost] | None = None) -> str:
+                    nodpkg: list[SandboxHost] | None = None, swarm: list[SandboxHost] | None = None) -> str:
     def block(group: list[SandboxHost]) -> str:
         if not group:
             return "      hosts: {}\n"
@@ -771,6 +846,7 @@ def _inventory_text(hosts: list[SandboxHost], key_file: Path, known_hosts: Path,
         + "    staging:\n"
         + block(hosts[1:])
         + (_nodpkg_group(nodpkg) if nodpkg else "")
+        + (_swarm_group(swarm) if swarm else "")
     )
 
 
@@ -781,10 +857,247 @@ def _nodpkg_group(hosts: list[SandboxHost]) -> str:
     return "    nodpkg:\n      hosts:\n" + rows
 
 
+def _swarm_group(hosts: list[SandboxHost]) -> str:
+    """The inventory group ``swarm`` (``ferry_engine: swarm``): the first host carries the
+    label the llm-chat-swarm stack pins its data service to."""
+    rows = "".join(f"        {h.name}: {{ansible_host: {h.ip}, ansible_port: 22"
+                   + (", swarm_labels: {llm-chat-data: \"true\"}" if i == 0 else "") + "}\n"
+                   for i, h in enumerate(hosts))
+    return "    swarm:\n      vars:\n        ferry_engine: swarm\n      hosts:\n" + rows
+
+
+# ---------------------------------------------------------------------------- the world
+
+@dataclass(frozen=True)
+class WorldHost:
+    """One host of the world topology (:data:`WORLD`).
+
+    Attributes:
+        role: ``sudo``, ``sudopw``, ``bastion`` or ``inner``; the inventory group is
+            ``world_<role>``.
+        name: inventory name and hostname (``world-sudo``...).
+        n: its address is ``<subnet base> + WORLD_IP_OFFSET + n`` on each of its networks.
+        networks: ``main`` (the sandbox network, reachable from the controller) and/or
+            ``inner`` (:data:`INNER_NETWORK`); the first one's address is the inventory's.
+        login: the only user that may log in with the sandbox key.
+        sudo: ``NOPASSWD``, ``password`` (sudo asks for the login user's password) or
+            ``""`` (no sudo rule).
+        sshd: sshd settings that override the image's (``PermitRootLogin no``...).
+        port: the port sshd listens on (the bastion's is not 22, as bastions often are).
+    """
+
+    role: str
+    name: str
+    n: int
+    networks: tuple[str, ...]
+    login: str
+    sudo: str
+    sshd: str
+    port: int = 22
+
+
+#: Servers as they are: personal logins with sudo, a bastion in front of a network the
+#: controller cannot reach.
+WORLD = (
+    WorldHost("sudo", "world-sudo", 1, ("main",), "deploy", "NOPASSWD", "PermitRootLogin no\n"),
+    WorldHost("sudopw", "world-sudopw", 2, ("main",), "deploy", "password",
+              "PermitRootLogin no\nPasswordAuthentication yes\n"),
+    WorldHost("bastion", "world-bastion", 3, ("main", "inner"), "jump", "",
+              "Port 2222\nPermitRootLogin no\nAllowTcpForwarding yes\n", port=2222),
+    WorldHost("inner", "world-inner", 4, ("inner",), "root", "", ""),
+)
+
+# Constant scripts; every value travels as an argument ($1, $2) or on stdin.
+_WORLD_LOGIN = ('id -u "$1" >/dev/null 2>&1 || useradd -m -s /bin/bash "$1"; '
+                'h=$(getent passwd "$1" | cut -d: -f6); install -d -m 700 -o "$1" -g "$1" "$h/.ssh"; '
+                'cat > "$h/.ssh/authorized_keys"; chown "$1:" "$h/.ssh/authorized_keys"; '
+                'chmod 600 "$h/.ssh/authorized_keys"')
+_WORLD_SUDOERS = ('printf "%s ALL=(ALL:ALL) %sALL\\n" "$1" "$2" > /etc/sudoers.d/ferry-world && '
+                  'chmod 0440 /etc/sudoers.d/ferry-world && visudo -cqf /etc/sudoers.d/ferry-world')
+_WORLD_SSHD = ('cat > /etc/ssh/sshd_config.d/00-ferry-world.conf && sshd -t && '
+               'systemctl reload-or-restart ssh.service')
+
+
+def _world_container(w: WorldHost) -> str:
+    return f"{CONTAINER_PREFIX}world-{w.role}"
+
+
+def _controller_deb(package: str, console=None) -> Path:
+    """Debian's ``package`` (.deb), downloaded once with ``apt-get download`` into
+    ``<cache>/sandbox/debs/`` (the controller is Debian 12, like the hosts)."""
+    folder = CACHE_DIR / "debs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for attempt in range(2):
+        found = sorted(folder.glob(f"{package}_*.deb"))
+        if found:
+            return found[-1]
+        _say(console, f"apt-get download {package}")
+        proc = subprocess.run(["apt-get", "download", package], cwd=folder, stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=600)
+        if proc.returncode != 0 and attempt == 0:
+            subprocess.run(["apt-get", "update", "-qq"], stdin=subprocess.DEVNULL, capture_output=True, timeout=600)
+    raise FerryError(f"apt-get download {package} failed on the controller: "
+                     f"{proc.stderr.decode(errors='replace').strip()[-200:]}")
+
+
+def build_world_image(console=None) -> str:
+    """The world hosts' image (:data:`WORLD_TAG`): the host image plus sudo, committed
+    from a container that ran ``dpkg -i`` (no builder, no network). Rebuilt when the host
+    image changes. Returns the tag.
+
+    Raises:
+        FerryError: the host image cannot be built, sudo cannot be downloaded or installed.
+    """
+    base = build_host_image(console)
+    base_id = _image_id(base)
+    found = _inspect("image", WORLD_TAG)
+    if found and ((found[0].get("Config") or {}).get("Labels") or {}).get(LABEL_WORLD_BASE) == base_id:
+        return WORLD_TAG
+    deb = _controller_deb("sudo", console)
+    builder = f"{CONTAINER_PREFIX}world-build"
+    _say(console, f"building {WORLD_TAG} (host image + {deb.name})")
+    docker("rm", "-f", builder, check=False)
+    try:
+        docker("run", "--name", builder, "--network", "none", "-v", f"{deb.parent}:/debs:ro", base,
+               "dpkg", "-i", f"/debs/{deb.name}", timeout=300)
+        docker("commit", "--change", 'CMD ["/sbin/init"]', "--change", f"LABEL {LABEL_WORLD_BASE}={base_id}",
+               builder, WORLD_TAG)
+    finally:
+        docker("rm", "-f", builder, check=False)
+    return WORLD_TAG
+
+
+def _world_containers() -> dict[str, dict]:
+    """Existing world containers (running or not) by role, as ``docker inspect`` dicts."""
+    names = docker("ps", "-a", "--filter", f"label={LABEL}={NAME}", "--filter", f"label={LABEL_WORLD}",
+                   "--format", "{{.Names}}").stdout.decode().split()
+    return {((c.get("Config") or {}).get("Labels") or {}).get(LABEL_WORLD, ""): c for c in _inspect("container", *names)}
+
+
+def _world_ip(subnet: ipaddress.IPv4Network, w: WorldHost) -> str:
+    return str(ipaddress.ip_address(int(subnet.network_address) + WORLD_IP_OFFSET + w.n))
+
+
+def _ensure_world(subnet: ipaddress.IPv4Network, console=None) -> list[tuple[WorldHost, SandboxHost]]:
+    """Start (or reuse) the world hosts; return each with its :class:`SandboxHost`."""
+    image = build_world_image(console)
+    image_id = _image_id(image)
+    inner = _ensure_network(console, INNER_NETWORK, hidden=True)
+    nets = {"main": (NETWORK, subnet), "inner": (INNER_NETWORK, inner)}
+    existing = _world_containers()
+    out = []
+    for w in WORLD:
+        ips = {net: _world_ip(nets[net][1], w) for net in w.networks}
+        container = _world_container(w)
+        c = existing.get(w.role)
+        attached = ((c or {}).get("NetworkSettings") or {}).get("Networks") or {}
+        if c is not None and c.get("Image") == image_id and \
+                all((attached.get(nets[n][0]) or {}).get("IPAddress") == ip for n, ip in ips.items()):
+            if not (c.get("State") or {}).get("Running"):
+                _say(console, f"starting {container}")
+                docker("start", container)
+        else:
+            _say(console, f"starting {container} ({', '.join(ips.values())})")
+            docker("rm", "-f", "-v", container, check=False)
+            docker("volume", "rm", "-f", f"{container}-docker", check=False)
+            first, *more = w.networks
+            _start_container(container, w.name, f"{container}-docker", ips[first], image, {LABEL_WORLD: w.role},
+                             network=nets[first][0])
+            for net in more:
+                docker("network", "connect", "--ip", ips[net], nets[net][0], container)
+        out.append((w, SandboxHost(name=w.name, ip=ips[w.networks[0]], container=container)))
+    return out
+
+
+def _configure_world(w: WorldHost, host: SandboxHost, pub_line: str, password: str) -> None:
+    """Users, keys, sudo rule and sshd settings of one world host (idempotent)."""
+    _exec(host.container, "sh", "-c", _WORLD_LOGIN, "sh", w.login, input=pub_line.encode())
+    if w.login != "root":
+        _exec(host.container, "sh", "-c", "umask 077; : > /root/.ssh/authorized_keys")   # root: no key login
+    if w.sudo:
+        _exec(host.container, "sh", "-c", _WORLD_SUDOERS, "sh", w.login,
+              "NOPASSWD: " if w.sudo == "NOPASSWD" else "")
+        _exec(host.container, "chpasswd", input=f"{w.login}:{password}\n".encode())
+    if w.sshd:
+        _exec(host.container, "sh", "-c", _WORLD_SSHD, input=w.sshd.encode())
+
+
+def _world_password(state_dir: Path) -> tuple[Path, str]:
+    """``deploy``'s password on the world hosts, made once and kept in the state dir (0600)."""
+    import secrets
+    path = state_dir / WORLD_PASSWORD_NAME
+    if not path.exists():
+        _write_file(path, (secrets.token_urlsafe(12) + "\n").encode(), 0o600)
+    return path, path.read_text().strip()
+
+
+def _wait_world(world: list[tuple[WorldHost, SandboxHost]], key_file: Path, known_hosts: Path,
+                deadline: float) -> None:
+    """Wait until each world host takes its login (the inner host: until its sshd runs;
+    the controller cannot reach it)."""
+    for w, host in world:
+        if "main" in w.networks:
+            _wait_ssh(host, key_file, known_hosts, deadline, user=w.login, port=w.port)
+            continue
+        while _exec(host.container, "systemctl", "is-active", "ssh.service", check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise FerryError(f"{host.name}: sshd not active within {READY_TIMEOUT:.0f}s")
+            time.sleep(0.5)
+
+
+def remove_world(console=None) -> None:
+    """Remove the world containers and the inner network (:func:`down` does; the e2e
+    fixture does, to start from fresh world hosts)."""
+    found = _world_containers()
+    if found:
+        _say(console, f"removing {', '.join(sorted(c['Name'].lstrip('/') for c in found.values()))}")
+        docker("rm", "-f", "-v", *(c["Name"].lstrip("/") for c in found.values()), timeout=120)
+    if _inspect("network", INNER_NETWORK):
+        _say(console, f"removing network {INNER_NETWORK}")
+        docker("network", "rm", INNER_NETWORK)
+
+
+def _remove_world_files(state_dir: Path) -> None:
+    (state_dir / WORLD_PASSWORD_NAME).unlink(missing_ok=True)
+    for w in WORLD:
+        (state_dir / "host_vars" / f"{w.name}.yml").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (state_dir / "host_vars").rmdir()
+
+
+def _world_inventory_text(world: list[tuple[WorldHost, SandboxHost]]) -> str:
+    """The world groups of the sandbox inventory (values written as JSON: YAML flow
+    mappings). The inner host is reached with ``-o ProxyJump=jump@<bastion>:2222``."""
+    bastion = next(((w, h) for w, h in world if w.role == "bastion"), None)
+    text = ""
+    for w, host in world:
+        hv: dict = {"ansible_host": host.ip}
+        if w.login != "root":
+            hv["ansible_user"] = w.login
+        if w.sudo:
+            hv["ansible_become"] = True
+        if w.port != 22:
+            hv["ansible_port"] = w.port
+        if w.role == "inner" and bastion is not None:
+            hv["ansible_ssh_common_args"] = f"-o ProxyJump={bastion[0].login}@{bastion[1].ip}:{bastion[0].port}"
+        text += f"    world_{w.role}:\n      hosts:\n        {w.name}: {json.dumps(hv)}\n"
+    return text
+
+
+def _world_host_vars(state_dir: Path, password: str) -> None:
+    """``host_vars/world-sudopw.yml`` (0600): the sudo password, as Ansible keeps secrets."""
+    folder = state_dir / "host_vars"
+    folder.mkdir(exist_ok=True)
+    for w in WORLD:
+        if w.sudo == "password":
+            _write_file(folder / f"{w.name}.yml", f"ansible_become_password: {json.dumps(password)}\n".encode(), 0o600)
+
+
 # ---------------------------------------------------------------------------- public API
 
 def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
-       console=None, nodpkg: int = 0) -> Sandbox:
+       console=None, nodpkg: int | None = None, world: bool = False, swarm: int | None = None,
+       fresh_swarm: bool = False) -> Sandbox:
     """Bring up ``count`` sandbox hosts and write the files to reach them.
 
     Idempotent: containers ``ferry-sandbox-1..count`` that already run from the current
@@ -805,9 +1118,19 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
             network, state files), so hosts start with no Docker and an empty
             ``/var/lib/docker``.
         console: optional ``rich.console.Console`` for progress lines.
+        world: also start the hosts that look like the world (:data:`WORLD`: ``deploy``
+            with sudo NOPASSWD, ``deploy`` whose sudo wants a password, a bastion, and a
+            host behind it on :data:`INNER_NETWORK`), groups ``world_<role>`` in the
+            inventory. Once started they are kept (and listed) by later calls too.
         nodpkg: number of hosts without dpkg (``nodpkg-1..N``, group ``nodpkg``, image
             :data:`RECIPE_NODPKG`: os-release says Rocky Linux, no dpkg/apt), 0 to 9;
-            reused like the others, ones beyond N removed.
+            reused like the others, ones beyond N removed; None (the default): as many
+            as there are already.
+        swarm: number of swarm hosts (``swarm-1..N``, group ``swarm`` with
+            ``ferry_engine: swarm``; the host image), 0 to 9; reused like the others, ones
+            beyond N removed; None (the default): as many as there are already.
+        fresh_swarm: recreate the swarm hosts (no Docker, empty ``/var/lib/docker``)
+            without touching the others.
 
     Returns:
         The :class:`Sandbox`.
@@ -851,7 +1174,9 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
                 _say(console, f"starting {_container_name(i)} ({ip})")
                 _create_host(i, image, ip)
             hosts.append(SandboxHost(name=_host_name(i), ip=ip, container=_container_name(i)))
-        extra = _ensure_nodpkg(nodpkg, base, console)
+        extra = _ensure_extra(NODPKG, nodpkg, base, console)
+        cluster = _ensure_extra(SWARM, swarm, base, console, fresh=fresh_swarm)
+        world_hosts = _ensure_world(subnet, console) if world or _world_containers() else []
         _prune_old_images()
 
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -860,27 +1185,41 @@ def up(count: int = 3, state_dir: Path = DEFAULT_STATE_DIR, fresh: bool = False,
 
         deadline = time.monotonic() + READY_TIMEOUT
         lines: list[str] = []
-        for host in hosts + extra:
+        for host in hosts + extra + cluster:
             state = _wait_systemd(host, deadline)
             if state != "running":
                 _say(console, f"{host.name}: systemd is {state}")
             _install_authorized_key(host.container, pub_line)
             lines += _host_key_lines(host)
+        password_file, password = _world_password(state_dir) if world_hosts else (None, "")
+        for w, host in world_hosts:
+            _wait_systemd(host, deadline)
+            _configure_world(w, host, pub_line, password)
+            lines += [line if w.port == 22 else f"[{host.ip}]:{w.port} {line.split(' ', 1)[1]}"
+                      for line in _host_key_lines(host)]
         _write_file(known_hosts, ("\n".join(lines) + "\n").encode())
-        for host in hosts + extra:
+        for host in hosts + extra + cluster:
             _wait_ssh(host, key_file, known_hosts, deadline)
-        _write_file(inventory, _inventory_text(hosts, key_file, known_hosts, extra).encode())
-        _say(console, f"sandbox up: {', '.join(f'{h.name}={h.ip}' for h in hosts + extra)}; inventory {inventory}")
-        return Sandbox(state_dir=state_dir, hosts=hosts, key_file=key_file,
-                       known_hosts=known_hosts, inventory=inventory, nodpkg=extra)
+        _wait_world(world_hosts, key_file, known_hosts, deadline)
+        text = _inventory_text(hosts, key_file, known_hosts, extra, cluster)
+        if world_hosts:
+            _world_host_vars(state_dir, password)
+            text += _world_inventory_text(world_hosts)
+        _write_file(inventory, text.encode())
+        every = hosts + extra + cluster + [h for _, h in world_hosts]
+        _say(console, f"sandbox up: {', '.join(f'{h.name}={h.ip}' for h in every)}; inventory {inventory}")
+        return Sandbox(state_dir=state_dir, hosts=hosts, key_file=key_file, known_hosts=known_hosts,
+                       inventory=inventory, nodpkg=extra, swarm=cluster, world=[h for _, h in world_hosts],
+                       become_password=password_file)
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR, console=None) -> None:
     """Remove the sandbox: containers, their Docker volumes, the network, state files.
 
-    Removes every container and volume labelled ``devkit.sandbox`` (any index), the
-    ``ferry-sandbox`` network, and ``id_ed25519``, ``id_ed25519.pub``, ``known_hosts``,
-    ``inventory.yml`` in ``state_dir`` (the directory too, when left empty). The host
+    Removes every container and volume labelled ``devkit.sandbox`` (any index, and the
+    hosts without dpkg, and the world hosts), the ``ferry-sandbox`` networks, and
+    ``id_ed25519``, ``id_ed25519.pub``, ``known_hosts``, ``inventory.yml`` (and the world's
+    password and host_vars) in ``state_dir`` (the directory too, when left empty). The host
     image and the cached rootfs are kept. A no-op when nothing exists.
 
     Args:
@@ -892,10 +1231,13 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, console=None) -> None:
     """
     ensure_engine()
     with _lock():
-        existing = _sandbox_containers()
+        existing = [*_sandbox_containers().values(), *_extra_containers(NODPKG).values(),
+                    *_extra_containers(SWARM).values()]
         if existing:
-            _say(console, f"removing {', '.join(_container_name(i) for i in sorted(existing))}")
-            docker("rm", "-f", "-v", *(c["Name"].lstrip("/") for c in existing.values()), timeout=120)
+            names = [c["Name"].lstrip("/") for c in existing]
+            _say(console, f"removing {', '.join(names)}")
+            docker("rm", "-f", "-v", *names, timeout=120)
+        remove_world(console)
         volumes = docker("volume", "ls", "-q", "--filter", f"label={LABEL}={NAME}").stdout.decode().split()
         if volumes:
             docker("volume", "rm", "-f", *volumes)
@@ -911,6 +1253,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, console=None) -> None:
     state_dir = Path(state_dir)
     for path in _paths(state_dir):
         path.unlink(missing_ok=True)
+    _remove_world_files(state_dir)
     with contextlib.suppress(OSError):
         state_dir.rmdir()
 
@@ -946,8 +1289,18 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> Sandbox | None:
         _prune_old_images()
     if not hosts:
         return None
-    return Sandbox(state_dir=state_dir, hosts=hosts, key_file=key_file,
-                   known_hosts=known_hosts, inventory=inventory, nodpkg=_running_nodpkg())
+    world = []
+    found = _world_containers()
+    for w in WORLD:
+        c = found.get(w.role)
+        nets = ((c or {}).get("NetworkSettings") or {}).get("Networks") or {}
+        ip = (nets.get(NETWORK if w.networks[0] == "main" else INNER_NETWORK) or {}).get("IPAddress")
+        if c is not None and (c.get("State") or {}).get("Running") and ip:
+            world.append(SandboxHost(name=w.name, ip=ip, container=_world_container(w)))
+    password = state_dir / WORLD_PASSWORD_NAME
+    return Sandbox(state_dir=state_dir, hosts=hosts, key_file=key_file, known_hosts=known_hosts,
+                   inventory=inventory, nodpkg=_running_extra(NODPKG), swarm=_running_extra(SWARM), world=world,
+                   become_password=password if password.exists() else None)
 
 
 # ---------------------------------------------------------------------------- known states

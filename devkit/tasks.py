@@ -25,15 +25,20 @@ def sandbox_inventory() -> Path:
 
 @task(help={"count": "number of hosts (first is group prod, the rest staging)",
             "fresh": "destroy existing sandbox hosts (and their Docker data) first",
-            "nodpkg": "also N hosts without dpkg/apt whose os-release says Rocky Linux (group nodpkg)"})
+            "nodpkg": "N hosts without dpkg/apt whose os-release says Rocky Linux (group nodpkg; default: keep those there)",
+            "world": "also start hosts like the world: deploy+sudo (NOPASSWD / password), a bastion, a host behind it",
+            "swarm": "N hosts for a Docker Swarm (group swarm, ferry_engine: swarm; default: keep those there)",
+            "fresh_swarm": "recreate the swarm hosts (no Docker) and leave the others"})
 @user_errors
-def sandbox_up(c, count=3, fresh=False, nodpkg=0):
+def sandbox_up(c, count=3, fresh=False, nodpkg=None, world=False, swarm=None, fresh_swarm=False):
     """Start throw-away target hosts (systemd+sshd, no Docker, no network) and write .sandbox/inventory.yml."""
     from devkit import sandbox
     ui = UI()
-    sb = sandbox.up(count=int(count), fresh=fresh, console=ui.console, nodpkg=int(nodpkg))
+    sb = sandbox.up(count=int(count), fresh=fresh, console=ui.console,
+                    nodpkg=None if nodpkg is None else int(nodpkg), world=world,
+                    swarm=None if swarm is None else int(swarm), fresh_swarm=fresh_swarm)
     ui.table("sandbox hosts", ["host", "ip", "container"],
-             [[h.name, h.ip, h.container] for h in sb.hosts + sb.nodpkg])
+             [[h.name, h.ip, h.container] for h in sb.hosts + sb.nodpkg + sb.swarm + sb.world])
     ui.info(f"inventory: {sb.inventory}")
 
 
@@ -56,7 +61,7 @@ def sandbox_status(c):
         ui.info("no sandbox (start one with `inv sandbox.up`)")
         return
     ui.table("sandbox hosts", ["host", "ip", "container"],
-             [[h.name, h.ip, h.container] for h in sb.hosts + sb.nodpkg])
+             [[h.name, h.ip, h.container] for h in sb.hosts + sb.nodpkg + sb.swarm + sb.world])
 
 
 @task(help={"stack": "stack name (a folder under stacks/)"})
@@ -78,8 +83,7 @@ def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None
     from ferry import cli
     from ferry.controller.project import find_project
     stack_dir = find_project().stack_dir(stack)
-    if (stack_dir / "images").is_dir():
-        build_stack_images(stack_dir, console=UI().console)
+    build_stack_images(stack_dir, console=UI().console)
     cli.bundle.body(c, stack=stack, version=version, dist=dist, sign=sign, docker_static=docker_static,
                     compress=compress, level=level)
 

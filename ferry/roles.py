@@ -12,6 +12,7 @@ variable precedence (see ``ferry.controller.inventory``).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 from .errors import FerryError
 from .resources import data_dir
-from .model.yamlfile import load_yaml_file
+from .model.vars import Declarations, load_declarations
 
 ROLES_DIR = data_dir("roles")
 
@@ -30,6 +31,10 @@ DEPLOY_ROLES = ["upload-bundle", "install-docker-offline", "load-images", "rende
 """The roles ``inv deploy`` runs, in order; verification runs before ``prune-releases``,
 which only runs when it passed. ``backup`` there installs the backup program and the new
 release's settings (scheduled backups follow the release that runs)."""
+
+ENGINE_ROLES = ["swarm-cluster", "stack-deploy"]
+"""Roles of the engines other than Compose (``ferry_engine: swarm``,
+:mod:`ferry.actions.swarm`); their defaults are part of every host's variables."""
 
 
 @dataclass
@@ -80,6 +85,10 @@ class HostState:
         engine: :class:`ferry.model.imagelayers.EngineImages`: the images (IDs, tags,
             layer chain IDs) the host's Docker held when upload-bundle planned.
         engine_changed: install-docker-offline installed, restarted or started Docker.
+        cluster: on a swarm, what the nodes' ``swarm-cluster`` runs share (its
+            ``ClusterRun``).
+        swarm: on a swarm's primary manager, the other nodes ``stack-deploy`` acts on
+            (its ``SwarmRun``).
     """
 
     host_facts: Any = None
@@ -99,6 +108,8 @@ class HostState:
     backup_plan: Any = None
     engine: Any = None
     engine_changed: bool = False
+    cluster: Any = None
+    swarm: Any = None
 
 
 @dataclass
@@ -152,22 +163,31 @@ def load_role(name: str) -> ModuleType:
     return module
 
 
+@functools.lru_cache(maxsize=1)
+def role_declarations() -> Declarations:
+    """The variables every role declares: ``roles/defaults.yml`` (shared: ferry_root...),
+    then each role's ``defaults.yml`` (format: :mod:`ferry.model.vars`), read once.
+
+    Raises:
+        FerryError: a malformed declaration or a variable declared twice.
+    """
+    out = load_declarations(ROLES_DIR / "defaults.yml")
+    for folder in sorted(p for p in ROLES_DIR.iterdir() if (p / "role.py").is_file()):
+        out = out + load_declarations(folder / "defaults.yml")
+    return out
+
+
 def role_defaults(name: str) -> dict[str, Any]:
-    """``roles/<name>/defaults.yml`` as a dict (empty when absent)."""
-    path = ROLES_DIR / name / "defaults.yml"
-    if not path.is_file():
-        return {}
-    data = load_yaml_file(path, "defaults") or {}
-    if not isinstance(data, dict):
-        raise FerryError(f"{path}: must be a mapping")
-    return data
+    """The defaults ``roles/<name>/defaults.yml`` declares (empty when absent)."""
+    return load_declarations(ROLES_DIR / name / "defaults.yml").defaults()
 
 
 def all_role_defaults(names: list[str] | None = None) -> dict[str, Any]:
-    """``roles/defaults.yml`` (shared: ferry_root...), then the defaults of the given
-    roles (default: every deploy role), merged in order."""
-    shared = ROLES_DIR / "defaults.yml"
-    out: dict[str, Any] = dict(load_yaml_file(shared, "defaults") or {}) if shared.is_file() else {}
-    for n in names or DEPLOY_ROLES:
+    """The defaults of ``roles/defaults.yml`` (shared: ferry_root...), then of the given
+    roles (default: every role), merged in order."""
+    if names is None:
+        return role_declarations().defaults()
+    out = load_declarations(ROLES_DIR / "defaults.yml").defaults()
+    for n in names:
         out.update(role_defaults(n))
     return out

@@ -19,6 +19,7 @@ from ..model.backup import BackupRequest, Schedule, check_schedule, cron_text, n
 from ..model.stack import Stack, load_stack
 from ..roles import RoleContext, load_role
 from ..ui import UI, human_bytes
+from . import engines
 from .common import stack_hosts
 
 
@@ -43,6 +44,19 @@ def backup(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
     """
     if min(keep_last, keep_daily, keep_weekly) < 0:
         raise FerryError("--keep-last/--keep-daily/--keep-weekly must be >= 0")
+    engine = engines.for_selection(inventory_path, pattern, load_stack(stack_dir), sets)
+    if engine is not None:
+        return engine.backup(inventory_path, pattern, stack_dir, sets, ui, keep_last, keep_daily, keep_weekly,
+                             fetch_dir, lock_wait, message)
+    return backup_hosts(inventory_path, pattern, stack_dir, sets, ui, keep_last, keep_daily, keep_weekly, fetch_dir,
+                        lock_wait, message)
+
+
+def backup_hosts(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, Any], ui: UI,
+                 keep_last: int = 0, keep_daily: int = 0, keep_weekly: int = 0, fetch_dir: Path | None = None,
+                 lock_wait: float = 0.0, message: str = "") -> list[dict[str, Any]]:
+    """:func:`backup` on the hosts ``pattern`` selects, whatever their engine (a swarm's
+    data node: :func:`ferry.actions.swarm.backup`)."""
     stack = load_stack(stack_dir)
     out = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions, \
@@ -91,8 +105,8 @@ class HostBackups:
     """One host's archives and schedule, for ``inv backups`` (and ``--json``).
 
     Attributes:
-        problems: one line per archive that is damaged or unverified (``backups`` exits
-            non-zero when any host has one).
+        problems: one line per archive that is damaged or unverified, and the last
+            scheduled run if it failed (``backups`` exits non-zero when any host has one).
         next_run: the schedule's next run in the host's local time (ISO), or None.
     """
 
@@ -137,9 +151,9 @@ def list_backups(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict
             items = hb.list_backups(s.t, hb.script_path(s.paths), verify)
             st, nxt = schedule_status(s, stack)
             problems = [f"{b.id}: {b.state}" for b in items if not b.good]
-            last = st.last_scheduled or st.last_run
-            if last and last.get("result") not in (None, "ok"):
-                problems.append(f"last {'scheduled ' if st.last_scheduled else ''}run failed: {last.get('error')}")
+            # a failed scheduled run is silent otherwise (no one watched it): it counts
+            if st.schedule.cron and st.last_scheduled and st.last_scheduled.get("result") != "ok":
+                problems.append(f"last scheduled run failed: {st.last_scheduled.get('error')}")
             out.append(HostBackups(s.name, hb.backup_dir(s.vars, stack.name), items, st, nxt, problems))
     return out
 
@@ -177,6 +191,10 @@ def schedule(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str
     keep = Schedule(cron, int(keep_last), int(keep_daily), int(keep_weekly))
     stack = load_stack(stack_dir)
     cron_text(stack.name, cron, "/x", "/x", keep)          # the counts, checked before any connection
+    engine = engines.for_selection(inventory_path, pattern, stack, sets)
+    if engine is not None:
+        pattern = ",".join(sorted(set(engine.data_hosts(inventory_path, pattern, stack_dir, sets).values())))
+        ui.info(f"{stack.name}: its data is on {pattern}: the schedule goes there")
     out = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
         for s in sessions:

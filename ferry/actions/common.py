@@ -4,31 +4,90 @@ variables; the current release's compose file; remote processes that stop on Ctr
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from ..controller.inventory import Host, Inventory, load_inventory
-from ..errors import HostError
+from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.session import HostSession, open_hosts
 from ..host.transport import Result, drain
-from ..host.transport.ssh import connect_host
-from ..model.paths import HostPaths
+from ..host.transport.ssh import connect, connection_specs
+from ..host.transport.ssh.spec import CONNECTION_VARS
+from ..model.paths import HostPaths, own_directory
 from ..model.stack import Stack
-from ..model.vars import merge_vars
-from ..roles import DEPLOY_ROLES, all_role_defaults
+from ..model.vars import Declarations, Layer
+from ..roles import role_declarations
+
+
+def declarations(stack: Stack | None) -> Declarations:
+    """Every variable the roles and ``stack`` declare (a stack's new defaults applied;
+    the roles' alone for a host-wide command, ``stack`` None).
+
+    Raises:
+        FerryError: a stack variable declared by a role too, or a new default for a
+            variable nothing declares.
+    """
+    return (role_declarations() + stack.variables).complete() if stack else role_declarations()
 
 
 def host_variables(host: Host, stack: Stack | None, sets: dict[str, Any]) -> dict[str, Any]:
-    """Merged variables for one host: role defaults (deploy roles and backup) < stack
-    defaults (none for a host-wide command) < inventory variables < ``--set``, inventory
-    Jinja rendered with all of them visible (:meth:`ferry.controller.inventory.Host.resolve`).
+    """Merged and checked variables for one host: role defaults < stack defaults (none
+    for a host-wide command) < inventory variables < ``--set``; inventory Jinja rendered
+    with all of them visible (:meth:`ferry.controller.inventory.Host.resolve`); then
+    every declared variable converted to its type and checked
+    (:meth:`ferry.model.vars.Declarations.check`; ``--set`` values are text).
+
+    Returns:
+        The merged variables (with Ansible's magic variables), declared ones typed.
 
     Raises:
-        FerryError: an inventory value Ferry needs cannot be rendered (names it).
+        FerryError: an inventory value Ferry needs cannot be rendered, or a value breaks
+            its declaration: one line naming where it is set (``file:line``, ``--set``),
+            the key, the host and the rule.
     """
-    return host.resolve(merge_vars(all_role_defaults(DEPLOY_ROLES + ["backup"]), stack.defaults if stack else {}),
-                        sets)
+    decls = declarations(stack)
+    merged = host.resolve(decls.defaults(), sets, required=decls.names())
+    inventory = {k: merged[k] for k in host.vars if k not in sets}
+    origins = {k: host.inventory.origin(host.name, k) for k in inventory} if host.inventory else {}
+    layers = [Layer(str(host.inventory.path) if host.inventory else "inventory", inventory, origins),
+              Layer("--set", sets, text=True)]
+    checked = decls.check(layers, host.name)
+    root = checked.get("ferry_root")
+    if root is not None and not own_directory(str(root)):
+        where = "--set" if "ferry_root" in sets else origins.get("ferry_root") or layers[0].name
+        raise FerryError(f"{where}: key 'ferry_root' (host {host.name}): {str(root)!r} is / or a system directory: "
+                         f"Ferry's root must be a directory of its own, e.g. /opt/ferry (uninstall removes it)")
+    return {**merged, **checked}
+
+
+def unknown_variable_warnings(hosts: list[Host], stack: Stack, sets: dict[str, Any],
+                              known: Iterable[str] = ()) -> list[str]:
+    """One line per variable set in the inventory or with ``--set`` that nothing declares
+    (a typo?), naming where it is set, its hosts and the closest declared name.
+
+    Args:
+        hosts: the selected hosts.
+        stack: the stack being run.
+        sets: ``--set`` values.
+        known: names declared elsewhere (other stacks of the project), not reported;
+            nor are the connection variables the SSH transport reads and checks.
+    """
+    decls = declarations(stack)
+    known = {*known, *CONNECTION_VARS}
+    found: dict[str, list[Host]] = {}
+    for h in hosts:
+        for name in decls.unknown([*h.vars, *sets], known):
+            found.setdefault(name, []).append(h)
+    out = []
+    for name, where in sorted(found.items()):
+        first = where[0]
+        origin = "--set" if name in sets else first.inventory.origin(first.name, name) if first.inventory else "inventory"
+        hint = decls.suggest(name)
+        out.append(f"{origin}: variable '{name}' (hosts {', '.join(h.name for h in where)}) is declared by no role "
+                    f"or stack ({stack.name}): a typo?" + (f" did you mean '{hint}'?" if hint else ""))
+    return out
 
 
 @contextlib.contextmanager
@@ -40,14 +99,16 @@ def stack_hosts(inventory_path: Inventory | Path, pattern: str, stack: Stack | N
     what it uses).
 
     Raises:
-        FerryError: bad inventory or pattern; HostError: a host unreachable or its key
+        FerryError: bad inventory, pattern or connection variables (all hosts' are
+            checked before any is contacted); HostError: a host unreachable or its key
             unknown/changed (no host is touched then).
     """
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
+    specs = connection_specs(hosts, inventory)
     with open_hosts(hosts, lambda h: host_variables(h, stack, sets),
                     lambda name, v: HostPaths(str(v["ferry_root"]), stack.name if stack else "", bundle),
-                    lambda h: connect_host(h, inventory)) as sessions:
+                    lambda h: connect(specs[h.name])) as sessions:
         yield sessions
 
 
@@ -114,7 +175,10 @@ class RemoteProcess:
                 self.pid = int(line.strip() or b"0")
             if block:
                 sink(block)
-        return drain(self.s.t.stream(containers.with_pid(self.argv, self.merge_stderr), check=False), take)
+        # no deadline (logs --follow, exec run until they end or are stopped); a dead host
+        # is still noticed by the transport's keepalives
+        return drain(self.s.t.stream(containers.with_pid(self.argv, self.merge_stderr), timeout=math.inf,
+                                     check=False), take)
 
     def stop(self) -> None:
         """Stop the command on the host (SIGTERM), if it started."""

@@ -23,24 +23,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..controller import composecli
 from ..controller.bundle import Bundle, find_bundle, load_bundle
-from ..controller.inventory import Host, Inventory, load_inventory
+from ..controller.inventory import MAGIC_VARS, Host, Inventory, load_inventory
 from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.activate import ActivationFailed
+from ..host.answers import AnswerError, on_host
 from ..host.session import Change, HostSession, guarded, open_hosts
-from ..host.transport.ssh import connect_host
+from ..host.transport.ssh import ConnectionSpec, connect, connection_specs
 from ..host.verify import Check, settle_seconds, verify_host
 from ..model.paths import HostPaths
 from ..model.compose import ComposeModel
-from ..model.render import render_release, template_context
+from ..model.render import check_template_variables, render_release, template_context
 from ..model.stack import Stack
 from ..roles import DEPLOY_ROLES, RoleContext, RoleResult, load_role
 from ..ui import UI, human_bytes
-from .common import host_variables
+from . import engines
+from .common import declarations, host_variables, unknown_variable_warnings
 
 
 @dataclass
@@ -54,6 +56,10 @@ class Plan:
     stack: Stack
     host_vars: dict[str, dict[str, Any]]
     models: dict[str, ComposeModel] = field(default_factory=dict)
+    specs: dict[str, ConnectionSpec] = field(default_factory=dict)
+    """Each host's validated SSH connection (:func:`ferry.host.transport.ssh.connection_specs`)."""
+    warnings: list[str] = field(default_factory=list)
+    """Variables set that nothing declares (:func:`ferry.actions.common.unknown_variable_warnings`)."""
 
     def paths(self, host: str) -> HostPaths:
         """Paths on ``host`` for this plan's stack and bundle (``ferry_root`` from its vars)."""
@@ -88,21 +94,28 @@ class HostReport:
 
 
 def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bundle_path: Path | None,
-            dist: Path, sets: dict[str, Any], ui: UI | None = None) -> Plan:
+            dist: Path, sets: dict[str, Any], ui: UI | None = None, known: Iterable[str] = ()) -> Plan:
     """Phase 1 (no host contact). See the module docstring.
 
     The bundle is checked end to end here: manifest schema, the listing (every file
     listed, nothing else), the sha256 of every file (cached by file identity, see
     :mod:`ferry.controller.hashcache`) and, when any selected host's inventory sets
     ``ferry_bundle_signers``, the manifest's signature. Only then is the stack read
-    from the bundle's ``stack/`` copy.
+    from the bundle's ``stack/`` copy, and every host's variables are checked against
+    their declarations (:func:`ferry.actions.common.host_variables`).
+
+    Args:
+        ui: console for the hashing progress (None: silent).
+        known: variable names other stacks of the project declare: set in the
+            inventory, they are not reported as unknown (:attr:`Plan.warnings`).
 
     Raises:
         FerryError: any bad input (inventory, host pattern, bundle, signature, stack,
-            templates).
+            variables, templates).
     """
     inventory = load_inventory(inventory_path)
     hosts = inventory.select(pattern)
+    specs = connection_specs(hosts, inventory)
     bundle = load_bundle(bundle_path or find_bundle(dist, stack_name))
     if bundle.stack_name != stack_name:
         raise FerryError(f"{bundle.path}: bundle is for stack '{bundle.stack_name}', not '{stack_name}'")
@@ -111,8 +124,10 @@ def prepare(inventory_path: Inventory | Path, pattern: str, stack_name: str, bun
     with (ui.transfer("checking bundle sha256", total) if ui else contextlib.nullcontext(None)) as advance:
         bundle.verify(progress=advance)
     stack = bundle.stack()
+    check_template_variables(stack, declarations(stack).names() | set(MAGIC_VARS))
     host_vars = {h.name: host_variables(h, stack, sets) for h in hosts}
-    plan = Plan(inventory, hosts, bundle, stack, host_vars)
+    plan = Plan(inventory, hosts, bundle, stack, host_vars, specs=specs,
+                warnings=unknown_variable_warnings(hosts, stack, sets, set(known)))
     for h in hosts:
         placeholders = {k: "(generated on the host)" for k in stack.generated_secrets}
         context = template_context(host_vars[h.name], stack, plan.paths(h.name).for_templates(),
@@ -188,10 +203,14 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
         FerryError: before any change (unreachable host, preflight, held lock, bundle,
             the project running from elsewhere without ``force``).
     """
+    engine = engines.for_plan(plan)
+    if engine is not None:
+        return engine.deploy(plan, ui, check=check, roles=roles, do_verify=do_verify, serial=serial,
+                             max_fail=max_fail, lock_wait=lock_wait, message=message, force=force)
     roles = roles or DEPLOY_ROLES
     reports = {h.name: HostReport(h.name, status="skipped") for h in plan.hosts}
     with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),
-                    lambda h: connect_host(h, plan.inventory)) as sessions:
+                    lambda h: connect(plan.specs[h.name])) as sessions:
         contexts = {s.name: RoleContext(s.name, s.t, s.vars, plan.bundle, plan.stack, s.paths, ui, check)
                     for s in sessions}
         for name, ctx in contexts.items():
@@ -206,7 +225,8 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
             for role in roles:
                 preflight = getattr(load_role(role), "preflight", None)
                 if preflight:
-                    preflight(ctx)
+                    with on_host(ctx.host):
+                        preflight(ctx)
         with guarded(sessions, plan.stack.name, "deploy", plan.bundle.version, message, lock_wait,
                      check) as change:
             names = [h.name for h in plan.hosts]
@@ -287,8 +307,8 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
         if exc.result == "reverted":
             report.release = ctx.state.previous_release
             _verify_after_revert(ctx, report, ctx.state.previous_release)
-    except HostError as exc:
-        report.error = str(exc)
+    except (HostError, AnswerError) as exc:      # AnswerError: the host said something unusable
+        report.error = str(exc) if isinstance(exc, HostError) else str(HostError(ctx.host, str(exc)))
         report.status = "failed"
         if (activated or ctx.state.activated) and not ctx.check:
             revert(ctx, report)
@@ -408,7 +428,8 @@ def summary_lines(reports: list[HostReport]) -> list[str]:
             out.append(f"{r.host}: SKIPPED: not touched (an earlier batch failed)")
             continue
         if r.error:
-            out.append(f"{r.host}: {r.status.upper()}: {r.error}")
+            error = r.error[len(r.host) + 2:] if r.error.startswith(f"{r.host}: ") else r.error
+            out.append(f"{r.host}: {r.status.upper()}: {error}")
             continue
         changed = [name for name, res, _ in r.results if res.changed]
         failed = [c for c in r.checks if not c.ok]

@@ -9,11 +9,12 @@ from typing import Any
 from ..errors import FerryError
 from ..host.session import guarded
 from ..host.verify import Check, settle_seconds, verify_host
-from ..model.backup import RestoreRequest
+from ..model.backup import RestoreRequest, check_backup_id
 from ..model.stack import load_stack
 from ..roles import load_role
 from ..ui import UI
 from .backup import context
+from . import engines
 from .common import current_compose, stack_hosts
 
 
@@ -31,7 +32,12 @@ def restore(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str,
         FerryError: bad input, unreachable host, held lock; HostError: the program's
             error line (a damaged member is named and nothing was changed).
     """
+    engine = engines.for_selection(inventory_path, pattern, load_stack(stack_dir), sets)
+    if engine is not None:
+        return engine.restore(inventory_path, pattern, stack_dir, sets, ui, backup, local, safety, lock_wait, message)
     stack = load_stack(stack_dir)
+    if local is None:
+        check_backup_id(backup, stack.name)
     out = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions, \
             guarded(sessions, stack.name, "restore", message=message, wait=lock_wait) as change:

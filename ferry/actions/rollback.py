@@ -15,6 +15,7 @@ from ..host.verify import settle_seconds, verify_host
 from ..model.stack import Stack, load_stack
 from ..roles import RoleContext, RoleResult, load_role
 from ..ui import UI
+from . import engines
 from .common import stack_hosts
 from .deploy import HostReport, checks_line, load_release
 
@@ -31,18 +32,14 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
         FerryError: no target on a host, the target's images are missing, a held lock.
     """
     stack = load_stack(stack_dir)
+    engine = engines.for_selection(inventory_path, pattern, stack, sets)
+    if engine is not None:
+        return engine.rollback(inventory_path, pattern, stack_dir, to, sets, ui, lock_wait, message)
     reports = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
         plans = {}
         for s in sessions:
-            history = read_releases(s.t, s.paths.stack_dir)
-            target = history.get(to) if to else history.previous()
-            if target is None:
-                known = ", ".join(r.id for r in history.releases) or "none"
-                raise HostError(s.name, f"no release {to!r} to roll back to" if to else
-                                f"no release before the current one ({history.current}); releases: {known}")
-            if target.id == history.current:
-                raise HostError(s.name, f"{target.id} is already the current release")
+            history, target = rollback_target(s, to)
             have = containers.parse_images(s.t.run(containers.docker_images()).out)
             missing = sorted(target.image_ids - set(have))
             if missing:
@@ -58,6 +55,24 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
                             plans[s.name][1].version)
                 reports.append(report)
     return reports
+
+
+def rollback_target(s: HostSession, to: str | None):
+    """``(history, target release)`` of a rollback on the host of ``s``: ``to``, or the
+    release before ``current``.
+
+    Raises:
+        HostError: no such release, none before current, or it is current already.
+    """
+    history = read_releases(s.t, s.paths.stack_dir)
+    target = history.get(to) if to else history.previous()
+    if target is None:
+        known = ", ".join(r.id for r in history.releases) or "none"
+        raise HostError(s.name, f"no release {to!r} to roll back to" if to else
+                        f"no release before the current one ({history.current}); releases: {known}")
+    if target.id == history.current:
+        raise HostError(s.name, f"{target.id} is already the current release")
+    return history, target
 
 
 def _rollback_host(s: HostSession, stack: Stack, ui: UI, current: str | None, target) -> HostReport:

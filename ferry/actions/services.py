@@ -105,6 +105,10 @@ def _one(s: HostSession, stack: Stack, action: str, names: list[str], given: lis
     started = time.monotonic()
     report = ServicesReport(s.name)
     mine = _states(s, stack, names)
+    gone = sorted(n for n, c in mine.items() if c is None)
+    if gone and action != "stop":
+        raise HostError(s.name, f"{stack.name} has no container for {', '.join(gone)}: {action} works on the "
+                                f"containers of the current release; `deploy` creates them")
     changed = action == "restart" or not _reached(action, mine)
     done = True
     if changed:

@@ -192,8 +192,8 @@ def load_bundle(path: Path) -> Bundle:
         raise FerryError(f"{path}: not a bundle (no {MANIFEST}); build one with `inv bundle --stack NAME`")
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FerryError(f"{mpath}: malformed manifest: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:   # RecursionError: [[[[...
+        raise FerryError(f"{mpath}: malformed manifest: {str(exc) or type(exc).__name__}") from None
     return Bundle(path, validate_manifest(manifest, mpath))
 
 
@@ -214,7 +214,7 @@ def find_bundle(dist: Path, stack: str, version: str | None = None) -> Path:
         try:
             if json.loads((p / MANIFEST).read_text()).get("stack") == stack:
                 found.append(p)
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             continue
     if not found:
         raise FerryError(f"no bundle for stack '{stack}' in {dist}; build one with `inv bundle --stack {stack}`")

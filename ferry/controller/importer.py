@@ -10,8 +10,10 @@ rules as every deploy), and from its model the importer writes ``stacks/NAME/``:
 - ``templates/env.j2`` -> ``.env`` (0600, ``secret: true``): one line per ``.env`` key,
   ``KEY={{ key | dotenv }}``, so Compose interpolates ``${KEY}`` on the host exactly as
   it did before;
-- ``defaults.yml``: each ``.env`` key as a variable (``<stack>_<key>`` lower-cased:
-  inventory variables are shared by the stacks of a host) with the value it had; names that say key/secret/token/password/passwd are secret variables;
+- ``defaults.yml``: each ``.env`` key declared as a variable (``<stack>_<key>``
+  lower-cased: inventory variables are shared by the stacks of a host) with the value
+  it had as its default; names that say key/secret/token/password/passwd are
+  ``secret``, ``*_PORT`` keys holding a port number ``port``, the rest ``string``;
 - ``stack.yml``: ``images`` (service -> image, every service Compose runs),
   ``data_dirs`` (the ``./x`` bind mounts that are data), ``files`` (``./x`` bind
   mounts of existing files, read-only directories, other ``env_file`` files: shipped as
@@ -111,6 +113,18 @@ def _health_path(svc: Any) -> str | None:
     return None
 
 
+def _declaration(key: str, value: str, secret: bool) -> dict[str, Any]:
+    """The ``defaults.yml`` declaration (:mod:`ferry.model.vars`) of one ``.env`` key:
+    ``secret`` for secret names, ``port`` for ``*_PORT`` keys holding a port number,
+    else ``string``; the value it had is the default."""
+    help_text = f"{key} in .env" + (" (secret: 0600 on the host, never printed)" if secret else "")
+    if secret:
+        return {"type": "secret", "default": value, "help": help_text}
+    if key.upper().endswith("PORT") and value.isdigit() and 0 < int(value) < 65536:
+        return {"type": "port", "default": int(value), "help": help_text}
+    return {"type": "string", "default": value, "help": help_text}
+
+
 def _dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1 << 16)
 
@@ -197,8 +211,7 @@ def _write(d: Path, stack: str, compose: Path, env: Path | None, model: ComposeM
             secret = bool(SECRET_NAME.search(key))
             if secret:
                 secrets.append(var)
-            defaults_lines.append(f"# {key} in .env" + (" (secret: 0600 on the host, never printed)" if secret else ""))
-            defaults_lines.append(_dump({var: values[key]}).rstrip("\n"))
+            defaults_lines.append(_dump({var: _declaration(key, values[key], secret)}).rstrip("\n"))
             env_lines.append(f"{key}={{{{ {var} | dotenv }}}}")
         (d / "templates" / "env.j2").write_text("\n".join(env_lines) + "\n", encoding="utf-8")
         templates.append({"src": "env.j2", "dest": ".env", "secret": True})
@@ -291,10 +304,10 @@ def _check(d: Path) -> None:
     from ..model.render import render_release, template_context
     from ..model.stack import load_stack
     from ..model.paths import HostPaths
-    from ..roles import all_role_defaults
+    from ..actions.common import declarations
     from .composecli import resolver
     stack = load_stack(d)
-    variables = {**all_role_defaults(), **stack.defaults}
+    variables = declarations(stack).defaults()
     paths = HostPaths(str(variables.get("ferry_root", "/opt/ferry")), stack.name, "")
     render_release(stack, template_context(variables, stack, paths.for_templates(),
                                            {k: "x" for k in stack.generated_secrets}, "import-check"),

@@ -58,10 +58,14 @@ from ..model.vars import merge_vars, parse_set_args  # noqa: F401 (re-exported)
 
 #: Ansible connection variables Ferry acts on. Any other ``ansible_*`` variable of a
 #: selected host (``ansible_connection``, ``ansible_become``...) is named in one warning
-#: line, since Ferry would silently do something else than Ansible. Extend it when
-#: Ferry learns a key (the ssh and become work does).
+#: line, since Ferry would silently do something else than Ansible. The SSH transport
+#: reads them (:data:`ferry.host.transport.ssh.CONNECTION_VARS`, a unit test keeps the
+#: two lists equal).
 HONOURED_ANSIBLE_VARS: frozenset[str] = frozenset({
-    "ansible_host", "ansible_port", "ansible_user", "ansible_ssh_private_key_file",
+    "ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port", "ansible_user", "ansible_ssh_user",
+    "ansible_ssh_private_key_file", "ansible_private_key_file", "ansible_password", "ansible_ssh_pass",
+    "ansible_ssh_password", "ansible_become", "ansible_become_method", "ansible_become_user",
+    "ansible_become_password", "ansible_become_pass", "ansible_ssh_common_args", "ansible_ssh_extra_args",
 })
 
 #: ``ansible_*`` variables that are not about the connection and change nothing for
@@ -600,6 +604,14 @@ class Inventory:
                 secret.add(k)
         return frozenset(secret)
 
+    def origin(self, name: str, key: str) -> str:
+        """Where host ``name``'s variable ``key`` is set, for messages: ``file:line``
+        (Ansible's origin of the value), else the inventory path."""
+        origin = _origin(self._raw.get(name, {}).get(key))
+        if origin is not None and origin.path:
+            return f"{origin.path}:{origin.line_num}" if origin.line_num else origin.path
+        return str(self.path)
+
     # -- queries ---------------------------------------------------------------------
 
     def select(self, pattern: str) -> list[Host]:
@@ -624,6 +636,8 @@ class Inventory:
             try:
                 for term in self._a["split_host_pattern"](pattern):
                     bare = term.lstrip("!&")
+                    if bare and bare in self.groups and not self._manager.get_hosts(bare):
+                        raise FerryError(f"group '{bare}' has no hosts in {self.path}")
                     if bare and not self._manager.get_hosts(bare):
                         raise FerryError(f"unknown host or group '{bare}' in {self.path}; known groups: "
                                          f"{_listing(list(self.groups))}; known hosts: "
@@ -674,9 +688,10 @@ class Inventory:
             lower, sets: the run's defaults and ``--set`` (see :meth:`Host.resolve`);
                 only the inventory's own variables are listed, rendered with them.
 
-        Values are plain Python; one that cannot be rendered shows its raw text.
+        Values are plain Python; one that cannot be rendered shows its raw text. An
+        inventory with no hosts at all lists as empty (like ``ansible-inventory --list``).
         """
-        hosts = self.select(pattern)
+        hosts = self.select(pattern) if self.hosts or pattern.strip() != "all" else []
         wanted = {h.name for h in hosts}
         out: dict[str, Any] = {}
         seen: set[str] = set()

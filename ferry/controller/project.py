@@ -46,6 +46,19 @@ class Project:
             return []
         return sorted(p.name for p in self.stacks_dir.iterdir() if (p / "stack.yml").is_file())
 
+    def declared_variables(self) -> set[str]:
+        """Names of the variables the project's stacks declare (their ``defaults.yml``):
+        an inventory shared by several stacks sets them all, which is no typo. A stack
+        whose ``defaults.yml`` does not load contributes none (it fails when it is used)."""
+        from ..model.vars import load_declarations
+        names: set[str] = set()
+        for name in self.stacks():
+            try:
+                names |= load_declarations(self.stacks_dir / name / "defaults.yml").names()
+            except FerryError:
+                continue
+        return names
+
     def stack_name(self, given: str | None) -> str:
         """``--stack`` if given, else ``ferry.cfg``'s ``stack``, else the only stack.
 

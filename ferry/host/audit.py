@@ -52,13 +52,14 @@ def tail_command(root: str, lines: int) -> list[str]:
 
 
 def parse(text: str) -> list[dict[str, Any]]:
-    """Audit records from log lines; a line that is not JSON is kept as ``detail``."""
+    """Audit records from log lines; a line that is not a JSON object is kept as ``detail``."""
     out = []
     for line in text.splitlines():
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            out.append({"detail": line})
+            rec = json.loads(line)
+        except (ValueError, RecursionError):
+            rec = None
+        out.append(rec if isinstance(rec, dict) else {"detail": line})
     return out

@@ -86,7 +86,7 @@ def parse_compose_config(text: str, host: str) -> dict[str, Any]:
     import json
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise HostError(host, "docker compose config --format json gave no JSON (Compose v2.x needed)") from None
     if not isinstance(doc, dict):
         raise HostError(host, "docker compose config --format json gave no mapping")
@@ -194,7 +194,7 @@ def parse_status(data: bytes | str) -> dict[str, str] | None:
         import json
         try:
             return {k: str(v) for k, v in json.loads(text).items()}
-        except ValueError:
+        except (ValueError, RecursionError, AttributeError):
             return None
     out = {}
     for line in text.splitlines():

@@ -4,11 +4,11 @@ output. Pure: argument lists in, data out; nothing here does I/O.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from .answers import AnswerError, json_doc, snippet
 from ..model.imagelayers import EngineImages
 from .files import parse_lines
 from .shell import q, sh
@@ -77,12 +77,15 @@ def parse_compose_ps(text: str) -> list[ContainerState]:
     if not text:
         return []
     if text.startswith("["):
-        items = json.loads(text)
+        items = json_doc(text, "docker compose ps", list)
     else:
-        items = [json.loads(l) for l in text.splitlines() if l.strip()]
-    return [ContainerState(service=i.get("Service", ""), id=i.get("ID", ""), name=i.get("Name", ""),
-                           state=i.get("State", ""), health=i.get("Health", "") or "",
-                           publishers=i.get("Publishers") or [])
+        items = [json_doc(l, "docker compose ps", dict) for l in text.splitlines() if l.strip()]
+    if not all(isinstance(i, dict) for i in items):
+        raise AnswerError(f"docker compose ps: the host's answer is not a list of objects: {snippet(text)}")
+    return [ContainerState(service=str(i.get("Service", "")), id=str(i.get("ID", "")), name=str(i.get("Name", "")),
+                           state=str(i.get("State", "")), health=str(i.get("Health", "") or ""),
+                           publishers=[p for p in (i.get("Publishers") or []) if isinstance(p, dict)]
+                           if isinstance(i.get("Publishers"), list) else [])
             for i in items]
 
 
@@ -134,28 +137,56 @@ def _epoch(stamp: str) -> float:
     return when.timestamp() + float(m.group(2) or 0)
 
 
+def _obj(value) -> dict:
+    """``value`` if it is a JSON object, else ``{}`` (a field of an odd ``docker inspect``)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value) -> list:
+    """``value`` if it is a JSON array, else ``[]``."""
+    return value if isinstance(value, list) else []
+
+
+def _int(value) -> int:
+    """``value`` as an int, 0 for anything that is not a whole number."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 def container_from_inspect(info: dict) -> tuple[str, Container]:
-    """``(service, Container)`` from one ``docker inspect`` object."""
-    state = info.get("State") or {}
-    labels = (info.get("Config") or {}).get("Labels") or {}
+    """``(service, Container)`` from one ``docker inspect`` object (fields of the wrong
+    type read as absent)."""
+    state = _obj(info.get("State"))
+    labels = _obj(_obj(info.get("Config")).get("Labels"))
     ports = []
-    for spec, binds in ((info.get("NetworkSettings") or {}).get("Ports") or {}).items():
+    for spec, binds in _obj(_obj(info.get("NetworkSettings")).get("Ports")).items():
         proto = spec.partition("/")[2] or "tcp"
-        for b in binds or []:
-            if b.get("HostPort"):
-                ports.append((str(b.get("HostIp") or "0.0.0.0"), int(b["HostPort"]), proto))
+        for b in binds if isinstance(binds, list) else []:
+            if _int(_obj(b).get("HostPort")):
+                ports.append((str(b.get("HostIp") or "0.0.0.0"), _int(b["HostPort"]), proto))
     return str(labels.get("com.docker.compose.service", "")), Container(
         id=str(info.get("Id", "")), started_at=str(state.get("StartedAt", "")), status=str(state.get("Status", "")),
-        health=str((state.get("Health") or {}).get("Status", "")), name=str(info.get("Name", "")).lstrip("/"),
-        restarts=int(info.get("RestartCount") or 0), exit_code=int(state.get("ExitCode") or 0),
+        health=str(_obj(state.get("Health")).get("Status", "")), name=str(info.get("Name", "")).lstrip("/"),
+        restarts=_int(info.get("RestartCount")), exit_code=_int(state.get("ExitCode")),
         started=_epoch(str(state.get("StartedAt", ""))), image=str(info.get("Image", "")), ports=tuple(ports),
         config_hash=str(labels.get("com.docker.compose.config-hash", "")))
 
 
 def parse_inspect(text: str) -> list[dict]:
-    """The objects of ``docker inspect`` output (``[]`` for none or no output)."""
+    """The objects of ``docker inspect`` output (``[]`` for none or no output).
+
+    Raises:
+        AnswerError: output that starts like a JSON array but is not a list of objects.
+    """
     text = text.strip()
-    return json.loads(text) if text.startswith("[") else []
+    if not text.startswith("["):
+        return []
+    items = json_doc(text, "docker inspect", list)
+    if not all(isinstance(i, dict) for i in items):
+        raise AnswerError(f"docker inspect: the host's answer is not a list of objects: {snippet(text)}")
+    return items
 
 
 def parse_project_state(text: str) -> tuple[float, dict[str, Container]]:
@@ -203,12 +234,13 @@ def parse_host_facts(text: str) -> dict:
     containers = []
     for info in parse_inspect(sections.get("containers", "")):
         _, c = container_from_inspect(info)
-        labels = (info.get("Config") or {}).get("Labels") or {}
+        labels = _obj(_obj(info.get("Config")).get("Labels"))
         containers.append({"name": c.name, "project": labels.get("com.docker.compose.project", ""),
                            "ports": list(c.ports) if c.status == "running" else []})
-    networks = [{"name": n.get("Name", ""), "project": ((n.get("Labels") or {}).get("com.docker.compose.project", "")),
-                 "subnets": [str(cfg.get("Subnet")) for cfg in ((n.get("IPAM") or {}).get("Config") or [])
-                             if cfg.get("Subnet")]}
+    networks = [{"name": str(n.get("Name", "")),
+                 "project": str(_obj(n.get("Labels")).get("com.docker.compose.project", "")),
+                 "subnets": [str(cfg.get("Subnet")) for cfg in _list(_obj(n.get("IPAM")).get("Config"))
+                             if _obj(cfg).get("Subnet")]}
                 for n in parse_inspect(sections.get("networks", ""))]
     listening = []
     for line in sections.get("sockets", "").splitlines():
@@ -262,23 +294,6 @@ def project_dirs(project: str) -> list[str]:
     return sh("docker ps -a --filter " + q(f"label=com.docker.compose.project={project}")
               + " --format " + q('{{.Label "com.docker.compose.project.working_dir"}}')
               + " 2>/dev/null | sort -u || true")
-
-
-def config_hashes(project: str, compose_file: str, project_dir: str) -> list[str]:
-    """``SERVICE HASH`` per line: the config hash Compose would give each service of
-    ``compose_file`` (``docker compose config --hash '*'``), to compare with the
-    ``config_hash`` of the running containers: equal means they run that file."""
-    return compose(project, compose_file, project_dir, "config", "--hash", "*")
-
-
-def parse_config_hashes(text: str) -> dict[str, str]:
-    """``{service: hash}`` from :func:`config_hashes`."""
-    out = {}
-    for line in parse_lines(text):
-        service, _, value = line.partition(" ")
-        if value.strip():
-            out[service] = value.strip()
-    return out
 
 
 def container_images() -> list[str]:
@@ -387,3 +402,38 @@ def load_blobs(store: str, blobs: Sequence[str]) -> list[str]:
               f"for b in {names}; do [ -f {st}/\"$b\" ] || {{ echo \"missing from the store: $b\" >&2; exit 6; }}; done; "
               f"{{ tar -cf - -C \"$d\" manifest.json -C {st} {names}; echo $? > \"$d/tar.rc\"; }} | docker load -q; "
               "[ \"$(cat \"$d/tar.rc\")\" = 0 ] || { echo 'tar of the store files failed' >&2; exit 7; }")
+
+
+def up_dry_run(project: str, compose_file: str, project_dir: str) -> list[str]:
+    """``docker compose up -d --dry-run --pull never``: what Compose WOULD do to make the
+    project match ``compose_file``, changing nothing. Its own convergence rule, so
+    "Running" for every container means they run exactly that file's configuration."""
+    return compose(project, compose_file, project_dir, "up", "-d", "--dry-run", "--pull", "never")
+
+
+def parse_up_dry_run(text: str) -> dict[str, str]:
+    """``{container name: first action}`` from :func:`up_dry_run`'s output lines
+    ``DRY-RUN MODE -  Container NAME  ACTION`` (``Running`` when nothing would change;
+    ``Recreate``, ``Create``, ``Starting``... otherwise). Compose writes them on stderr."""
+    out: dict[str, str] = {}
+    for m in re.finditer(r"Container (\S+)\s+(\w+)", text):
+        out.setdefault(m.group(1), m.group(2))
+    return out
+
+
+def config_hashes(project: str, compose_file: str, project_dir: str) -> list[str]:
+    """``SERVICE HASH`` per line for each service of ``compose_file`` (``docker compose
+    config --hash '*'``): the services as Compose reads the file. (The hashes are not
+    always those ``up`` puts on containers - it differs for services with ``env_file`` -
+    so "does it run this file" is asked with :func:`up_dry_run`.)"""
+    return compose(project, compose_file, project_dir, "config", "--hash", "*")
+
+
+def parse_config_hashes(text: str) -> dict[str, str]:
+    """``{service: hash}`` from :func:`config_hashes`."""
+    out = {}
+    for line in parse_lines(text):
+        service, _, value = line.partition(" ")
+        if value.strip():
+            out[service] = value.strip()
+    return out

@@ -6,11 +6,10 @@ parsers are pure functions from the command's output to data. Nothing here does 
 
 from __future__ import annotations
 
-import io
 import shlex
-import tarfile
 from typing import Iterable, Sequence
 
+from .answers import tar_members
 from .shell import q, sh
 
 HASH_STDIN = ("if command -v openssl >/dev/null 2>&1; then h() { openssl dgst -sha256 -r; }; "
@@ -285,18 +284,15 @@ def read_tar(base: str, paths: Sequence[str]) -> list[str]:
               f"[ $# -eq 0 ] || tar -chf - -- \"$@\"")
 
 
-def parse_tar(data: bytes) -> dict[str, bytes]:
-    """``{path: content}`` of the regular files in a tar stream (:func:`ferry.host.files.read_tar`)."""
+def parse_tar(data: bytes, what: str = "tar of the host's files") -> dict[str, bytes]:
+    """``{path: content}`` of the regular files in a tar stream (:func:`ferry.host.files.read_tar`).
+
+    Raises:
+        AnswerError: not a tar stream, or one cut short (``what`` names the command).
+    """
     if not data:
         return {}
-    out = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for member in tar:
-            if member.isfile():
-                f = tar.extractfile(member)
-                assert f is not None
-                out[member.name] = f.read()
-    return out
+    return dict(tar_members(data, what))
 
 
 def switch_symlink(link: str, target: str) -> list[str]:

@@ -18,6 +18,7 @@ import posixpath
 from dataclasses import dataclass, field
 
 from ..errors import FerryError
+from ..model.paths import own_directory
 from .files import parse_lines
 from .shell import q, sh
 
@@ -27,9 +28,6 @@ ROOT_ENTRIES = ("store", "bundles", "stacks", "locks", "audit.log")
 KEEP_IN_STACK = ("data", "secrets.json")
 """What stays in ``stacks/<stack>/`` unless the data is purged."""
 
-SYSTEM_DIRS = {"/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
-               "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib", "/var/log",
-               "/var/backups", "/usr/local"}
 
 
 def check_dir(path: str, what: str, host: str) -> str:
@@ -40,7 +38,7 @@ def check_dir(path: str, what: str, host: str) -> str:
         FerryError: naming the host and the variable ``what``.
     """
     p = str(path)
-    if not p.startswith("/") or posixpath.normpath(p) != p or p in SYSTEM_DIRS or p == "/":
+    if not own_directory(p):
         raise FerryError(f"{host}: {what} {p!r} is not a directory Ferry may remove files from "
                          f"(absolute, normalised, not / or a system directory)")
     return p

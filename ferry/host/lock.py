@@ -37,14 +37,18 @@ def acquire_command(path: str) -> list[str]:
     """Create ``path`` atomically and write stdin to ``path/info.json``; if it exists,
     exit 75 and print the holder's info.json. Also exit 75 while ``<path>.activating`` is
     flock-ed: a host-side ``ferry-activate`` (:mod:`ferry.host.activate`) is still
-    bringing a release up after its controller went away."""
+    bringing a release up after its controller went away. If it cannot be created
+    (permission denied, read-only, full disk), exit 77 with mkdir's error on stderr and
+    leave nothing behind."""
     busy = q(path + ".activating")
-    return sh(f"mkdir -p {q(posixpath.dirname(path))}; "
+    info = q(path + "/info.json")
+    return sh(f"mkdir -p {q(posixpath.dirname(path))} || exit 77; "
               f"if [ -e {busy} ] && command -v flock >/dev/null 2>&1 && ! flock -n {busy} true; then "
               "echo '{\"who\": \"ferry-activate on the host\", \"task\": \"activate\", "
               "\"message\": \"a release is still being brought up\"}'; exit 75; fi; "
-              f"if mkdir {q(path)} 2>/dev/null; then cat > {q(path + '/info.json')}; "
-              f"else cat {q(path + '/info.json')} 2>/dev/null || echo '{{}}'; exit 75; fi")
+              f"if err=$(mkdir {q(path)} 2>&1); then cat > {info} && exit 0; rm -rf -- {q(path)}; exit 77; fi; "
+              f"if [ -d {q(path)} ]; then cat {info} 2>/dev/null || echo '{{}}'; exit 75; fi; "
+              f'echo "$err" >&2; exit 77')
 
 
 def release_command(path: str, token: str | None) -> list[str]:
@@ -111,6 +115,8 @@ def acquire(t, root: str, stack: str, task: str, version: str, message: str = ""
         if res.rc == 0:
             return Lock(t, path, token)
         if res.rc != 75:
+            # not held: the lock cannot be created at all (e.g. permission denied for a
+            # login user without become); say so rather than "locked"
             raise HostError(t.host, f"cannot take the deploy lock {path}: {res.last_error_line()}")
         if time.monotonic() >= deadline:
             try:

@@ -7,11 +7,11 @@ reads every stack's releases and every bundle's manifest under ``ferry_root`` (w
 
 from __future__ import annotations
 
-import json
 import posixpath
 from dataclasses import dataclass, field
 
 from ..model.releases import History, Release
+from .answers import AnswerError, json_doc
 from .files import parse_tar
 from .shell import q, sh
 
@@ -26,18 +26,22 @@ def read_releases_command(stack_dir: str) -> list[str]:
 
 def _add_release_file(by_id: dict[str, Release], rid: str, name: str, data: bytes) -> None:
     rel = by_id.setdefault(rid, Release(rid))
-    doc = json.loads(data or b"{}")
+    what = f"releases/{rid}/{name}"
+    doc = json_doc(data or b"{}", what, dict)
     if name == "release.json":
         rel.info = doc
     elif name == "manifest.json":
-        rel.image_ids = {i["id"] for i in doc.get("images", [])}
-        rel.file_shas = {f["sha256"] for f in doc.get("files", [])}
+        try:
+            rel.image_ids = {str(i["id"]) for i in doc.get("images", [])}
+            rel.file_shas = {str(f["sha256"]) for f in doc.get("files", [])}
+        except (TypeError, KeyError, AttributeError):
+            raise AnswerError(f"{what}: not a bundle manifest (images[].id, files[].sha256)") from None
 
 
 def parse_releases(stdout: bytes) -> History:
     """Parse :func:`read_releases_command` output."""
     first, _, rest = stdout.partition(b"\n")
-    current = posixpath.basename(first.decode().strip()) or None
+    current = posixpath.basename(first.decode("utf-8", "replace").strip()) or None
     by_id: dict[str, Release] = {}
     for path, data in parse_tar(rest).items():
         parts = path.split("/")
@@ -102,8 +106,8 @@ def parse_host(stdout: bytes) -> HostReleases:
             _add_release_file(by_stack.setdefault(parts[1], {}), parts[3], parts[4], data)
         elif len(parts) == 3 and parts[0] == "bundles" and parts[2] == "manifest.json":
             try:
-                out.bundles[parts[1]] = json.loads(data or b"{}")
-            except json.JSONDecodeError:
+                out.bundles[parts[1]] = json_doc(data or b"{}", path, dict)
+            except AnswerError:
                 continue
     out.stacks = {s: History(sorted(rels.values(), key=lambda r: r.id), None) for s, rels in by_stack.items()}
     return out

@@ -185,6 +185,9 @@ def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[
     except FerryError as exc:
         failure = str(exc)
         raise
+    except BaseException as exc:    # a bug in Ferry (a traceback follows): never audited as "ok"
+        failure = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+        raise
     finally:
         for s in sessions:
             mine = [taken for h, taken in held if h is s]

@@ -105,6 +105,24 @@ def backup_time(backup_id: str, stack: str) -> dt.datetime:
     return dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
 
 
+def check_backup_id(value: str, stack: str) -> str:
+    """``inv restore --backup``: ``latest`` or an ID of one of ``stack``'s archives
+    (``<stack>-<YYYYmmddTHHMMSSZ>[-tag]``), checked before any host is contacted, so a
+    path (``../../x``) or an option (``--no-safety-backup``) never reaches the host.
+
+    Raises:
+        FerryError: anything else, in one line.
+    """
+    if value == "latest":
+        return value
+    try:
+        backup_time(value, stack)
+    except ValueError:
+        raise FerryError(f"--backup {value!r}: not a backup of {stack} (an ID such as "
+                         f"{stack}-20261122T020000Z, or latest; `inv backups` lists them)") from None
+    return value
+
+
 # -- requests (what an action asks of the backup and restore roles) ---------------------
 
 @dataclass
@@ -155,6 +173,9 @@ class BackupPlan:
         exclude: paths under ``data_dir`` never copied.
         numbers: ``min_free`` (bytes), ``redis_timeout``, ``wait_timeout``,
             ``lock_wait`` (seconds), and ``compress`` (``auto``/``gzip``).
+        engine: ``compose``, or ``swarm`` (``ferry_engine``): the program then finds a
+            service's containers among the swarm's tasks on its node (labels
+            ``com.docker.stack.namespace``, ``com.docker.swarm.service.name``).
     """
 
     stack: str
@@ -180,6 +201,7 @@ class BackupPlan:
     redis_timeout: int = 300
     wait_timeout: int = 120
     lock_wait: int = 1800
+    engine: str = "compose"
 
     def coverage(self) -> list[str]:
         """One line per part, for humans (``inv backups``, the role's summary)."""
@@ -246,7 +268,8 @@ def plan_backup(stack: Any, model: ComposeModel, release: str, host_paths: dict[
         compress=str(variables.get("backup_compress", "auto")),
         redis_timeout=int(variables.get("backup_redis_timeout", 300)),
         wait_timeout=int(variables.get("compose_wait_timeout", 120)),
-        lock_wait=int(variables.get("backup_lock_wait", 1800)))
+        lock_wait=int(variables.get("backup_lock_wait", 1800)),
+        engine="swarm" if variables.get("ferry_engine") == "swarm" else "compose")
     if plan.compress not in ("auto", "gzip"):
         raise FerryError(f"backup_compress: '{plan.compress}' must be auto or gzip")
     if getattr(spec, "none", False):
@@ -258,6 +281,9 @@ def plan_backup(stack: Any, model: ComposeModel, release: str, host_paths: dict[
             raise FerryError(f"{where}: key 'backup.volumes': '{key}' is not a volume in compose.yml")
     plan.volumes = sorted(vol_name.items())
     plan.stop = list(spec.stop)
+    if plan.stop and plan.engine == "swarm":
+        raise FerryError(f"{where}: key 'backup.stop': a swarm restarts a stopped task at once, so services cannot "
+                         "be stopped for a backup there (use backup.exclude, or a database dump)")
     plan.exclude = list(spec.exclude)
     declared = {e["service"]: ("mysql", e.get("user", "root"), e.get("password_env", "")) for e in spec.mysql}
     declared.update({e["service"]: ("redis", "", "") for e in spec.redis})
@@ -302,6 +328,8 @@ def settings_records(plan: BackupPlan) -> list[tuple[str, ...]]:
         ("status_dir", plan.status_dir), ("lock_dir", plan.lock_dir), ("audit_log", plan.audit_log),
         ("min_free", str(plan.min_free)), ("compress", plan.compress), ("redis_timeout", str(plan.redis_timeout)),
         ("wait_timeout", str(plan.wait_timeout)), ("lock_wait", str(plan.lock_wait)), ("scope", plan.scope)]
+    if plan.engine != "compose":
+        out.append(("engine", plan.engine))
     out += [("data", d) for d in plan.data_dirs]
     out += [("exclude", x) for x in plan.exclude]
     out += [("stop", s) for s in plan.stop]

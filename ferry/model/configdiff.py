@@ -6,9 +6,10 @@ from __future__ import annotations
 
 def parse_dotenv(text: str) -> dict[str, str]:
     """``KEY=VALUE`` lines of a ``.env`` file (comments and blanks skipped, one level of
-    matching quotes removed), as Compose reads ``env_file``."""
+    matching quotes removed), as Compose reads ``env_file``: lines end at LF only (a
+    U+2028 inside a value is part of the value)."""
     out = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         line = line.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue

@@ -42,24 +42,25 @@ SIGNATURE = "manifest.json.sig"
 UNLISTED = (MANIFEST, CHECKSUMS, SIGNATURE)
 """Top-level files of a bundle that ``files`` does not (cannot) list."""
 
-IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$"
-"""A stack name or version: one path segment, no ``/``; ``..`` is refused separately."""
+IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z"
+"""A stack name or version: one path segment, no ``/``; ``..`` is refused separately.
+(Patterns end with ``\\Z``: ``$`` would also match before a final newline.)"""
 
 _SEGMENT = r"[A-Za-z0-9_%+@=,~-][A-Za-z0-9_.%+@=,~-]*|\.[A-Za-z0-9_%+@=,~-][A-Za-z0-9_.%+@=,~-]*"
-BUNDLE_PATH = rf"^(?:{_SEGMENT})(?:/(?:{_SEGMENT}))*$"
+BUNDLE_PATH = rf"^(?:{_SEGMENT})(?:/(?:{_SEGMENT}))*\Z"
 """A file path inside a bundle: relative, ``/``-separated, no ``.``/``..`` segment, no
 empty segment, no space, quote, backslash or control character (paths reach host
 shell words and line-based listings)."""
 
-SHA256 = r"^[0-9a-f]{64}$"
-DIGEST = r"^sha256:[0-9a-f]{64}$"
-BLOB = r"^blobs/sha256/[0-9a-f]{64}$"
+SHA256 = r"^[0-9a-f]{64}\Z"
+DIGEST = r"^sha256:[0-9a-f]{64}\Z"
+BLOB = r"^blobs/sha256/[0-9a-f]{64}\Z"
 
 _file = {"type": "object", "required": ["path", "size", "sha256"], "additionalProperties": False,
          "properties": {"path": {"type": "string", "pattern": BUNDLE_PATH, "maxLength": 1024},
                         "size": {"type": "integer", "minimum": 0},
                         "sha256": {"type": "string", "pattern": SHA256}}}
-_ref = {"type": "string", "minLength": 1, "maxLength": 512, "pattern": r"^[^\s\x00-\x1f]+$"}
+_ref = {"type": "string", "minLength": 1, "maxLength": 512, "pattern": r"^[^\s\x00-\x1f]+\Z"}
 _image_common = {"service": {"type": "string", "pattern": IDENTIFIER}, "ref": _ref,
                  "id": {"type": "string", "pattern": DIGEST},
                  "tags": {"type": "array", "items": _ref}, "size": {"type": "integer", "minimum": 0}}
@@ -84,9 +85,25 @@ _static = {"type": "object", "required": ["file", "version", "sha256", "binaries
                           "binaries": {"type": "object", "required": list(REQUIRED),
                                        "propertyNames": {"pattern": rf"^{MEMBER_RE.pattern}$"},
                                        "additionalProperties": {"type": ["string", "null"], "maxLength": 200}}}}
-_docker = {"type": "object", "properties": {"static": _static}}
-"""The Docker payload (see :mod:`ferry.controller.bundle`); ``static`` is Docker's static
-tarball (:mod:`ferry.controller.dockerstatic`): its words reach host commands."""
+DEB_PACKAGE = r"^[a-z0-9][a-z0-9+.-]*\Z"
+DEB_VERSION = r"^[0-9A-Za-z.+~:-]+\Z"
+ARCH = r"^[a-z0-9_]+\Z"
+_docker = {"type": "object",
+           "required": ["docker", "compose", "arch", "uname_arch", "packages"],
+           "properties": {"static": _static,
+                          "docker": {"type": "string", "pattern": DEB_VERSION, "maxLength": 128},
+                          "compose": {"type": "string", "pattern": rf"^{VERSION}\Z"},
+                          "compose_sha256": {"type": "string", "pattern": SHA256},
+                          "arch": {"type": "string", "pattern": ARCH, "maxLength": 32},
+                          "uname_arch": {"type": "string", "pattern": ARCH, "maxLength": 32},
+                          "packages": {"type": "object", "propertyNames": {"pattern": DEB_PACKAGE, "maxLength": 128},
+                                       "additionalProperties": {"type": "string", "pattern": DEB_VERSION,
+                                                                "maxLength": 128}}}}
+"""The Docker payload (see :mod:`ferry.controller.bundle`, ``docker/versions.json``):
+versions, architecture and Debian packages, every one of which the
+install-docker-offline role compares with host facts or puts in host commands, so all
+are required and typed; ``static`` is Docker's static tarball
+(:mod:`ferry.controller.dockerstatic`): its words reach host commands."""
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -95,7 +112,7 @@ SCHEMA: dict[str, Any] = {
     "required": ["format", "stack", "version", "files", "images", "docker"],
     "properties": {
         "format": {"enum": list(FORMATS)},
-        "stack": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,63}$"},
+        "stack": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,63}\Z"},
         "version": {"type": "string", "pattern": IDENTIFIER, "not": {"pattern": r"\.\."}},
         "created": {"type": "string"},
         "created_by": {"type": "string"},
@@ -131,6 +148,8 @@ _RULES = {
     _static["properties"]["file"]["pattern"]: "must be 'docker/static/docker-<version>.tgz'",
     _static["properties"]["version"]["pattern"]: "must be a Docker version like 24.0.7",
     _static["properties"]["binaries"]["propertyNames"]["pattern"]: "must be a plain executable name",
+    DEB_PACKAGE: "must be a Debian package name", DEB_VERSION: "must be a Debian version",
+    ARCH: "must be an architecture name such as amd64", rf"^{VERSION}\Z": "must be a version like 2.40.3",
 }
 
 
@@ -198,4 +217,4 @@ def checksums_text(manifest: dict[str, Any], manifest_sha256: str) -> str:
 
 def is_identifier(value: str) -> bool:
     """True when ``value`` is usable as a stack version (see :data:`IDENTIFIER`)."""
-    return re.fullmatch(IDENTIFIER[1:-1], value) is not None and ".." not in value
+    return re.match(IDENTIFIER, value) is not None and ".." not in value

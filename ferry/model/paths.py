@@ -16,6 +16,19 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+SYSTEM_DIRS = frozenset({"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt",
+                         "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib",
+                         "/var/log", "/var/backups", "/usr/local"})
+"""``/`` and the system directories: never a directory of Ferry's own (``ferry_root``),
+nor one ``uninstall`` removes things from."""
+
+
+def own_directory(path: str) -> bool:
+    """True when ``path`` may be a directory of Ferry's own: absolute, normalised, not
+    ``/`` nor one of :data:`SYSTEM_DIRS`."""
+    p = str(path)
+    return p.startswith("/") and posixpath.normpath(p) == p and p not in SYSTEM_DIRS
+
 
 @dataclass(frozen=True)
 class HostPaths:

@@ -7,17 +7,20 @@ normalised); a file with a NUL byte is binary and shipped as it is. A rendered
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jinja2
+import jinja2.meta
 import yaml
 
 from ..errors import FerryError
 from .compose import DIGEST_LABEL, ComposeModel, add_labels, check_model, config_digests, data_paths
 from .stack import COMPOSE_FILE, FILES_DIR, Stack
+from .yamlfile import parse_yaml
 
 def dotenv_value(value: Any) -> str:
     """Jinja2 filter ``dotenv``: a value quoted for a Compose ``env_file`` line.
@@ -51,6 +54,64 @@ def to_json(value: Any, indent: int | None = None) -> str:
         raise FerryError(f"to_json: {exc}") from None
 
 
+class _InlineDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, every string double-quoted (escapes for newlines and
+    control characters), collections in flow style: output is one line."""
+
+
+_InlineDumper.add_representer(
+    str, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"'))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with subclasses of str, int, float, mappings and sequences (Ansible's
+    tagged values, Jinja's Markup) made the plain types YAML knows."""
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (str, int, float):
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_yaml(value: Any) -> str:
+    """Jinja2 filter ``to_yaml``: ``value`` as one line of YAML (a flow node), to put
+    where a YAML value goes: ``image: {{ images.web | to_yaml }}``,
+    ``- {{ (port ~ ":80") | to_yaml }}``. Strings are double-quoted with escapes, so a
+    value holding ``: # \n`` or ``{}`` stays one scalar; numbers, booleans and null stay
+    typed; lists and mappings are written in flow style (``["a", "b"]``, ``{"k": 1}``).
+    In a template of ``compose.yml`` the filter also doubles ``$`` (Compose's escape),
+    so Compose does not interpolate ``${X}`` inside a value.
+
+    Raises:
+        FerryError: the value has no YAML form (e.g. an object of a custom class).
+    """
+    try:
+        text = yaml.dump(_plain(value), Dumper=_InlineDumper, default_flow_style=True, allow_unicode=True,
+                         width=float("inf"), sort_keys=False)
+    except yaml.representer.RepresenterError as exc:
+        raise FerryError(f"to_yaml: {exc.args[0] if exc.args else exc}") from None
+    text = text.rstrip("\n")
+    return text[:-4].rstrip("\n") if text.endswith("\n...") else text
+
+
+RENDERING = "__ferry_dest__"
+"""Context key holding the release path a template renders (``compose.yml``...)."""
+
+
+@jinja2.pass_context
+def _to_yaml_filter(context: jinja2.runtime.Context, value: Any) -> str:
+    """:func:`to_yaml`; in ``compose.yml`` also every ``$`` doubled, Compose's escape:
+    Compose interpolates ``${X}`` in the compose file, and a value is data, never a
+    reference to another variable (``"${LLM_API_KEY}"`` arrives as those characters)."""
+    text = to_yaml(value)
+    return text.replace("$", "$$") if context.get(RENDERING) == COMPOSE_FILE else text
+
+
 def required(value: Any, name: str = "value") -> Any:
     """Jinja2 filter ``required(NAME)``: ``value`` unchanged, or an error when it is
     empty (``""``, ``None``, an empty list or mapping): a setting the stack cannot run
@@ -80,14 +141,50 @@ def _lookup(context: jinja2.runtime.Context, kind: str, name: str, *default: Any
 
 
 def _environment(stack: Stack) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(stack.dir / "templates")),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)
+    return _template_environment(str(stack.dir / "templates"))
+
+
+@functools.lru_cache(maxsize=32)
+def _template_environment(folder: str) -> jinja2.Environment:
+    """The Jinja2 environment of a templates folder, kept: it caches compiled templates
+    (and recompiles one whose file changed, Jinja2's ``auto_reload``)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(folder), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
     env.filters["dotenv"] = dotenv_value
     env.filters["to_json"] = to_json
+    env.filters["to_yaml"] = _to_yaml_filter
     env.filters["required"] = required
     env.globals["lookup"] = _lookup
     return env
+
+
+CONTEXT_NAMES = {"stack", "images", "paths", "inventory_hostname", "lookup", "range", "dict", "lipsum", "cycler",
+                 "joiner", "namespace"}
+"""Names every template sees besides the variables (:func:`template_context`, Jinja2's globals)."""
+
+
+def check_template_variables(stack: Stack, declared: set[str]) -> None:
+    """Every variable a template of ``stack`` reads is declared (``defaults.yml`` of the
+    stack or a role), a generated secret, a template's ``vars``, an Ansible variable
+    (``ansible_*``) or one of :data:`CONTEXT_NAMES`. (``lookup('vars', NAME)`` with a
+    computed name is checked when it renders.)
+
+    Raises:
+        FerryError: ``<template>: variable '<name>' is used but no defaults.yml
+            declares it``, or a template syntax error.
+    """
+    env = _environment(stack)
+    for t in stack.templates:
+        where = stack.dir / "templates" / t.src
+        try:
+            used = jinja2.meta.find_undeclared_variables(env.parse(where.read_text(encoding="utf-8")))
+        except jinja2.TemplateSyntaxError as exc:
+            raise FerryError(f"{where}:{exc.lineno}: template error: {exc.message}") from None
+        allowed = declared | CONTEXT_NAMES | set(stack.generated_secrets) | set(t.vars)
+        for name in sorted(used - allowed):
+            if not name.startswith("ansible_"):
+                raise FerryError(f"{where}: variable '{name}' is used but no defaults.yml declares it "
+                                 f"(declare it in {stack.dir / 'defaults.yml'}: format in README \"Variables\")")
 
 
 def normalize_newlines(data: bytes) -> bytes:
@@ -108,7 +205,7 @@ def check_file_syntax(dest: str, data: bytes) -> str | None:
     except UnicodeDecodeError as exc:
         return f"not UTF-8 ({exc.reason} at byte {exc.start})"
     try:
-        json.loads(text) if dest.endswith(".json") else yaml.safe_load(text)
+        json.loads(text) if dest.endswith(".json") else parse_yaml(text)
     except json.JSONDecodeError as exc:
         return f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     except yaml.YAMLError as exc:
@@ -156,7 +253,7 @@ def render_files(stack: Stack, context: dict[str, Any], host: str) -> dict[str, 
     for t in stack.templates:
         where = stack.dir / "templates" / t.src
         try:
-            text = env.get_template(t.src).render(**{**context, **t.vars})
+            text = env.get_template(t.src).render(**{**context, **t.vars, RENDERING: t.dest})
         except jinja2.UndefinedError as exc:
             m = re.search(r"'([^']+)' is undefined", str(exc))
             var = m.group(1) if m else str(exc)
@@ -166,7 +263,11 @@ def render_files(stack: Stack, context: dict[str, Any], host: str) -> dict[str, 
             raise FerryError(f"{where}:{exc.lineno}: template error: {exc.message}") from None
         except FerryError as exc:
             raise FerryError(f"{where}: {exc} (host {host})") from None
-        out[t.dest] = normalize_newlines(text.encode("utf-8"))
+        try:
+            out[t.dest] = normalize_newlines(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise FerryError(f"{where}: renders {t.dest} for host {host} with a value that is not valid "
+                             "Unicode text (a lone surrogate)") from None
     for f in stack.files:
         try:
             out[f.dest] = normalize_newlines((stack.dir / FILES_DIR / f.src).read_bytes())
@@ -184,8 +285,8 @@ def render_release(stack: Stack, context: dict[str, Any], host: str, resolve: Re
 
     ``resolve`` gives Compose's model of the rendered files; the checks of
     :func:`ferry.model.compose.check_model` run on it, then every service that
-    bind-mounts release files gets its ``ferry.config-digest`` label (the model is
-    resolved again when a label was added, so it describes the file that ships).
+    bind-mounts release files gets its ``ferry.config-digest`` label (in the file, by a
+    round-trip YAML edit, and in the model's ``labels``).
 
     Args:
         stack: the stack.
@@ -214,10 +315,10 @@ def render_release(stack: Stack, context: dict[str, Any], host: str, resolve: Re
         raise FerryError(f"{stack.file}: key 'images': service '{missing[0]}' is not in {COMPOSE_FILE}")
     check_model(model, files, context["paths"], stack, host, where)
     digests = config_digests(model, files, current, f"{where} (host {host})")
-    labelled = add_labels(files[COMPOSE_FILE], {s: {DIGEST_LABEL: d} for s, d in digests.items()}, where)
-    if labelled != files[COMPOSE_FILE]:
-        files[COMPOSE_FILE] = labelled
-        model, warnings = resolved()
+    files[COMPOSE_FILE] = add_labels(files[COMPOSE_FILE], {s: {DIGEST_LABEL: d} for s, d in digests.items()}, where)
+    for name, d in digests.items():                     # the model of the file that ships
+        labels = model.services[name].raw.get("labels") or {}
+        model.services[name].raw["labels"] = {**labels, DIGEST_LABEL: d}
     return Release(files, model, data_paths(model, files, current), warnings)
 
 

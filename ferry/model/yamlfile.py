@@ -10,6 +10,15 @@ import yaml
 from ..errors import FerryError
 
 
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""PyYAML's safe loader, in C (libyaml) when PyYAML was built with it: same results, ~10x faster."""
+
+
+def parse_yaml(text: str | bytes) -> Any:
+    """``yaml.safe_load`` with :data:`SafeLoader` (raises ``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=SafeLoader)
+
+
 def load_yaml_file(path: Path, what: str = "YAML") -> Any:
     """Parse a YAML file, turning syntax errors into one-line :class:`FerryError`.
 
@@ -27,7 +36,7 @@ def load_yaml_file(path: Path, what: str = "YAML") -> Any:
     except UnicodeDecodeError as exc:
         raise FerryError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

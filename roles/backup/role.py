@@ -43,6 +43,8 @@ def program() -> bytes:
 def fingerprint(ctx: RoleContext, release: str) -> str:
     """sha256 over everything the settings depend on besides the (immutable) release."""
     keys = sorted(k for k in ctx.vars if k.startswith("backup_")) + ["compose_wait_timeout", "ferry_root"]
+    if ctx.vars.get("ferry_engine") == "swarm":
+        keys.append("ferry_engine")              # compose hosts keep the fingerprint they had
     doc = {"format": SETTINGS_FORMAT, "plan": PLAN_REVISION, "release": release, "stack": ctx.stack.name,
            "backup": dataclasses.asdict(ctx.stack.backup), "images": ctx.stack.images,
            "data_dirs": ctx.stack.data_dirs, "vars": {k: str(ctx.vars.get(k)) for k in keys}}

@@ -39,6 +39,7 @@ import time
 from ferry.errors import HostError
 from ferry.host import containers, files
 from ferry.host.activate import ActivationFailed, activate, parse_activation
+from ferry.host.answers import json_doc
 from ferry.host.verify import one_shot_services
 from ferry.model.compose import ComposeModel, host_conflicts, parse_model
 from ferry.roles import RoleContext, RoleResult
@@ -67,7 +68,7 @@ def host_model(ctx: RoleContext) -> ComposeModel:
     if ctx.state.model is None:
         rel = f"{ctx.paths.releases}/{ctx.state.release}"
         res = ctx.t.run(containers.compose_config(ctx.stack.name, f"{rel}/compose.yml", rel))
-        ctx.state.model = parse_model(json.loads(res.stdout))
+        ctx.state.model = parse_model(json_doc(res.stdout, f"docker compose config of {rel}", dict))
     return ctx.state.model
 
 

@@ -46,6 +46,7 @@ from ferry.model.engine import DOWNLOAD_HINT
 from ferry.errors import HostError
 from ferry.host import engine, files, system
 from ferry.host.engine import EngineFacts, parse_engine_facts
+from ferry.model.render import to_json
 from ferry.resources import data_dir
 from ferry.roles import RoleContext, RoleResult
 
@@ -61,6 +62,7 @@ UNIT_FILES = {f"{engine.UNIT_DIR}/{u}": f"{u}.j2" for u in engine.UNITS}
 def _render(name: str, variables: dict) -> bytes:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["to_json"] = to_json
     return env.get_template(name).render(**variables).encode()
 
 

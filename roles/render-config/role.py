@@ -32,6 +32,7 @@ import tarfile
 import time
 
 from ferry.model.configdiff import config_values
+from ferry.host.answers import json_file
 from ferry.host.files import parse_tar
 from ferry.roles import RoleContext, RoleResult
 from ferry.controller import composecli
@@ -83,8 +84,8 @@ def run(ctx: RoleContext) -> RoleResult:
     stack, p = ctx.stack, ctx.paths
     wanted = [f"current/{d}" for d in stack.release_files()] + ["current/release.json", "secrets.json", "up.json"]
     found = parse_tar(ctx.t.run(files.read_tar(p.stack_dir, wanted)).stdout)
-    ctx.state.last_up = json.loads(found.get("up.json", b"{}") or b"{}")
-    kept = json.loads(found.get("secrets.json", b"{}") or b"{}")
+    ctx.state.last_up = json_file(found, "up.json")
+    kept = json_file(found, "secrets.json")
     new_secrets = {k: pysecrets.token_hex(32) for k in stack.generated_secrets if k not in kept}
     context = template_context(ctx.vars, stack, p.for_templates(), {**kept, **new_secrets}, ctx.host)
     release = render_release(stack, context, ctx.host, composecli.resolver(ctx.bundle.path))
@@ -92,7 +93,7 @@ def run(ctx: RoleContext) -> RoleResult:
     for w in release.warnings:
         ctx.ui.warn(f"{ctx.host}: Compose: {w}")
     ctx.state.rendered, ctx.state.model = rendered, release.model
-    current = json.loads(found.get("current/release.json", b"{}") or b"{}")
+    current = json_file(found, "current/release.json")
     ctx.state.previous_release = current.get("id")
     manifest_sha = hashlib.sha256((ctx.bundle.path / "manifest.json").read_bytes()).hexdigest()
     changed = [d for d in rendered if found.get(f"current/{d}") != rendered[d]]
@@ -105,7 +106,7 @@ def run(ctx: RoleContext) -> RoleResult:
     for d in changed:
         for line in _diff(d, found.get(f"current/{d}"), rendered[d], d in secret_files, max_lines):
             ctx.ui.info(line)
-    why = ", ".join(changed) + (" (new bundle)" if bundle_changed else "")
+    why = ", ".join(changed + (["new bundle " + ctx.bundle.name] if bundle_changed else [])) or "new secrets"
     if ctx.check:
         return RoleResult(True, f"would write a release: {why}", {"files_changed": len(changed)})
     rid = release_id(ctx.bundle.version)

@@ -28,18 +28,12 @@ the end of the run.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 
 import pytest
 
-# Under pytest-xdist each worker gets its own sandbox (containers, network, state dir).
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["FERRY_SANDBOX_NAME"] = (f"{os.environ.get('FERRY_SANDBOX_NAME', 'ferry-sandbox')}-"
-                                        f"{os.environ['PYTEST_XDIST_WORKER']}")
-
-from devkit import sandbox as sandbox_mod  # noqa: E402  (reads FERRY_SANDBOX_NAME)
+from devkit import sandbox as sandbox_mod
 
 HOSTS = 6
 PRISTINE, USED = "pristine", "used"
@@ -49,6 +43,9 @@ _ledger = None   # the session's Ledger, made by the sandbox fixture
 def pytest_addoption(parser):
     parser.addoption("--e2e-shuffle", metavar="SEED", default=None,
                      help="run the end-to-end test modules in a random order (each module's tests keep theirs)")
+    parser.addoption("--e2e-hosts", type=int, default=HOSTS, metavar="N",
+                     help=f"sandbox hosts to bring up (default {HOSTS}); fewer for a module that claims "
+                          "only the first ones, on a loaded machine")
     parser.addoption("--e2e-reuse-sandbox", action="store_true", default=False,
                      help="keep the sandbox hosts that run (every claimed host is reset or recreated first) "
                           "instead of creating all of them again")
@@ -61,11 +58,12 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def sandbox(request) -> sandbox_mod.Sandbox:
-    """A freshly created 6-host sandbox (``prod`` = sandbox-1, ``staging`` = sandbox-2..6);
-    with ``--e2e-reuse-sandbox`` the running one, its hosts in unknown states."""
+    """A freshly created 6-host sandbox (``prod`` = sandbox-1, ``staging`` = sandbox-2..6;
+    ``--e2e-hosts N`` for N); with ``--e2e-reuse-sandbox`` the running one, its hosts in
+    unknown states."""
     global _ledger
     reuse = request.config.getoption("--e2e-reuse-sandbox")
-    sb = sandbox_mod.up(count=HOSTS, fresh=not reuse)
+    sb = sandbox_mod.up(count=request.config.getoption("--e2e-hosts"), fresh=not reuse)
     _ledger = Ledger([h.name for h in sb.hosts], USED if reuse else PRISTINE)
     return sb
 
@@ -144,3 +142,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         total = sum(s for *_, s in _ledger.spent)
         terminalreporter.write_line(f"sandbox hosts put in known states: {len(_ledger.spent)} times, {total:.1f} s: "
                                     + ", ".join(f"{n} {how} for {m} ({s:.1f}s)" for m, n, how, s in _ledger.spent))
+
+
+@pytest.fixture(scope="session")
+def world(sandbox) -> sandbox_mod.Sandbox:
+    """The sandbox plus the hosts that look like the world (``devkit.sandbox.WORLD``),
+    created afresh for the session (whatever ran before): ``world-sudo`` (only ``deploy``
+    logs in, sudo NOPASSWD), ``world-sudopw`` (sudo wants ``deploy``'s password, in
+    ``host_vars/world-sudopw.yml``), ``world-bastion`` (``jump`` on port 2222) and
+    ``world-inner``, reachable only through the bastion. The numbered hosts are left as
+    they are (no module claims them through this fixture)."""
+    sandbox_mod.remove_world()
+    return sandbox_mod.up(count=len(sandbox.hosts), state_dir=sandbox.state_dir, world=True)

@@ -50,11 +50,14 @@ def bundle(stack_dir: Path, dist: Path, version: str | None = None, base: Path |
     return b.path
 
 
-def inv_cli(*args: str, timeout: float = 900, columns: int = 200) -> subprocess.CompletedProcess:
+def inv_cli(*args: str, timeout: float = 900, columns: int = 200, input: str | None = None) -> subprocess.CompletedProcess:
     """Run the real command line (``inv ...``) from the repository root, its output piped
-    (a terminal of ``columns`` for rich)."""
+    (a terminal of ``columns`` for rich). With ``input`` (text on its stdin) it runs in a
+    new session, without a controlling terminal, so a prompt (``--ask-become-pass``)
+    reads stdin as it would in a pipe."""
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": str(columns)})
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": str(columns)},
+                          input=input, start_new_session=input is not None)
 
 
 class Deployed:

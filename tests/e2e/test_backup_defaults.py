@@ -7,6 +7,7 @@ container with a ``./uploads`` data dir.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -15,7 +16,7 @@ import yaml
 
 from backup_support import ROOT, BackupHost, Hosts, deploy_stack, inv_cli
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-3")]
 HOST = "sandbox-3"
 PGTEST = ROOT / "tests" / "e2e" / "stacks" / "pgtest"
 
@@ -69,6 +70,11 @@ def test_a_damaged_archive_makes_backups_exit_1_and_verify_names_the_member(sand
     r = cli(sandbox, "backups", "--host", HOST, "--verify")
     assert r.returncode == 1
     assert f"{backup_id}: damaged:" in r.stderr and f"member {member} is damaged" in r.stderr, r.stderr
+    r = cli(sandbox, "backups", "--host", HOST, "--verify", "--json")
+    [listing] = json.loads(r.stdout)
+    states = {b["id"]: (b["state"], b["good"]) for b in listing["backups"]}
+    assert r.returncode == 1 and states[backup_id][1] is False and member in states[backup_id][0]
+    assert listing["host"] == HOST and listing["problems"] and listing["schedule"]["cron"] is None
     pg.sh(f"rm -f {path}.sha256")                           # no sidecar: unverified
     r = cli(sandbox, "backups", "--host", HOST)
     assert r.returncode == 1 and f"{backup_id}: unverified" in r.stderr, r.stderr

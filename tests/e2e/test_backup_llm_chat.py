@@ -256,13 +256,18 @@ def test_cron_fires_on_its_own_and_a_cron_backup_never_runs_with_a_deploy(sandbo
     started = dt.datetime.strptime(status["started"], "%Y-%m-%dT%H:%M:%SZ")
     assert started + dt.timedelta(seconds=int(status["lock_waited"])) >= \
         dt.datetime.strptime(deploy_done, "%Y-%m-%dT%H:%M:%SZ") - dt.timedelta(seconds=1)
-    # and a deploy while a cron backup holds the lock is refused, naming it
+    # and a deploy while a cron backup holds the lock is refused, naming it (300 MB of
+    # random data keep the backup busy long enough for the deploy to reach the lock)
+    chat.sh("mkdir -p /opt/ferry/stacks/llm-chat/data/bulk && "
+            "head -c 300000000 /dev/urandom > /opt/ferry/stacks/llm-chat/data/bulk/big.bin")
     chat.sh(f"nohup sh -c {shlex.quote(command)} >/dev/null 2>&1 &")
     chat.sh("for i in $(seq 600); do grep -q 'backup (scheduled)' /opt/ferry/locks/llm-chat/info.json 2>/dev/null "
             "&& exit 0; sleep 0.1; done; exit 1")
     r = cli(sandbox, "deploy", "--host", "prod", "--bundle", str(chat.dist))
     assert r.returncode == 1 and "is locked" in r.stderr and "backup (scheduled)" in r.stderr, r.stderr
     chat.sh("for i in $(seq 600); do [ -e /opt/ferry/locks/llm-chat ] || exit 0; sleep 0.2; done; exit 1")
+    assert hb.parse_status(chat.sh(f"cat {status_file}"))["result"] == "ok"
+    chat.sh("rm -rf /opt/ferry/stacks/llm-chat/data/bulk")
 
     r = cli(sandbox, "unschedule-backup", "--host", "prod")
     assert r.returncode == 0 and "schedule removed" in r.stdout

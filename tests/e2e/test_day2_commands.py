@@ -224,6 +224,18 @@ SCHEMAS = {
 }
 
 
+#: ``inventory --json``: ansible-inventory --list's shape, one object keyed by group.
+INVENTORY = {
+    "type": "object", "required": ["_meta", "all"],
+    "properties": {
+        "_meta": {"type": "object", "required": ["hostvars"], "properties": {"hostvars": {
+            "type": "object", "minProperties": 1, "additionalProperties": {"type": "object"}}}},
+        "all": {"type": "object", "required": ["children"]}},
+    "additionalProperties": {"type": "object", "properties": {
+        "hosts": {"type": "array", "items": STRING}, "children": {"type": "array", "items": STRING}}},
+}
+
+
 def test_every_listing_has_json_that_its_schema_accepts(sandbox, hosts, running):
     ok(cli(sandbox, "backup"))
     for name, schema in SCHEMAS.items():
@@ -235,6 +247,9 @@ def test_every_listing_has_json_that_its_schema_accepts(sandbox, hosts, running)
             (name, r.stdout[-2000:], r.stderr)
         assert "Traceback" not in r.stderr and not r.stderr.strip() or name == "status", r.stderr
         assert {row["host"] for row in data} == {HOST}
+    inv = json.loads(ok(cli(sandbox, "inventory", "--json")).stdout)
+    jsonschema.validate(inv, INVENTORY)
+    assert list(inv["_meta"]["hostvars"]) == [HOST] and HOST in inv["staging"]["hosts"]
     # a schema that would fail: the validation is not vacuous
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate([{"host": HOST, "locked": "no", "holder": None}], SCHEMAS["lock.status"])

@@ -27,7 +27,7 @@ from ferry.controller.inventory import Inventory
 from ferry.roles import role_defaults
 from ferry.host.transport.ssh import connect_host
 from ferry.ui import UI
-from stack_e2e import Hosts as SandboxHosts, inv_cli
+from stack_e2e import Hosts as SandboxHosts, bundle as stack_bundle, inv_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-1", fresh=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,13 +201,13 @@ def test_bad_inputs_fail_with_one_line_and_change_nothing(sandbox, hosts, bundle
     r = inv_cli("deploy", "--host", "prod", "-i", str(bad_yaml), "--bundle", str(bundle_path))
     _assert_one_line_error(r, str(bad_yaml) + ":", "YAML parsing failed")
 
-    # a template variable with no value: named, before any connection
-    b2 = tmp_path / "bundle-undef"
-    shutil.copytree(bundle_path, b2, copy_function=os.link)
-    tpl = b2 / "stack" / "templates" / "nginx.conf.j2"
-    text = tpl.read_text()
-    tpl.unlink()
-    tpl.write_text(text.replace("server_name _;", "server_name {{ public_hostname }};"))
+    # a template variable with no value: named, before any connection (a real bundle of
+    # an edited stack: editing a bundled template in place is refused by the integrity check)
+    stack_copy = tmp_path / "stack-undef" / "llm-chat"
+    shutil.copytree(ROOT / "stacks" / "llm-chat", stack_copy, ignore=shutil.ignore_patterns("images"))
+    tpl = stack_copy / "templates" / "nginx.conf.j2"
+    tpl.write_text(tpl.read_text().replace("server_name _;", "server_name {{ public_hostname }};"))
+    b2 = stack_bundle(stack_copy, tmp_path / "dist-undef", "1.0.0-undef", base=bundle_path)
     r = inv_cli("deploy", "--host", "prod,staging", "-i", inv, "--bundle", str(b2))
     _assert_one_line_error(r, "public_hostname", "nginx.conf.j2")
 

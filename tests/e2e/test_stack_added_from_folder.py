@@ -36,7 +36,16 @@ files:
 health_paths:
   web: /
 """
-DEFAULTS = "# Host port of the page.\nhello_port: 8088\n# Greeting in hello.json (any UTF-8 text).\nhello_greeting: \"你好，Ferry\"\n"
+DEFAULTS = """\
+hello_port:
+  type: port
+  default: 8088
+  help: Host port of the page.
+hello_greeting:
+  type: string
+  default: "你好，Ferry"
+  help: Greeting in hello.json (any UTF-8 text).
+"""
 COMPOSE = """\
 name: {{ stack.name }}
 services:

@@ -47,7 +47,8 @@ def bundle(tmp_path):
     plugin.write_bytes(plugin.read_bytes().replace(b"\n", b"\r\n"))            # saved on Windows
     os.chmod(root / "stack" / "files" / "plugins_func" / "register.py", 0o755)
     (root / "manifest.json").write_text(json.dumps({"format": 1, "stack": "xiaozhi-esp32-server", "version": "1.0.0",
-                                                    "files": [], "images": [], "docker": {}}))
+                                                    "files": [], "images": [],
+                                                    "docker": {"docker": "20.10.24", "compose": "2.40.3", "arch": "amd64", "uname_arch": "x86_64", "packages": {"docker.io": "20.10.24"}}}))
     return load_bundle(root)
 
 

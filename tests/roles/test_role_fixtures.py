@@ -199,7 +199,7 @@ def test_render_first_deploy_reads_one_fact_and_writes_one_release(render, make_
     assert (release["id"], release["bundle"], release["version"]) == (RID, "llm-chat-1.0.0", "1.0.0")
     assert b"LLM_API_KEY='sk-secret'" in sent[f"releases/{RID}/.env"][0]
     assert (ctx.state.release, ctx.state.release_changed, ctx.state.previous_release) == (RID, True, None)
-    assert result.changed and result.summary.startswith(f"release {RID}: compose.yml, .env, nginx.conf (new bundle)")
+    assert result.changed and result.summary.startswith(f"release {RID}: compose.yml, .env, nginx.conf, new bundle ")
 
 
 def current_release(render, make_ctx, **over) -> tuple[dict[str, bytes], bytes]:

@@ -460,4 +460,36 @@ def test_the_program_file_is_executable_and_static():
     """No Jinja in the program: it is the same file on every host."""
     text = PROGRAM.read_text()
     assert os.access(PROGRAM, os.X_OK) and "{{" not in text.replace("'{{.Mountpoint}}'", "").replace(
-        "'{{.Server.Version}}'", "") and "{%" not in text
+        "'{{.Server.Version}}'", "").replace("'{{range .Args}}{{println .}}{{end}}'", "") and "{%" not in text
+
+
+def test_a_scheduled_run_waits_for_the_lock_then_uses_the_settings_of_the_release_that_runs(tmp_path):
+    """A deploy holds the lock and switches the release; the waiting cron run must then
+    back up with the new release's settings (here: another backup dir, too little disk
+    asked for, so the run stops before any Docker call, naming that dir)."""
+    import threading
+    import time
+    h = Host(tmp_path)
+    (h.stack_dir / "releases" / "r2").mkdir()
+    (h.stack_dir / "releases" / "r2" / "compose.yml").write_text("services: {}\n")
+    plan = mb.BackupPlan("s", "s", "r2", str(h.stack_dir), str(h.stack_dir / "data"), str(tmp_path / "b2"),
+                         str(h.stack_dir / "backup-status"), str(h.lock), str(tmp_path / "audit.log"))
+    plan.min_free = 10 ** 18
+    (h.stack_dir / "backup-settings" / "r2.tsv").write_bytes(mb.settings_text(plan))
+    settings = h.stack_dir / "backup-settings" / "r1.tsv"
+    settings.write_text(settings.read_text().replace("lock_wait\t1800", "lock_wait\t60"))
+    h.lock.mkdir(parents=True)
+    (h.lock / "info.json").write_text(json.dumps({"who": "ci@ctl", "task": "deploy", "token": "t0"}))
+
+    def deploy_finishes():
+        time.sleep(2)
+        (h.stack_dir / "current.new").symlink_to("releases/r2")
+        os.replace(h.stack_dir / "current.new", h.stack_dir / "current")
+        shutil.rmtree(h.lock)
+    threading.Thread(target=deploy_finishes).start()
+    res = h.run("backup", "--scheduled")
+    assert res.returncode == 1
+    assert f"not enough free disk in {tmp_path / 'b2'}" in res.stderr, res.stderr
+    status = hb.parse_status((h.stack_dir / "backup-status" / "last-scheduled.tsv").read_bytes())
+    assert status["result"] == "failed" and int(status["lock_waited"]) >= 1 and status["scheduled"] == "yes"
+    assert not h.lock.exists()                                  # its own lock released

@@ -19,6 +19,7 @@ from ferry.errors import FerryError
 from ferry.model.manifest import validate_manifest
 
 LLM_CHAT = Path(__file__).resolve().parents[2] / "stacks" / "llm-chat"
+DOCKER = {"docker": "20.10.24", "compose": "2.40.3", "arch": "amd64", "uname_arch": "x86_64", "packages": {"docker.io": "20.10.24"}}
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +35,7 @@ def bundle_dir(tmp_path) -> Path:
     (root / "docker").mkdir()
     (root / "docker" / "docker-compose").write_bytes(b"ELF")
     shutil.copytree(LLM_CHAT, root / "stack", ignore=shutil.ignore_patterns("images"))
-    seal(root, {"format": 1, "stack": "llm-chat", "version": "1.0.0", "docker": {},
+    seal(root, {"format": 1, "stack": "llm-chat", "version": "1.0.0", "docker": DOCKER,
                 "images": [{"service": "nginx", "ref": "nginx:1.22", "id": "sha256:" + "e" * 64,
                             "tags": ["nginx:1.22"], "size": 6000, "file": "images/nginx_1.22.tar"}]})
     return root

@@ -237,3 +237,31 @@ def test_tables_keep_ids_whole_in_80_columns():
     lines = out.getvalue().splitlines()
     assert any(rid in line for line in lines) and any("sandbox-1" in line for line in lines)
     assert "2026-11" in out.getvalue()                          # other cells folded, not dropped
+
+
+# -- streaming: the PID line, prefixes -----------------------------------------------------
+
+def test_remote_process_takes_the_pid_line_and_passes_the_rest_through():
+    from ferry.actions.common import RemoteProcess
+    from ferry.host.session import HostSession
+    from ferry.host.transport.fake import FakeTransport
+    from ferry.model.paths import HostPaths
+    sent = []
+    t = FakeTransport(lambda argv, data: (3, b"4242\nfirst line\nsecond", b"boom\n"))
+    proc = RemoteProcess(HostSession("h1", t, {}, HostPaths("/opt/ferry", "s", "")), ["docker", "compose", "logs"])
+    result = proc.run(sent.append)
+    assert proc.pid == 4242 and b"".join(sent) == b"first line\nsecond"
+    assert (result.rc, result.stderr) == (3, b"boom\n")
+    assert t.commands()[0][:2] == ["sh", "-c"] and t.commands()[0][-3:] == ["docker", "compose", "logs"]
+    proc.stop()
+    assert "4242" in t.commands()[-1][-1] and proc.stopped
+
+
+def test_line_prefixer_writes_whole_lines_with_the_host():
+    from ferry.actions.common import LinePrefixer
+    out = []
+    p = LinePrefixer(b"h1 | ", out.append)
+    for block in (b"a\nb", b"c\n", b"", b"d"):
+        p(block)
+    p.flush()
+    assert b"".join(out) == b"h1 | a\nh1 | bc\nh1 | d\n"

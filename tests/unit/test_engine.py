@@ -204,7 +204,8 @@ def test_manifest_static_entry_checked_by_the_schema():
     def manifest(static, files=None):
         return {"format": 1, "stack": "llm-chat", "version": "1.0.0", "images": [],
                 "files": files or [{"path": good["file"], "sha256": sha, "size": 1}],
-                "docker": {"compose": "2.40.3", "static": static}}
+                "docker": {"docker": "20.10.24", "compose": "2.40.3", "arch": "amd64", "uname_arch": "x86_64",
+                           "packages": {"docker.io": "20.10.24"}, "static": static}}
     validate_manifest(manifest(good), "m.json")
     for bad, key, why in [
             ({**good, "version": "24.0.7; rm -rf /"}, "version", "must be a Docker version like 24.0.7"),

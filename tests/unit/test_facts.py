@@ -44,3 +44,14 @@ def test_project_containers_and_dotenv():
     assert parse_project_state("1795000000\n[]\n") == (1795000000, {})
     env = parse_dotenv("# c\nA='x y'\nB=\"q\"\nC=plain\n\n")
     assert env == {"A": "x y", "B": "q", "C": "plain"}
+
+
+def test_up_dry_run_tells_running_from_drift():
+    from ferry.host.containers import parse_up_dry_run
+    text = (" DRY-RUN MODE -  Container llm-chat-backend-1  Running\n"
+            " DRY-RUN MODE -  Container llm-chat-nginx-1  Recreate\n"
+            " DRY-RUN MODE -  Container llm-chat-frontend-1  Starting\n"
+            " DRY-RUN MODE -  Container llm-chat-frontend-1  Started\n"
+            " DRY-RUN MODE -  Container llm-chat-backend-1  Healthy\n")
+    assert parse_up_dry_run(text) == {"llm-chat-backend-1": "Running", "llm-chat-nginx-1": "Recreate",
+                                      "llm-chat-frontend-1": "Starting"}

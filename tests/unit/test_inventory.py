@@ -78,7 +78,8 @@ def test_layering_defaults_inventory_set_with_jinja_seeing_all_layers(inv):
     merged = db1.resolve({"http_port": 80, "llm_model": "default", "keep": 1}, parse_set_args(["http_port=8080"]))
     assert merged["llm_api_url"] == "http://db1:8080/v1"      # Jinja sees --set, as Ansible sees -e
     assert merged["llm_model"] == "from-prod"                 # inventory beats defaults
-    assert merged["keep"] == 1 and merged["http_port"] == 8080
+    assert merged["keep"] == 1 and merged["http_port"] == "8080"     # --set is text, as Ansible's -e k=v;
+    # the variable's declared type converts it (ferry.actions.common.host_variables, test_vars)
     assert merged["inventory_hostname"] == "db1" and merged["group_names"] == ["db", "prod"]
     assert inv.hosts["stage-1"].resolve({"llm_model": "default"})["llm_model"] == "from-host"
     assert db1.resolve({}, {"llm_model": "cli"})["llm_model"] == "cli"
@@ -181,8 +182,8 @@ def test_unhonoured_connection_variables_one_warning_line(tmp_path, capfd):
         all:
           vars: {ansible_python_interpreter: /usr/bin/python3}
           hosts:
-            a: {ansible_become: true, ansible_connection: ssh, ansible_user: deploy}
-            b: {ansible_become: true, ansible_connection: local, ansible_ssh_extra_args: -v}
+            a: {ansible_become: true, ansible_connection: ssh, ansible_user: deploy, ansible_shell_type: csh}
+            b: {ansible_become: true, ansible_connection: local, ansible_ssh_extra_args: -v, ansible_pipelining: true}
           children:
             bogus: {hostz: {}}
     """))
@@ -193,7 +194,8 @@ def test_unhonoured_connection_variables_one_warning_line(tmp_path, capfd):
     inv.select("all")
     assert len(lines) == 1
     line = lines[0]
-    assert "ansible_become (a, b)" in line and "ansible_connection (b)" in line and "ansible_ssh_extra_args" in line
+    assert "ansible_shell_type (a)" in line and "ansible_connection (b)" in line and "ansible_pipelining (b)" in line
+    assert "ansible_become" not in line and "ansible_ssh_extra_args" not in line      # the SSH transport's
     assert "ansible_user" not in line and "ansible_python_interpreter" not in line
     assert "ansible_user" in HONOURED_ANSIBLE_VARS
     inv.select("all")                                         # same line again: not repeated
@@ -202,8 +204,13 @@ def test_unhonoured_connection_variables_one_warning_line(tmp_path, capfd):
     assert out == "" and err == ""                            # ansible-core printed nothing itself
 
 
+def test_honoured_ansible_vars_are_exactly_what_the_ssh_transport_reads():
+    from ferry.host.transport.ssh import CONNECTION_VARS
+    assert HONOURED_ANSIBLE_VARS == {v for v in CONNECTION_VARS if v.startswith("ansible_")} - {"ansible_connection"}
+
+
 def test_set_args_and_merge():
-    assert parse_set_args(["a=1", "b=x"]) == {"a": 1, "b": "x"}
+    assert parse_set_args(["a=1", "b=x"]) == {"a": "1", "b": "x"}      # text: typed by the declarations
     assert merge_vars({"a": 1}, {"a": 2, "b": 3}) == {"a": 2, "b": 3}
     assert "expected key=value" in one_line_error(parse_set_args, ["novalue"])
 

@@ -137,7 +137,12 @@ def test_guarded_takes_every_lock_or_none():
     assert len(a.calls) == 2 and "rm -rf" in a.calls[1].argv[-1]      # taken, then released
 
 
-def test_guarded_writes_one_audit_line_per_host_even_when_interrupted():
+@pytest.mark.parametrize("exc,result,detail", [
+    (KeyboardInterrupt, "interrupted", ""),
+    # a bug in Ferry (not a FerryError) used to leave the line "ok": a crash is never audited as success
+    (KeyError("uname_arch"), "failed", "KeyError: 'uname_arch'"),
+], ids=["interrupted", "crashed"])
+def test_guarded_writes_one_audit_line_per_host_even_when_interrupted(exc, result, detail):
     from ferry.host.session import HostSession, guarded
     from ferry.model.paths import HostPaths
     lines = []
@@ -148,8 +153,8 @@ def test_guarded_writes_one_audit_line_per_host_even_when_interrupted():
         return 0, "", ""
     t = FakeTransport(host, host="a")
     s = HostSession("a", t, {}, HostPaths("/opt/ferry", "llm-chat", ""))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(type(exc) if isinstance(exc, BaseException) else exc):
         with guarded([s], "llm-chat", "deploy", "1.0.0"):
-            raise KeyboardInterrupt
-    assert [(r["task"], r["result"]) for r in lines] == [("deploy", "interrupted")]
+            raise exc
+    assert [(r["task"], r["result"], r["detail"]) for r in lines] == [("deploy", result, detail)]
     assert "rm -rf" in t.calls[-1].argv[-1]                               # and the lock released

@@ -80,3 +80,32 @@ def test_stack_file_mistakes_name_file_and_key(tmp_path):
     (d / "stack.yml").write_text(text + "\nbogus: 1\n")
     with pytest.raises(FerryError, match="'bogus': unknown key"):
         load_stack(d)
+
+
+@pytest.mark.parametrize("old,new,needle", [
+    ("name: llm-chat", "name: ../etc", "key 'name': '../etc' must be lowercase letters, digits, '-' and '_'"),
+    ("name: llm-chat", "name: a/b", "key 'name': 'a/b' must be"),
+    ('version: "1.0.0"', 'version: "../../root/vtrav"', "key 'version': '../../root/vtrav' must be an identifier"),
+    ('version: "1.0.0"', "version: 1.10", "key 'version': 1.1 must be an identifier"),
+    ('version: "1.0.0"', 'version: "1.0.0\\n"', "key 'version': '1.0.0\\n' must be an identifier"),
+    ("dest: .env", "dest: /etc/passwd", "key 'templates[1].dest': '/etc/passwd' must be a relative path"),
+    ("dest: .env", "dest: a/../../x", "key 'templates[1].dest'"),
+    ("dest: .env", "dest: .env\n    mode: 777", "key 'templates[1].mode': unknown key (known: dest, secret, src, vars)"),
+    ("nginx: nginx:1.22", "nginx: nginx:1.22 --privileged", "key 'images.nginx': 'nginx:1.22 --privileged' must be an image"),
+    ("frontend: /", "frontend: 'x y'", "key 'health_paths.frontend': 'x y' must be a URL path"),
+    ("file: db/chat.db", "file: ../../etc/shadow", "key 'backup.sqlite[0].file'"),
+    ("  - SECRET_KEY", "  - SECRET-KEY", "key 'generated_secrets[0]': 'SECRET-KEY' must be a variable name"),
+    ("  - db", "  - /var/lib", "key 'data_dirs[0]'"),
+    ("name: llm-chat\n", "", "key 'name': is required"),
+    ("service: backend", "service: nobody", "key 'backup.sqlite[0].service': 'nobody' is not a service in 'images'"),
+])
+def test_stack_yml_is_checked_against_its_schema(tmp_path, old, new, needle):
+    d = tmp_path / "s"
+    shutil.copytree(LLM_CHAT, d, ignore=shutil.ignore_patterns("images"))
+    text = (d / "stack.yml").read_text()
+    assert old in text
+    (d / "stack.yml").write_text(text.replace(old, new, 1))
+    with pytest.raises(FerryError) as e:
+        load_stack(d)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{d / 'stack.yml'}: ") and needle in msg, msg

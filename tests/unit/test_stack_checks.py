@@ -14,11 +14,13 @@ import yaml
 from ferry.errors import FerryError
 from ferry.model.configdiff import config_values
 from ferry.model.compose import DIGEST_LABEL
+from ferry.actions.common import declarations
 from ferry.controller.composecli import resolver
-from ferry.model.render import _environment, render, template_context
+from ferry.model.render import _environment, check_template_variables, render, template_context
 
 RESOLVE = resolver()
 from ferry.model.stack import load_stack
+from ferry.model.vars import Layer
 
 STACKS = Path(__file__).resolve().parents[2] / "stacks"
 SEED = ["chatgpt-on-wechat", "corp-wechat-gptbot", "xiaozhi-esp32-server", "uni-load"]
@@ -52,7 +54,7 @@ def write_stack(root: Path, compose: str, stack_extra: str = "", files: dict | N
     (root / "templates").mkdir(parents=True)
     (root / "stack.yml").write_text("name: small\nversion: '1'\nimages: {a: img:1}\n"
                                     "templates:\n  - {src: compose.yml.j2, dest: compose.yml}\n" + stack_extra)
-    (root / "defaults.yml").write_text("port: 9000\n")
+    (root / "defaults.yml").write_text("port: {type: port, default: 9000, help: a host port}\n")
     (root / "templates" / "compose.yml.j2").write_text(compose)
     for rel, data in (files or {}).items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -63,22 +65,19 @@ def write_stack(root: Path, compose: str, stack_extra: str = "", files: dict | N
 # -- the seed stacks ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", SEED)
-def test_seed_stack_renders_and_every_template_variable_is_documented(name):
+def test_seed_stack_renders_and_every_template_variable_is_declared(name):
     stack = load_stack(STACKS / name)
     files = rendered(stack)
     assert set(files) == set(stack.release_files())
     env = _environment(stack)
     builtins = {"stack", "paths", "images", "inventory_hostname", "ansible_host", "lookup", "instance",
                 *stack.generated_secrets}
-    defaults_text = (stack.dir / "defaults.yml").read_text()
     for t in stack.templates:
         used = jinja2.meta.find_undeclared_variables(env.parse((stack.dir / "templates" / t.src).read_text()))
         for var in used - builtins:
-            assert var in stack.defaults, f"{t.src}: {var} not in defaults.yml"
-            # documented: a comment line right above the key (or above its group)
-            lines = defaults_text.splitlines()
-            i = next(n for n, l in enumerate(lines) if l.startswith(f"{var}:"))
-            assert any(l.startswith("#") for l in lines[max(0, i - 3):i]), f"{var} undocumented"
+            assert var in stack.variables, f"{t.src}: {var} not declared in defaults.yml"
+            assert stack.variables.items[var].help, f"{var} has no help"
+    check_template_variables(stack, declarations(stack).names())      # what deploy checks
 
 
 def test_wechat_config_json_is_utf8_json_with_chinese_kept_and_0600():
@@ -109,9 +108,10 @@ def test_changing_one_wechat_instance_relabels_only_that_instance():
 
 def test_required_value_left_empty_is_refused_naming_the_variable():
     stack = load_stack(STACKS / "chatgpt-on-wechat")
+    layer = Layer("inventory.yml group bots", {**INVENTORY[stack.name], "wechatmp_token": ""})
     with pytest.raises(FerryError) as e:
-        rendered(stack, wechatmp_token="")
-    assert "wechatmp_token" in str(e.value) and "config.json.j2" in str(e.value) and "h1" in str(e.value)
+        declarations(stack).check([layer], "h1")
+    assert str(e.value) == "inventory.yml group bots: key 'wechatmp_token' (host h1): is empty; a value is required"
 
 
 def test_api_yaml_change_relabels_uni_api_and_its_dependent_not_gpt_load():

@@ -2,7 +2,7 @@
 
 Every role goes through a :class:`Transport`; there are two:
 
-- :class:`ferry.host.transport.ssh.SSHTransport`: Fabric/paramiko, host keys verified
+- :class:`ferry.host.transport.ssh.SSHTransport`: paramiko (and OpenSSH for bulk data), host keys verified
   against known_hosts (unknown or changed keys are refused);
 - :class:`ferry.host.transport.fake.FakeTransport`: scripted, for role tests.
 
@@ -75,7 +75,9 @@ class Transport(Protocol):
             argv: the command; each word is quoted with :func:`shlex.quote`.
             input: bytes fed to the command's stdin (then EOF).
             check: raise :class:`HostError` when the exit status is not 0.
-            timeout: seconds before the command is abandoned (HostError).
+            timeout: seconds before the command is abandoned (HostError); None: the
+                host's ``ferry_command_timeout`` (1800 s); ``math.inf``: no deadline (a
+                dead host is still noticed by keepalives, ``ferry_ssh_dead_after``).
         """
         ...
 
