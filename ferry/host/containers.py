@@ -4,6 +4,7 @@ output. Pure: argument lists in, data out; nothing here does I/O.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Sequence

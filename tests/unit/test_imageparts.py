@@ -79,7 +79,7 @@ def build(root: Path, refs, engine, cache, dist: Path, compress="gzip"):
 def seal_v2(root: Path, parts, name="s", version="1"):
     from ferry.controller.bundle import seal
     images = [{"service": f"svc{i}", **p.entry} for i, p in enumerate(parts)]
-    seal(root, {"format": 2, "stack": name, "version": version, "docker": {}, "images": images})
+    seal(root, {"format": 2, "stack": name, "version": version, "docker": {"docker": "20.10.24", "compose": "2.40.3", "arch": "amd64", "uname_arch": "x86_64", "packages": {"docker.io": "20.10.24"}}, "images": images})
 
 
 def test_an_image_becomes_config_and_gzip_layers_named_by_digest(tmp_path, engine):
