@@ -12,16 +12,16 @@ A layer or config already in another bundle of the same ``dist/`` (any stack, an
 version) is hard-linked from there instead of being saved and compressed again: a new
 version in which one image changed costs that image's ``docker save`` and the
 compression of its new layers only, and an unchanged image costs no ``docker save`` at
-all. Compression is gzip (``docker load`` on 20.10 refuses zstd): ``pigz`` when
-installed (parallel), else Python's zlib, same format and level.
+all. Compression is gzip (``docker load`` on 20.10 refuses zstd), made deterministic
+(:func:`_gzip_stream`): the same layer content is the same blob digest in every bundle,
+version and build, so a host never receives again a layer it holds under another name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import subprocess
+import struct
 import tarfile
 import time
 import zlib
@@ -79,34 +79,63 @@ def _usable(path: Path, size: int | None, sha: str, cache: HashCache) -> bool:
         return False
 
 
-def _gzip_stream(src, dest: Path, level: int) -> str:
-    """Compress the file object ``src`` into ``dest`` (gzip, no name, no time stamp);
-    return the hex sha256 of the UNcompressed bytes."""
+#: Input bytes per independently compressed piece of a layer (see :func:`_gzip_stream`).
+GZIP_PIECE = 1 << 20
+#: The deflate window: each piece is compressed with the previous piece's last 32 KiB
+#: as its dictionary, so pieces lose almost nothing against one long stream.
+GZIP_WINDOW = 1 << 15
+#: gzip header: magic, deflate, no flags, MTIME 0, no extra flags, OS 255 ("unknown"):
+#: nothing in it depends on the time, the file or the machine (RFC 1952, 2.3).
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+#: The deflate stream's last block: empty, final, fixed Huffman (RFC 1951, 3.2.6).
+DEFLATE_END = b"\x03\x00"
+
+
+def _deflate_piece(piece: bytes, window: bytes, level: int) -> bytes:
+    """Raw deflate of ``piece`` primed with ``window``, ended with a sync flush (byte
+    aligned, not final), so that pieces concatenate into one deflate stream."""
+    comp = zlib.compressobj(level, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY,
+                            **({"zdict": window} if window else {}))
+    return comp.compress(piece) + comp.flush(zlib.Z_SYNC_FLUSH)
+
+
+def _gzip_stream(src, dest: Path, level: int, threads: int | None = None) -> str:
+    """Compress the file object ``src`` into ``dest`` as gzip; return the hex sha256 of
+    the UNcompressed bytes.
+
+    The output depends only on the input bytes, ``level`` and zlib's deflate (1.2.x):
+    the same layer gives the same blob, hence the same digest, in every bundle and build
+    on any controller, whatever the number of ``threads`` or the time. It is one gzip
+    member (:data:`GZIP_HEADER`, one deflate stream, CRC-32 and size, RFC 1952) made the
+    way pigz makes its own: the input is cut into :data:`GZIP_PIECE`-byte pieces, each
+    deflated on its own (in parallel: zlib releases the GIL) with the previous 32 KiB as
+    its dictionary and ended with a sync flush; an empty final block closes the stream.
+    ``gzip -d``, Go's ``compress/gzip`` (``docker load``) and Python's ``gzip`` read it.
+
+    Args:
+        src: a binary file object (read in :data:`GZIP_PIECE`-byte pieces).
+        dest: the file to write (replaced).
+        level: zlib level 1-9.
+        threads: pieces compressed at once (default: the controller's CPUs).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    import os
     h = hashlib.sha256()
-    pigz = shutil.which("pigz")
-    if pigz:
-        with open(dest, "wb") as out:
-            proc = subprocess.Popen([pigz, f"-{level}", "-n", "-c"], stdin=subprocess.PIPE, stdout=out,
-                                    stderr=subprocess.PIPE)
-            assert proc.stdin is not None
-            try:
-                while block := src.read(READ_BLOCK):
-                    h.update(block)
-                    proc.stdin.write(block)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            proc.stdin = None
-            _, err = proc.communicate()
-        if proc.returncode != 0:
-            raise FerryError(f"pigz failed on {dest.name}: {err.decode(errors='replace').strip()[-200:]}")
-        return h.hexdigest()
-    comp = zlib.compressobj(level, zlib.DEFLATED, 31)
-    with open(dest, "wb") as out:
-        while block := src.read(READ_BLOCK):
-            h.update(block)
-            out.write(comp.compress(block))
-        out.write(comp.flush())
+    crc, size, window = 0, 0, b""
+    threads = max(1, threads or os.cpu_count() or 1)
+    with open(dest, "wb") as out, ThreadPoolExecutor(threads) as pool:
+        out.write(GZIP_HEADER)
+        pending = []
+        while piece := src.read(GZIP_PIECE):
+            h.update(piece)
+            crc, size = zlib.crc32(piece, crc), size + len(piece)
+            pending.append(pool.submit(_deflate_piece, piece, window, level))
+            window = piece[-GZIP_WINDOW:] if len(piece) >= GZIP_WINDOW else (window + piece)[-GZIP_WINDOW:]
+            while len(pending) > 2 * threads:
+                out.write(pending.pop(0).result())
+        for job in pending:
+            out.write(job.result())
+        out.write(DEFLATE_END + struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF))
     return h.hexdigest()
 
 

@@ -7,7 +7,9 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +120,34 @@ def test_a_new_version_reuses_unchanged_images_and_layers(tmp_path, engine):
     base_v1 = dist / "s-1" / v1[0].entry["layers"][0]["blob"]
     base_v2 = dist / "s-2" / v2[0].entry["layers"][0]["blob"]
     assert base_v1.stat().st_ino == base_v2.stat().st_ino   # the same blob, hard-linked
+
+
+def test_the_same_layer_is_the_same_blob_in_every_bundle_build_and_thread_count(tmp_path, monkeypatch):
+    """Deterministic gzip: a layer saved and compressed again in another dist (no blob to
+    reuse), at another time, with another number of threads, with or without pigz on the
+    PATH, is byte for byte the same blob, so a host that holds it never gets it again
+    under another name."""
+    import random
+    from ferry.controller import imageparts
+    rnd = random.Random(12)
+    big = layer_tar({f"usr/lib/f{i}": rnd.randbytes(150_000) + b"abc" * 200_000 for i in range(5)})
+    assert len(big) > 3 * imageparts.GZIP_PIECE                 # several pieces, several threads
+    e = FakeEngine()
+    e.infos = {"big:1": e.add("big:1", [big])}
+    blobs = []
+    for n, (threads, now, path) in enumerate([(1, 1_000_000_000, os.environ.get("PATH", "")),
+                                              (4, 2_000_000_000, ""), (None, 2_000_000_007, "/usr/bin:/bin")]):
+        monkeypatch.setattr(os, "cpu_count", lambda t=threads: t)
+        monkeypatch.setattr(time, "time", lambda t=now: t)
+        monkeypatch.setenv("PATH", path)
+        (parts,) = build(tmp_path / f"dist{n}" / "s-1", ["big:1"], e, HashCache(tmp_path / f"c{n}.json"),
+                         tmp_path / f"dist{n}")
+        assert parts.saved and parts.compressed[0] == 1           # compressed anew, not linked
+        blobs.append((tmp_path / f"dist{n}" / "s-1" / parts.entry["layers"][0]["blob"]).read_bytes())
+    assert blobs[0] == blobs[1] == blobs[2]
+    blob = blobs[0]
+    assert blob[:10] == imageparts.GZIP_HEADER and blob[4:8] == b"\0\0\0\0"   # no time stamp, no name
+    assert gzip.decompress(blob) == big and len(blob) < len(big) // 2
 
 
 def test_a_save_that_does_not_match_the_inspected_image_is_refused(tmp_path, engine):
