@@ -5,8 +5,8 @@ The old state is made by the old code itself: the last commit before the layer c
 extracted with ``git archive`` and run (bundle + deploy of llm-chat 1.0.0) against
 sandbox-4. Then this Ferry deploys a format-2 bundle there (its layers are already in the
 engine: only a config and the stack files travel), rolls back to the old release, rolls
-forward, and finally loads the OLD bundle again from the host's store after its image
-was removed from Docker.
+forward. The OLD bundle itself can no longer be deployed again (its defaults.yml predates
+typed variables): refused in one line, nothing changed.
 """
 
 from __future__ import annotations
@@ -111,8 +111,13 @@ def test_a_host_of_the_old_format_upgrades_rolls_back_and_reloads_old_bundles(sa
     assert version_served(hosts) == "1.1.0"
     assert old_store <= set(hosts.sh(HOST, "ls /opt/ferry/store").split())    # old tarballs kept (still linked)
 
-    # the old bundle loads again from the host's store: its backend image is gone from Docker
-    hosts.sh(HOST, "docker rmi llm-chat-backend:1.0.0 >/dev/null")
-    again = deploy_stack(sandbox.inventory, HOST, "llm-chat", old_deployed).assert_green()
-    assert "uploaded 0 B" in again.summary and "loaded 1 images" in again.summary, again.summary
-    assert version_served(hosts) == "1.0.0"
+    # the old bundle itself predates typed variables (its stack/defaults.yml holds plain
+    # values): deploying it again is refused in one line naming that file, before any
+    # host changes; what the host runs and its old tarballs stay as they were
+    current = hosts.sh(HOST, "readlink /opt/ferry/stacks/llm-chat/current")
+    r = inv_cli("deploy", "--host", HOST, "--stack", "llm-chat", "--bundle", str(old_deployed), "-i", inv)
+    assert r.returncode != 0 and "Traceback" not in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "llm-chat-1.0.0/stack/defaults.yml: key 'llm_api_url'" in r.stdout + r.stderr
+    assert hosts.sh(HOST, "readlink /opt/ferry/stacks/llm-chat/current") == current
+    assert version_served(hosts) == "1.1.0"
+    assert old_store <= set(hosts.sh(HOST, "ls /opt/ferry/store").split())
