@@ -10,10 +10,12 @@ In one run:
    no images, no releases). Wall time of the whole deploy (upload, load, render, up or
    ``docker stack deploy`` + convergence, verification), medians compared as a ratio;
    the swarm's role times printed too;
-2. **time to recover**: one worker's host (its sandbox container) is stopped; the time
-   until the stack is healthy again on the others: every replicated service's desired
-   replicas running and ready on the remaining nodes, nginx ready on each of them and
-   its ``/api/health`` answering 200 there. The worker is started again afterwards.
+2. **time to recover**: the worker that runs the most replicated tasks (a frontend
+   replica: the backend is pinned to the data node) has its host (its sandbox
+   container) stopped; the time until the stack is healthy again on the others: every
+   replicated service's desired replicas running and ready on the remaining nodes,
+   nginx ready on each of them and its ``/api/health`` answering 200 there. The worker
+   is started again afterwards.
 
 Usage (after ``make bootstrap``)::
 
@@ -135,6 +137,24 @@ def healthy_after_stop(inv: Inventory, stopped: str, settle: float, limit: float
     raise SystemExit(f"not healthy {limit:.0f}s after {stopped} stopped")
 
 
+def busiest_worker(inv: Inventory) -> tuple[str, list[str]]:
+    """The worker that runs the most tasks of replicated services (stopping it makes
+    Swarm reschedule them), and those tasks (``frontend.1``...)."""
+    t = connect_host(inv.hosts[NODES[0]], inv)
+    try:
+        state = hs.parse_stack_state(STACK, t.run(hs.stack_state(STACK)).out)
+    finally:
+        t.close()
+    runs: dict[str, list[str]] = {n: [] for n in NODES[1:]}
+    for svc in state.services.values():
+        for x in svc.live():
+            name = state.node_name(x.node)
+            if svc.mode == "replicated" and name in runs:
+                runs[name].append(f"{svc.name}.{x.slot}")
+    worker = max(runs, key=lambda n: (len(runs[n]), n))
+    return worker, sorted(runs[worker])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=2)
@@ -173,8 +193,9 @@ def main() -> None:
             [r.get(n, 0.0) for r in roles[side]]))
         ui.info(f"  {side} by role (slowest node, median): " + ", ".join(
             f"{n} {statistics.median([r.get(n, 0.0) for r in roles[side]]):.1f}s" for n in names))
-    stopped = NODES[2]
+    stopped, moved = busiest_worker(inv)
     container = next(h.container for h in sb.swarm if h.name == stopped)
+    ui.info(f"stopping {stopped}, which runs {', '.join(moved) or 'no replicated task'} (and its nginx)")
     settle = float(role_defaults("compose-up").get("compose_settle_seconds", 10))
     docker("stop", "-t", "1", container, timeout=120)
     seconds = healthy_after_stop(inv, stopped, settle)

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from ..controller.inventory import Inventory, load_inventory
+from ..errors import FerryError
 from ..model.stack import Stack
 from ..model.swarm import selection_engine
 
@@ -50,3 +51,19 @@ def for_selection(inventory_path: Inventory | Path, pattern: str, stack: Stack |
     from .common import host_variables
     inventory = load_inventory(inventory_path)
     return module(selection_engine([(h.name, host_variables(h, stack, sets)) for h in inventory.select(pattern)]))
+
+
+def compose_only(inventory_path: Inventory | Path, pattern: str, stack: Stack, sets: dict[str, Any],
+                 command: str) -> None:
+    """Refuse ``command`` (``remove``, ``logs``, ``exec``, ``restart``...), which acts on
+    Compose projects, on hosts of another engine, in one line with what to do there
+    (the engine module's ``BY_HAND``).
+
+    Raises:
+        FerryError: the selection is a swarm (nothing was done).
+    """
+    engine = for_selection(inventory_path, pattern, stack, sets)
+    if engine is not None:
+        hint = getattr(engine, "BY_HAND", {}).get(command, "")
+        raise FerryError(f"{command} acts on Compose projects; {pattern} is a swarm, where Ferry does not do it yet"
+                         + (f": {hint.format(stack=stack.name)}" if hint else "") + " (nothing was done)")

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from ..host import audit, containers
 from ..model import options
 from ..model.stack import load_stack
+from . import engines
 from .common import LinePrefixer, RemoteProcess, compose_args, current_services, stack_hosts
 
 
@@ -38,6 +39,7 @@ def execute(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str,
     """
     command = options.command(command)
     stack = load_stack(stack_dir)
+    engines.compose_only(inventory_path, pattern, stack, sets, "exec")
     status = 0
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
         for s in sessions:

@@ -17,6 +17,7 @@ from ..errors import FerryError, HostError
 from ..host import containers
 from ..model import options
 from ..model.stack import load_stack
+from . import engines
 from .common import LinePrefixer, RemoteProcess, compose_args, current_services, stack_hosts
 
 
@@ -38,6 +39,7 @@ def logs(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, An
     """
     since, tail = options.since(since), options.tail(tail)
     stack = load_stack(stack_dir)
+    engines.compose_only(inventory_path, pattern, stack, sets, "logs")
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
         procs = []
         for s in sessions:

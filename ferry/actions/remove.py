@@ -27,6 +27,7 @@ from ..host.session import guarded
 from ..host.shell import q, sh
 from ..model.stack import load_stack
 from ..ui import UI
+from . import engines
 from .common import stack_hosts
 
 
@@ -111,6 +112,7 @@ def remove(inventory_path: Path, pattern: str, stack_dir: Path, sets: dict[str, 
             failed on a host (the audit line says so).
     """
     stack = load_stack(stack_dir)
+    engines.compose_only(inventory_path, pattern, stack, sets, "remove")
     out = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions, \
             guarded(sessions, stack.name, "remove", "", message, lock_wait) as change:

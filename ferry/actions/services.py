@@ -23,6 +23,7 @@ from ..model import options
 from ..model.stack import Stack, load_stack
 from ..roles import RoleContext, load_role
 from ..ui import UI
+from . import engines
 from .common import compose_args, current_services, stack_hosts
 
 ACTIONS = ("restart", "stop", "start")
@@ -66,6 +67,7 @@ def lifecycle(action: str, inventory_path: Path, pattern: str, stack_dir: Path, 
     if action not in ACTIONS:
         raise ValueError(action)
     stack = load_stack(stack_dir)
+    engines.compose_only(inventory_path, pattern, stack, sets, action)
     reports = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
         wanted = {s.name: options.services(services or [], current_services(s, stack.name), stack.name)

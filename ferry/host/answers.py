@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import tarfile
+import threading
 from typing import Any, Iterator
 
 from ..errors import FerryError, HostError
@@ -83,6 +84,21 @@ def tar_members(data: bytes, what: str) -> Iterator[tuple[str, bytes]]:
                     yield member.name, f.read()
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise AnswerError(f"{what}: the host's answer is not a whole tar stream ({exc})") from None
+
+
+_last = threading.local()
+
+
+def answered_by(host: str) -> None:
+    """Record that ``host`` just answered a command on this thread (the transports call
+    it), so that an :class:`AnswerError` escaping a run can be put on its host
+    (:func:`last_host`): a parser reads the answer of the command just run."""
+    _last.host = host
+
+
+def last_host() -> str | None:
+    """The host that last answered a command on this thread (None: none yet)."""
+    return getattr(_last, "host", None)
 
 
 @contextlib.contextmanager

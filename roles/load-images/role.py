@@ -37,6 +37,12 @@ def _engine(ctx: RoleContext):
     return ctx.state.engine
 
 
+def facts(ctx: RoleContext) -> list[list[str]]:
+    """The read-only command :func:`run` reads first (gathered ahead by deploy; the same
+    one upload-bundle reads, so asked once)."""
+    return [containers.engine_images()]
+
+
 def run(ctx: RoleContext) -> RoleResult:
     """Load and re-tag what is missing; see the module docstring."""
     images = ctx.bundle.manifest["images"]

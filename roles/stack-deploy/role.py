@@ -266,7 +266,7 @@ def run(ctx: RoleContext) -> RoleResult:
         return RoleResult(False, f"updated 0 services; {len(before.services)} services, {tasks} tasks converged "
                                  f"on {release}", {"recreated": 0})
     if ctx.check:
-        return RoleResult(True, f"would docker stack deploy {release}")
+        return RoleResult(True, f"would docker stack deploy {release or 'the new release'}")
     if not have.ok or have.stdout != data:
         ctx.t.run(write_file(path, 0o600), input=data)     # it holds the environment
     return activate_release(ctx, release, previous, before, first=not previous)

@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ferry.errors import FerryError, HostError
-from ferry.host import batch, containers, files as hostfiles
-from ferry.host.transport import join
+from ferry.host import containers, files as hostfiles
 from ferry.model.imagelayers import plan_load
 from ferry.roles import RoleContext, RoleResult, load_role
 from ferry.ui import human_bytes
@@ -87,22 +86,36 @@ def _image_paths(bundle) -> set[str]:
     return {i["config"] for i in images} | {l["blob"] for i in images for l in i["layers"]}
 
 
-def gather(ctx: RoleContext) -> HostFiles:
-    """The host's side, in ONE round trip (:mod:`ferry.host.batch`): the store listing,
-    the bundle's links, the engine's images, and the re-check of the store files every
-    host uses (stack copy, manifest): damaged ones are removed there and count as absent."""
+def _always(ctx: RoleContext) -> list[dict]:
+    """The bundle files every host uses (stack copy, manifest, checksums, signature)."""
+    payload = _image_paths(ctx.bundle)
+    return [f for f in ctx.bundle.all_files() if not _is_payload(f["path"], payload)]
+
+
+def facts(ctx: RoleContext) -> list[list[str]]:
+    """The read-only commands :func:`gather` reads, gathered ahead by deploy with every
+    other role's in ONE round trip (:mod:`ferry.host.facts`): the store listing, the
+    bundle's links, the engine's images (with their layers) and the re-hash of the store
+    files every host uses."""
     p = ctx.paths
-    always = [f for f in ctx.bundle.all_files() if not _is_payload(f["path"], _image_paths(ctx.bundle))]
-    commands = [hostfiles.list_dir(p.store), hostfiles.list_links(p.bundle_dir), containers.engine_images(),
-                hostfiles.check_store(p.store, [(f["sha256"], f["size"]) for f in always])]
-    answers = batch.parse(ctx.t.run(batch.script([join(c) for c in commands])).stdout, len(commands))
-    checked = hostfiles.parse_check_store(answers[3].out)
+    return [hostfiles.list_dir(p.store), hostfiles.list_links(p.bundle_dir), containers.engine_images(),
+            hostfiles.check_store(p.store, [(f["sha256"], f["size"]) for f in _always(ctx)])]
+
+
+def gather(ctx: RoleContext) -> HostFiles:
+    """The host's side (:func:`facts`; answered from what deploy gathered, else asked one
+    by one): the store listing, the bundle's links, the engine's images, and the
+    re-check of the store files every host uses: damaged ones are removed there and
+    count as absent."""
+    listing, links, engine, check = (ctx.t.run(c).out for c in facts(ctx))
+    checked = hostfiles.parse_check_store(check)
     damaged = {s for s, state in checked.items() if state == "damaged"}
+    always = _always(ctx)
     for f in always:
         if f["sha256"] in damaged:
             ctx.ui.warn(f"{ctx.host}: store file for {f['path']} was damaged on the host: sending it again")
-    ctx.state.engine = containers.parse_engine_images(answers[2].out)
-    return HostFiles(set(hostfiles.parse_lines(answers[0].out)) - damaged, hostfiles.parse_links(answers[1].out),
+    ctx.state.engine = containers.parse_engine_images(engine)
+    return HostFiles(set(hostfiles.parse_lines(listing)) - damaged, hostfiles.parse_links(links),
                      {f["sha256"] for f in always})
 
 

@@ -9,10 +9,14 @@ IPVS).
 
 In order: ``inv swarm.setup`` forms the swarm (three managers) and a second run changes
 nothing; a deploy whose data service is not pinned is refused, naming it, with nothing
-changed; the stack deploys and verifies on every node; a changed variable updates the
+changed, and so is one that leaves a node of the swarm out of the selection (it would
+lack the images); the stack deploys (``deploy:`` keys as written) and verifies on every
+node; the stack's lock held on any node stops a deploy, none left behind; ``inv
+verify`` names the node whose task is not running; a changed variable updates the
 backend only; an upgrade whose backend exits at start is rolled back by Swarm's own
 ``failure_action: rollback`` and reported, the swarm back on the release before;
-``inv rollback`` returns to the first release; ``inv backup`` runs on the data node.
+``inv rollback`` returns to the first release; ``inv backup`` runs on the data node
+and ``inv restore`` puts its data back on every node's view.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -139,6 +144,21 @@ def test_unpinned_data_service_is_refused_and_nothing_changes(cluster, hosts, bu
     assert {n: hosts.sh(n, "ls /opt/ferry/stacks 2>/dev/null; docker service ls -q") for n in NODES} == before
 
 
+def test_a_node_of_the_swarm_outside_the_selection_is_refused_before_any_change(cluster, hosts, bundles):
+    """swarm-3 is in the swarm but not selected: it would not get the bundle's images, so
+    ``--resolve-image never`` would start tasks there that find none: refused, named,
+    before anything is uploaded or changed on any node."""
+    before = {n: hosts.state(n) + hosts.sh(n, "docker images -q | sort") for n in NODES}
+    refused = cli(cluster, "deploy", "--host", "swarm:!swarm-3", "--bundle", str(bundles["v1"]))
+    assert refused.returncode == 1, refused.stdout[-3000:] + refused.stderr[-3000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: node swarm-3 ({hosts.ip('swarm-3')}) of the swarm is not among the selected "
+                           "hosts, so it would lack the bundle's images"), line
+    assert line.endswith("nothing was deployed"), line
+    assert {n: hosts.state(n) + hosts.sh(n, "docker images -q | sort") for n in NODES} == before
+    assert all(n["Spec"]["Role"] == "manager" for n in nodes(hosts))       # swarm-2 was not demoted either
+
+
 def test_deploy_verified_on_every_node(cluster, hosts, bundles):
     d = deploy_stack(cluster.inventory, "swarm", STACK, bundles["v1"]).assert_green()
     assert "data services pinned: backend -> swarm-1" in d.out
@@ -150,6 +170,15 @@ def test_deploy_verified_on_every_node(cluster, hosts, bundles):
     backend_nodes = hosts.sh("swarm-1", f"docker service ps --filter desired-state=running --format '{{{{.Node}}}}' "
                                         f"{STACK}_backend").split()
     assert backend_nodes == ["swarm-1", "swarm-1"]
+    spec = json.loads(hosts.sh("swarm-1", f"docker service inspect -f '{{{{json .Spec}}}}' {STACK}_backend"))
+    assert spec["Mode"]["Replicated"]["Replicas"] == 2                                   # deploy.replicas
+    assert spec["TaskTemplate"]["Placement"]["Constraints"] == ["node.labels.llm-chat-data == true"]
+    assert spec["UpdateConfig"]["FailureAction"] == "rollback" and spec["UpdateConfig"]["Order"] == "stop-first"
+    assert spec["TaskTemplate"]["Resources"]["Limits"]["MemoryBytes"] == 256 * 1024 * 1024
+    assert spec["EndpointSpec"]["Mode"] == "dnsrr"
+    assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == "llm-chat-backend:1.0.0"   # --resolve-image never: no digest
+    nginx = json.loads(hosts.sh("swarm-1", f"docker service inspect -f '{{{{json .Spec}}}}' {STACK}_nginx"))
+    assert "Global" in nginx["Mode"] and nginx["EndpointSpec"]["Ports"][0]["PublishMode"] == "host"
     for n, h in health(hosts).items():
         assert h["status"] == "ok" and h["model"] == "gpt-4o-mini", (n, h)
     for n in NODES:
@@ -159,6 +188,46 @@ def test_deploy_verified_on_every_node(cluster, hosts, bundles):
     assert {c["host"] for c in json.loads(verify.stdout)} == set(NODES)
     again = deploy_stack(cluster.inventory, "swarm", STACK, bundles["v1"]).assert_green()
     assert "updated 0 services" in again.out and all("nothing changed" in line for line in again.summary.splitlines())
+
+
+LOCK = f"/opt/ferry/locks/{STACK}"
+
+
+def test_the_lock_of_any_node_stops_a_deploy_and_none_is_left_behind(cluster, hosts, bundles):
+    before = tasks(hosts)
+    hosts.sh("swarm-3", f"mkdir -p {LOCK} && echo '{{\"who\": \"ops@console\", \"task\": \"backup\", "
+                        f"\"message\": \"by hand\"}}' > {LOCK}/info.json")
+    try:
+        refused = cli(cluster, "deploy", "--host", "swarm", "--bundle", str(bundles["v1"]), "--set", "llm_model=gpt-4o")
+    finally:
+        hosts.sh("swarm-3", f"rm -rf {LOCK}")
+    assert refused.returncode == 1, refused.stdout[-3000:]
+    line = refused.stderr.strip().splitlines()[-1]
+    assert f"swarm-3: stack '{STACK}' is locked: held by ops@console" in line and '"by hand"' in line, line
+    assert tasks(hosts) == before and all(h["model"] == "gpt-4o-mini" for h in health(hosts).values())
+    for n in NODES:      # the locks taken on swarm-1 and swarm-2 before swarm-3 refused were given back
+        assert hosts.sh(n, f"test -e {LOCK} && echo held || echo free").strip() == "free", n
+
+
+def test_verify_names_the_node_whose_task_is_not_running(cluster, hosts, bundles):
+    nginx = hosts.sh("swarm-3", f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_nginx").split()
+    assert len(nginx) == 1
+    hosts.sh("swarm-3", f"docker pause {nginx[0]}")
+    try:
+        bad = cli(cluster, "verify", "--host", "swarm", "--json")
+    finally:
+        hosts.sh("swarm-3", f"docker unpause {nginx[0]} 2>/dev/null; true")
+    assert bad.returncode == 1, bad.stdout[-3000:]
+    failed = {(c["host"], c["kind"]) for c in json.loads(bad.stdout) if not c["ok"]}
+    assert ("swarm-3", "task") in failed and ("swarm-3", "http") in failed, failed
+    assert all(host == "swarm-3" for host, _ in failed), failed
+    deadline = time.monotonic() + 180           # paused long enough, Swarm may have replaced it
+    while True:
+        good = cli(cluster, "verify", "--host", "swarm", "--json")
+        if good.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert good.returncode == 0, good.stdout[-3000:]
 
 
 def test_changed_variable_updates_the_backend_only(cluster, hosts, bundles):
@@ -221,7 +290,8 @@ def test_backup_runs_on_the_data_node_and_restore_puts_the_data_back(cluster, ho
     assert "backend run on swarm-1: backing up there" in res.stdout
     archives = hosts.sh("swarm-1", f"ls /var/backups/ferry/{STACK}/ 2>/dev/null")
     assert ".ferry-backup.tar" in archives
-    assert not hosts.sh("swarm-2", f"ls /var/backups/ferry/{STACK}/ 2>/dev/null").strip()
+    for n in NODES[1:]:          # no archive on the nodes that do not run the data (no directory at all)
+        assert not hosts.sh(n, "find /var/backups/ferry -name '*.ferry-backup*' 2>/dev/null; true").strip(), n
     status, _ = http(f"http://{hosts.ip('swarm-3')}/api/conversations", json.dumps({"title": "after"}).encode(),
                      {"Content-Type": "application/json"})
     assert status == 201 and {"kept", "after"} <= set(conversations(hosts, "swarm-1"))

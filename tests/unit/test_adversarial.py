@@ -31,8 +31,9 @@ from hypothesis import strategies as st
 from ferry import cli
 from ferry.controller.bundle import seal
 from ferry.errors import FerryError
-from ferry.host import answers, audit, containers, files, releases
+from ferry.host import answers, audit, containers, files, lock, releases
 from ferry.host import backup as host_backup
+from ferry.host.transport.fake import FakeTransport
 from ferry.model.manifest import CHECKSUMS, MANIFEST, checksums_text
 from ferry.model.paths import HostPaths
 
@@ -264,7 +265,7 @@ def test_restore_backup_that_is_no_backup_id_is_refused(ferry, value):
 
 # -- host answers ----------------------------------------------------------------------------
 
-GARBAGE = ["", "garbage", "{", "[1, 2", "null", "[]", "{}", "[1]", '["x"]', '[{"State": 3, "Config": []}]',
+GARBAGE = ["", "garbage", '{"since": "x", "who": 1}', '{"since": 1e999}', "{", "[1, 2", "null", "[]", "{}", "[1]", '["x"]', '[{"State": 3, "Config": []}]',
            '[{"NetworkSettings": {"Ports": {"80/tcp": [{"HostPort": "http"}]}}}]', '{"a": 1}\n[', "\x00\xff",
            "a\tb\tc\n\t\t", "\n\n", "---\n- x", "ok=1\nx", '{"Service": 1, "Publishers": "x"}', "[" * 5000]
 
@@ -278,7 +279,8 @@ def _parsers():
             "parse_lines": files.parse_lines, "parse_sizes": files.parse_sizes, "parse_links": files.parse_links,
             "parse_kv": host_backup.parse_kv, "parse_backup_list": host_backup.parse_backup_list,
             "parse_status": host_backup.parse_status, "parse_current_release": host_backup.parse_current_release,
-            "parse_compose_config": lambda t: host_backup.parse_compose_config(t, "h")}
+            "parse_compose_config": lambda t: host_backup.parse_compose_config(t, "h"),
+            "lock info": lambda t: lock.describe(lock.parse_info(t))}
     raw = {"parse_tar": files.parse_tar, "parse_releases": releases.parse_releases,
            "parse_host": releases.parse_host,
            "parse_schedule_status": lambda b: host_backup.parse_schedule_status(b, paths, "/l"),
@@ -368,3 +370,17 @@ def test_a_host_answer_is_reported_naming_the_host():
             containers.parse_inspect("[garbage")
     assert str(exc.value) == "web-1: docker inspect: the host's answer is not JSON: '[garbage'"
 
+
+
+def test_an_answer_no_parser_can_use_names_the_host_that_gave_it():
+    """Any action: an :class:`AnswerError` leaving the hosts' block is put on the host
+    whose command was answered last on that thread (one host: that one)."""
+    from ferry.host.session import open_hosts
+    hosts = [type("H", (), {"name": n})() for n in ("web-1", "web-2")]
+    fakes = {n: FakeTransport(lambda argv, data: (0, "[garbage", ""), host=n) for n in ("web-1", "web-2")}
+    with pytest.raises(FerryError) as exc:
+        with open_hosts(hosts, lambda h: {}, lambda n, v: HostPaths("/opt/ferry", "s", ""),
+                        lambda h: fakes[h.name]) as sessions:
+            sessions[0].t.run(["true"])
+            containers.parse_inspect(sessions[1].t.run(["docker", "inspect", "x"]).out)
+    assert str(exc.value) == "web-2: docker inspect: the host's answer is not JSON: '[garbage'"

@@ -234,6 +234,21 @@ def test_the_program_takes_the_stacks_shared_lock_and_refuses_a_held_one(tmp_pat
     res = h.run("import", archive, "--locked-by", "abc123")
     assert res.returncode == 0 and "id=s-20260101T000000Z" in res.stdout, res.stderr
     assert (h.lock / "info.json").exists()
+    # a host-side run still working for a controller that went away (ferry-activate, or
+    # ferry-backup itself) holds <lock>.activating: the holder's own run waits for it too
+    import fcntl
+    with open(str(h.lock) + ".activating", "a") as busy:
+        fcntl.flock(busy, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = h.run("import", archive, "--locked-by", "abc123")
+        assert res.returncode == 1 and "another host-side run of s (ferry-activate or ferry-backup)" in res.stderr
+    # ...but a run started by the run that holds it (restore's safety backup) inherits that
+    # open file as fd 8: the flock is its own, it goes ahead
+    # (the parent shell stays alive around it, as ferry-backup restore does: no exec of the last command)
+    res = subprocess.run(["bash", "-c", 'exec 8>>"$1.activating" && flock -n 8 || exit 99; "$2" import "$3" '
+                          '--locked-by abc123; rc=$?; flock -n 8 || exit 98; exit "$rc"', "-", str(h.lock),
+                          str(h.stack_dir / "ferry-backup"), archive],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and "id=s-20260101T000000Z" in res.stdout, res.stderr
     shutil.rmtree(h.lock)
     assert h.run("prune", "--keep-last", "1").returncode == 0 and not h.lock.exists()
 
