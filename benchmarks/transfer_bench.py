@@ -57,6 +57,7 @@ from ferry.actions.deploy import deploy, prepare  # noqa: E402
 from ferry.controller.bundle import build_bundle as product_build  # noqa: E402
 from ferry.controller.inventory import Inventory  # noqa: E402
 from ferry.controller.localdocker import docker  # noqa: E402
+from ferry.host.facts import prefetched  # noqa: E402
 from ferry.host.transport.ssh import connect_host  # noqa: E402
 from ferry.model.paths import HostPaths  # noqa: E402
 from ferry.roles import RoleContext, load_role, role_defaults  # noqa: E402
@@ -148,10 +149,12 @@ def upload(b: Bench, rounds: int, host: int = 1) -> list[list[str]]:
     streams: list[float] = []
 
     def ferry() -> None:
-        t = connect_host(b.inventory.hosts[h.name], b.inventory)
+        t = prefetched(connect_host(b.inventory.hosts[h.name], b.inventory))
         ciphers["paramiko"] = t.cipher()
         ctx = RoleContext(h.name, t, role_defaults("upload-bundle"), bundle, bundle.stack(), paths, quiet())
-        result = load_role("upload-bundle").run(ctx)
+        role = load_role("upload-bundle")
+        t.gather(role.facts(ctx) + load_role("install-docker-offline").facts(ctx))   # one round trip, as deploy
+        result = role.run(ctx)
         t.close()
         if result.metrics["bytes"] != size:
             raise SystemExit(f"ferry uploaded {result.metrics['bytes']} B, expected {size} B")

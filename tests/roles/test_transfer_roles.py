@@ -16,6 +16,7 @@ import pytest
 from conftest import BLOB, CONFIG, DIFF, IMAGE_ID, sha
 from ferry.errors import HostError
 from ferry.host import containers, files
+from ferry.host.facts import prefetched
 from ferry.host.transport.fake import FakeTransport
 from ferry.roles import load_role
 
@@ -199,12 +200,15 @@ def test_no_op_when_the_host_holds_and_links_everything(bundle, make_ctx):
     host.images = {IMAGE_ID["backend"]: ({"llm-chat-backend:1.0.0"}, [DIFF["base"], DIFF["app"]]),
                    IMAGE_ID["nginx"]: ({"nginx:1.22"}, [DIFF["nginx"]])}
     host.facts, host.packages = READY, {"docker.io": "20.10.24", "containerd": "1.6.20"}
-    t = FakeTransport(host)
-    result = load_role("upload-bundle").run(make_ctx(t))
+    t = FakeTransport(host, unbatch=True)
+    ctx = make_ctx(prefetched(t))
+    role, installer = load_role("upload-bundle"), load_role("install-docker-offline")
+    ctx.t.gather(role.facts(ctx) + installer.facts(ctx))      # as deploy does, with every role's
+    result = role.run(ctx)
     assert not result.changed and result.metrics["bytes"] == 0 and not streamed(t)
-    # one round trip: store, links, engine images and the re-check of the files every
-    # host uses; then the installer's own fact script; nothing else
-    assert len(t.calls) == 2 and t.calls[0].argv[-1].startswith("d=$(mktemp -d)") and "v machine" in t.calls[1].argv[-1]
+    # one round trip: store, links, engine images, the re-check of the files every host
+    # uses and the installer's fact script, gathered ahead; nothing else
+    assert len(t.calls) == 1 and len(t.calls[0].batch) == 5
     rechecked = set(shlex.split(host.checked[-1].split("set -- ", 1)[1].split(";", 1)[0])[::2])
     assert rechecked == {f["sha256"] for f in bundle.all_files()
                          if not f["path"].startswith(("docker/", "blobs/"))}   # no image, no installer
