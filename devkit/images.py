@@ -576,7 +576,7 @@ def derive_image(base: str, tag: str, changes: list[str]) -> str:
 
 def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui: Any = None,
                  docker_settings: dict[str, Any] | None = None, sign: Path | None = None,
-                 docker_static: Path | None = None):
+                 docker_static: Path | None = None, **options: Any):
     """The devkit's ``inv bundle``: build the stack's stand-in images (its recipes under
     ``images/``), then the product's bundle (:func:`ferry.controller.bundle.build_bundle`,
     same arguments and result)."""
@@ -584,4 +584,29 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui: An
     if (Path(stack_dir) / "images").is_dir():
         build_stack_images(stack_dir, console=ui.console if ui else None)
     return product_build(stack_dir, dist, version, ui, docker_settings=docker_settings, sign=sign,
-                         docker_static=docker_static)
+                         docker_static=docker_static, **options)
+
+
+
+def derive_image_with_files(base: str, tag: str, files: dict[str, bytes]) -> str:
+    """``base`` plus ONE new layer holding ``files`` (``{absolute path in the image:
+    content}``), committed as ``tag``: ``docker create``, ``docker cp``, ``docker commit``.
+
+    Used to make "one layer changed" versions of an image (the layer-transfer tests and
+    benchmarks). Returns the new image ID (``sha256:...``).
+
+    Raises:
+        FerryError: ``base`` is missing or docker refused a step.
+    """
+    cid = docker("create", base).stdout.decode().strip()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for path, data in files.items():
+                dest = Path(tmp) / path.lstrip("/")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+            docker("cp", f"{tmp}/.", f"{cid}:/")
+        docker("commit", cid, tag)
+    finally:
+        docker("rm", cid)
+    return docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.decode().strip()

@@ -1378,3 +1378,71 @@ def recreate_host(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
         _wait_systemd(host, deadline)
         _install_authorized_key(container, key_file.with_name(KEY_NAME + ".pub").read_text())
         _wait_ssh(host, key_file, known_hosts, deadline)
+
+
+def wire_bytes(container: str) -> tuple[int, int]:
+    """``(received, sent)`` bytes of a sandbox host's network interface (``eth0``, the
+    sandbox network: everything the controller sends it, SSH framing included), read
+    with ``docker exec`` so that reading them adds no traffic."""
+    out = docker("exec", container, "cat", "/sys/class/net/eth0/statistics/rx_bytes",
+                 "/sys/class/net/eth0/statistics/tx_bytes").stdout.decode().split()
+    return int(out[0]), int(out[1])
+
+
+def install_debs(container: str, packages: list[str], console=None) -> list[str]:
+    """Install Debian ``packages`` on a sandbox host that has no network: the controller
+    downloads them and their direct dependencies (``apt-get download``, cached under
+    ``<cache>/sandbox/debs``), ``docker cp`` carries the ones the host lacks, and
+    ``dpkg -i`` installs them (what a benchmark comparator such as rsync needs).
+
+    Returns:
+        The packages installed (empty when all were there).
+
+    Raises:
+        FerryError: a package cannot be downloaded, or dpkg refused.
+    """
+    import subprocess
+    wanted: list[str] = []
+    for pkg in packages:
+        deps = subprocess.run(["apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+                               "--no-breaks", "--no-replaces", "--no-enhances", pkg],
+                              capture_output=True, text=True).stdout
+        names = [l.split(":", 1)[1].strip() for l in deps.splitlines()
+                 if l.strip().startswith(("Depends:", "PreDepends:")) and "<" not in l]
+        wanted += [n for n in [pkg, *names] if n not in wanted]
+    status = docker("exec", container, "dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *wanted,
+                    check=False).stdout.decode()
+    have = {l.split()[0] for l in status.splitlines() if len(l.split()) > 1 and l.split()[1].startswith("ii")}
+    missing = [n for n in wanted if n not in have]
+    if not missing:
+        return []
+    debs = CACHE_DIR / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    got = subprocess.run(["apt-get", "download", *missing], cwd=debs, capture_output=True, text=True)
+    if got.returncode != 0:
+        raise FerryError(f"apt-get download {' '.join(missing)}: {got.stderr.strip().splitlines()[-1:]}")
+    files = [sorted(debs.glob(f"{n}_*.deb"))[-1] for n in missing]
+    docker("exec", container, "mkdir", "-p", "/tmp/ferry-debs")
+    for f in files:
+        docker("cp", str(f), f"{container}:/tmp/ferry-debs/{f.name}")
+    docker("exec", container, "sh", "-c", "dpkg -i /tmp/ferry-debs/*.deb >/dev/null && rm -rf /tmp/ferry-debs")
+    _say(console, f"{container}: installed {', '.join(missing)}")
+    return missing
+
+
+def cpu_seconds(container: str) -> float | None:
+    """CPU time (user + system, seconds) every process of a sandbox host has used so far,
+    from its cgroup on this machine (cgroup v1 ``cpuacct.usage`` or v2 ``cpu.stat``);
+    None where neither is found. For benchmarks: CPU is what a busy 2-core machine
+    shares, and it is far steadier than wall time there."""
+    cid = docker("inspect", "--format", "{{.Id}}", container).stdout.decode().strip()
+    v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
+    if v1.is_file():
+        return int(v1.read_text()) / 1e9
+    for v2 in (Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat"),
+               Path(f"/sys/fs/cgroup/docker/{cid}/cpu.stat")):
+        if v2.is_file():
+            for line in v2.read_text().splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+    return None

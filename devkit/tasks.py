@@ -80,14 +80,15 @@ def standins(c, stack):
 
 @task(help=BUNDLE_HELP)
 @user_errors
-def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None):
+def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None, compress="gzip", level=6):
     """Build stand-in images for the stack's recipes (devkit), then the offline bundle (ferry bundle)."""
     from devkit.images import build_stack_images
     from ferry import cli
     from ferry.controller.project import find_project
     stack_dir = find_project().stack_dir(stack)
     build_stack_images(stack_dir, console=UI().console)
-    cli.bundle.body(c, stack=stack, version=version, dist=dist, sign=sign, docker_static=docker_static)
+    cli.bundle.body(c, stack=stack, version=version, dist=dist, sign=sign, docker_static=docker_static,
+                    compress=compress, level=level)
 
 
 @task(help={"count": "sandbox hosts to start"})

@@ -483,6 +483,7 @@ class SSHTransport:
         proc = subprocess.Popen(openssh_argv(self.spec, line), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        widen_pipe(proc.stdin.fileno())
         out, err = _Drain(proc.stdout.read1, "ssh-stdout"), _Drain(proc.stderr.read1, "ssh-stderr")
         out.start()
         err.start()
@@ -515,6 +516,20 @@ class SSHTransport:
         if proc.returncode == 255:
             raise HostError(self.host, explain_openssh_failure(self.spec, err.data().decode(errors="replace")))
         return Result(list(argv), proc.returncode, out.data(), err.data())
+
+
+F_SETPIPE_SZ = 1031
+
+
+def widen_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Let a pipe hold ``size`` bytes (Linux ``F_SETPIPE_SZ``; default 64 KiB): the
+    writer hands ssh 1 MiB per wake-up, which on a busy machine keeps the stream moving.
+    Refused (another OS, a lower ``/proc/sys/fs/pipe-max-size``): nothing changes."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+    except (OSError, ImportError):
+        pass
 
 
 def has_openssh() -> bool:
