@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -113,16 +114,17 @@ TEST_WORKERS = 0
 
 def prebuild(console=None) -> list[tuple[str, float]]:
     """Build, once and before pytest starts, what the end-to-end tier's workers share: the
-    sandbox host images (Debian host, host without dpkg, world host), every stand-in image
-    (the stacks', the test stacks' and the imported test projects' recipes), the Docker
-    payload's debs and Compose binary, and the two Docker static tarballs. Each is a no-op
+    sandbox host images (Debian host, host without dpkg, world host), the stand-in images
+    of the stacks and the test stacks (the imported test projects' recipes work only once
+    copied into a stack: their test builds them), the Docker payload's debs and Compose
+    binary, and the two Docker static tarballs. Each is a no-op
     when up to date (cache and engine). Returns (what, seconds) per step.
 
     Raises:
         FerryError: a build failed (its one-line reason).
     """
     from devkit import docker_tarball, sandbox
-    from devkit.images import build_image, build_stack_images, load_recipe
+    from devkit.images import build_stack_images
     from ferry.controller.dockerdist import build_docker_payload
     from ferry.roles import role_defaults
     import tempfile
@@ -135,9 +137,6 @@ def prebuild(console=None) -> list[tuple[str, float]]:
     for stack in sorted([*(ROOT / "stacks").glob("*/stack.yml"), *(ROOT / "tests/e2e/stacks").glob("*/stack.yml")]):
         steps.append((f"stand-in images of {stack.parent.name}",
                       lambda d=stack.parent: build_stack_images(d, console=console)))
-    for recipe in sorted((ROOT / "tests/e2e/projects").glob("*/images/*/recipe.yml")):
-        steps.append((f"stand-in image {recipe.parent.parent.parent.name}/{recipe.parent.name}",
-                      lambda r=recipe: build_image(load_recipe(r), console)))
 
     def payload():
         with tempfile.TemporaryDirectory(prefix="ferry-prebuild-") as tmp:
@@ -191,22 +190,24 @@ def test(c, k=None, unit=False, workers=TEST_WORKERS, keep=False):
     if workers > 0:
         argv += ["-n", str(workers), "--dist", "loadgroup", "--no-loadscope-reorder"]
     ui = UI()
-    names: list[str] = []
     if not unit:
-        names = _worker_sandboxes(sandbox.NAME) if workers > 0 else [sandbox.NAME]
-        if workers > 0 and names:                  # left by a run that was killed
-            ui.info(f"removing the sandboxes of an earlier run: {', '.join(names)}")
-            _sandboxes_down(names)
+        left = _worker_sandboxes(sandbox.NAME)
+        if left:                                   # left by a run that was killed
+            ui.info(f"removing the sandboxes of an earlier run: {', '.join(left)}")
+            _sandboxes_down(left)
         started = time.monotonic()
         spent = prebuild(ui.console)
         ui.info(f"prebuilt images and payloads in {time.monotonic() - started:.0f} s: "
                 + ", ".join(f"{what} {s:.0f}s" for what, s in spent if s >= 1))
+    # SIGTERM (a CI job cancelled or timed out) ends the run as Ctrl-C does: the sandboxes
+    # are removed below, not left behind as stopped containers.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         rc = subprocess.call(argv, cwd=ROOT)
     finally:
         if not unit and not keep:
-            names = _worker_sandboxes(sandbox.NAME) if workers > 0 else [sandbox.NAME]
-            _sandboxes_down(names)
+            _sandboxes_down([sandbox.NAME, *_worker_sandboxes(sandbox.NAME)])
+        signal.signal(signal.SIGTERM, previous)
     if rc:
         raise Exit(code=rc)
 
