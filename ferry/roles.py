@@ -3,7 +3,10 @@
 A role module defines ``run(ctx: RoleContext) -> RoleResult`` and may define
 ``preflight(ctx) -> None``: read-only checks that raise :class:`ferry.errors.HostError`
 for a host the role cannot serve; deploy runs every role's preflight on every host
-before it changes anything anywhere. It reads facts from the
+before it changes anything anywhere. It may also define ``facts(ctx) -> list[argv]``:
+the read-only commands its preflight and run read first, which deploy gathers for every
+role in ONE round trip under the lock (:mod:`ferry.host.facts`; the role then runs them
+as usual and gets the gathered answer while nothing on the host changed). It reads facts from the
 host through ``ctx.t`` (a :class:`ferry.host.transport.Transport`), decides, and changes
 only what is not already right (idempotent); with ``ctx.check`` it changes nothing
 and reports what it would do (check mode). Role defaults are the lowest layer of

@@ -7,13 +7,21 @@ Deploy runs in phases so that bad input changes nothing on any host:
    ``ferry_bundle_signers`` is set), stack definition, variables, and a trial render of
    every template for every host (an undefined variable stops here, before any
    connection);
-2. connect to every selected host (unreachable hosts and unknown or changed host keys
-   stop here), run every role's read-only ``preflight`` (no systemd, wrong CPU
-   architecture...) and list each host's store;
-3. list each host's store (what it already holds, by sha256);
+2. connect to every selected host at once (unreachable hosts and unknown or changed
+   host keys stop here);
+3. on every host at once, in ONE round trip: take the stack's lock and, under it,
+   gather every fact the run will read (each role's ``facts``, the store listing,
+   verification's first batch; :mod:`ferry.host.facts`), then run every role's
+   read-only ``preflight`` (no systemd, wrong CPU architecture, a port another stack
+   holds...) on those facts: a refusal releases the locks and changes nothing;
 4. per host (batches: ``--serial``), the roles in :data:`ferry.roles.DEPLOY_ROLES`
    with verification before ``prune-releases``; a failed health gate switches the
-   host back to its previous release.
+   host back to its previous release. A role reads its facts from what was gathered
+   until anything on the host changes (then it asks the host).
+5. on every host at once, in one round trip: its audit line and the lock's release.
+
+A no-op redeploy so costs 3 SSH round trips per host: the facts, verification's
+health URLs and bind sources, the audit line (:attr:`HostReport.round_trips`).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..controller import composecli
 from ..controller.bundle import Bundle, find_bundle, load_bundle
@@ -32,9 +40,11 @@ from ..errors import FerryError, HostError
 from ..host import containers, files
 from ..host.activate import ActivationFailed
 from ..host.answers import AnswerError, on_host
+from ..host.facts import prefetched
 from ..host.session import Change, HostSession, guarded, open_hosts
 from ..host.transport.ssh import ConnectionSpec, connect, connection_specs
 from ..host.verify import Check, settle_seconds, verify_host
+from ..host.verify import facts as verify_facts
 from ..model.paths import HostPaths
 from ..model.compose import ComposeModel
 from ..model.render import check_template_variables, render_release, template_context
@@ -58,6 +68,8 @@ class Plan:
     models: dict[str, ComposeModel] = field(default_factory=dict)
     specs: dict[str, ConnectionSpec] = field(default_factory=dict)
     """Each host's validated SSH connection (:func:`ferry.host.transport.ssh.connection_specs`)."""
+    opener: Callable[[Host], Any] | None = None
+    """Opens a host's transport instead of SSH (tests: a fake host)."""
     warnings: list[str] = field(default_factory=list)
     """Variables set that nothing declares (:func:`ferry.actions.common.unknown_variable_warnings`)."""
 
@@ -82,6 +94,9 @@ class HostReport:
     error: str | None = None
     status: str = "ok"
     release: str | None = None
+    round_trips: int = 0
+    """Remote commands the run sent to the host, connection to audit line (each a round
+    trip over SSH; the ``round_trips`` counter of its transport)."""
 
     def metric(self, key: str) -> int:
         """Sum of metric ``key`` over the host's role results (bytes, images_loaded...)."""
@@ -161,13 +176,48 @@ def check_signature(bundle: Bundle, inventory: Inventory, hosts: list[Host]) -> 
     return [verify_manifest(bundle.path, signers) for signers in files]
 
 
-def list_stores(sessions: list[HostSession]) -> dict[str, set[str]]:
-    """Phase 3: each host's store listing (the bundle itself was checked in :func:`prepare`).
+def list_store(s: HostSession) -> set[str]:
+    """The host's store listing (the bundle itself was checked in :func:`prepare`):
+    ``{sha256 already in its store}``, handed to upload-bundle."""
+    return set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out))
 
-    Returns:
-        ``{host: {sha256 already in its store}}`` (handed to upload-bundle).
+
+def role_facts(ctx: RoleContext, roles: list[str]) -> list[list[str]]:
+    """The read-only commands ``roles`` declare they read first on the host of ``ctx``
+    (each role's ``facts(ctx)``, see :mod:`ferry.roles`), in role order."""
+    out: list[list[str]] = []
+    for role in roles:
+        declared = getattr(load_role(role), "facts", None)
+        if declared:
+            out += declared(ctx)
+    return out
+
+
+def preflight_roles(ctx: RoleContext, roles: list[str], s: HostSession) -> None:
+    """Every role's read-only ``preflight`` on the host of ``ctx`` (on the facts gathered
+    under the lock), then its store listing for upload-bundle (``ctx.state.store_listing``).
+
+    Raises:
+        HostError: a role refuses the host (an unusable answer of the host, too).
     """
-    return {s.name: set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out)) for s in sessions}
+    for role in roles:
+        preflight = getattr(load_role(role), "preflight", None)
+        if preflight:
+            with on_host(ctx.host):
+                preflight(ctx)
+    ctx.state.store_listing = list_store(s)
+
+
+def host_facts(ctx: RoleContext, roles: list[str], do_verify: bool) -> list[list[str] | str]:
+    """Every read-only command a deploy of ``roles`` will read on the host of ``ctx``
+    before it changes anything there (gathered in one round trip, see
+    :mod:`ferry.host.facts`): where the project runs, the store listing, each role's
+    ``facts`` and verification's first batch."""
+    out: list[list[str] | str] = [containers.project_dirs(ctx.stack.name), files.list_dir(ctx.paths.store)]
+    out += role_facts(ctx, roles)
+    if do_verify and not ctx.check:
+        out += verify_facts(ctx.stack, ctx.paths.current)
+    return out
 
 
 def foreign_project(s: HostSession, stack: str) -> str | None:
@@ -219,51 +269,61 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
     roles = roles or DEPLOY_ROLES
     reports = {h.name: HostReport(h.name, status="skipped") for h in plan.hosts}
     with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),
-                    lambda h: connect(plan.specs[h.name])) as sessions:
+                    plan.opener or (lambda h: connect(plan.specs[h.name]))) as sessions:
+        for s in sessions:
+            s.t = prefetched(s.t)
         contexts = {s.name: RoleContext(s.name, s.t, s.vars, plan.bundle, plan.stack, s.paths, ui, check)
                     for s in sessions}
         for name, ctx in contexts.items():
             ctx.state.planned_model = plan.models.get(name)
-        for s in sessions:
+
+        def refuse(s: HostSession) -> None:
+            """Preflight on the gathered facts: where the project runs, every role's checks."""
             elsewhere = foreign_project(s, plan.stack.name)
             if elsewhere and not force:
                 raise HostError(s.name, f"Compose project '{plan.stack.name}' already runs from {elsewhere}, "
                                         f"not under this deploy's {s.paths.stack_dir} (another ferry_root?): "
                                         f"refusing to take it over (--force to do it anyway)")
-        for ctx in contexts.values():
-            for role in roles:
-                preflight = getattr(load_role(role), "preflight", None)
-                if preflight:
-                    with on_host(ctx.host):
-                        preflight(ctx)
-        with guarded(sessions, plan.stack.name, "deploy", plan.bundle.version, message, lock_wait,
-                     check) as change:
-            listings = list_stores(sessions)
-            for ctx in contexts.values():
-                ctx.state.store_listing = listings[ctx.host]
-            names = [h.name for h in plan.hosts]
-            size = serial if serial and serial > 0 else len(names)
-            batches = [names[i:i + size] for i in range(0, len(names), size)]
-            failed = 0
-            for index, batch in enumerate(batches):
-                if len(batch) == 1:
-                    done = [deploy_host(contexts[batch[0]], roles, do_verify, change=change)]
-                else:
-                    with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-                        done = list(pool.map(lambda n: deploy_host(contexts[n], roles, do_verify, parallel=True,
-                                                                   change=change), batch))
-                for report in done:
-                    reports[report.host] = report
-                failed += sum(r.failed for r in done)
-                reason = stop_reason(index, len(batches), failed, len(names), max_fail)
-                if reason:
-                    untouched = sum(len(b) for b in batches[index + 1:])
-                    ui.warn(f"{reason}: {untouched} hosts not touched")
-                    break
-            for name, report in reports.items():
-                if report.status == "skipped":
-                    change.done(name, "skipped", "not touched: an earlier batch failed")
+            preflight_roles(contexts[s.name], roles, s)
+
+        try:
+            _rollout(plan, sessions, contexts, reports, ui, roles, do_verify, serial, max_fail, lock_wait, message,
+                     check, refuse)
+        finally:
+            for s in sessions:
+                reports[s.name].round_trips = s.round_trips
     return [reports[h.name] for h in plan.hosts]
+
+
+def _rollout(plan: Plan, sessions: list[HostSession], contexts: dict[str, RoleContext],
+             reports: dict[str, HostReport], ui: UI, roles: list[str], do_verify: bool, serial: int,
+             max_fail: float, lock_wait: float, message: str, check: bool, refuse) -> None:
+    """The locked part of :func:`deploy`: facts and preflight, then the batches."""
+    with guarded(sessions, plan.stack.name, "deploy", plan.bundle.version, message, lock_wait,
+                 check, facts=lambda s: host_facts(contexts[s.name], roles, do_verify),
+                 refuse=refuse) as change:
+        names = [h.name for h in plan.hosts]
+        size = serial if serial and serial > 0 else len(names)
+        batches = [names[i:i + size] for i in range(0, len(names), size)]
+        failed = 0
+        for index, batch in enumerate(batches):
+            if len(batch) == 1:
+                done = [deploy_host(contexts[batch[0]], roles, do_verify, change=change)]
+            else:
+                with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+                    done = list(pool.map(lambda n: deploy_host(contexts[n], roles, do_verify, parallel=True,
+                                                               change=change), batch))
+            for report in done:
+                reports[report.host] = report
+            failed += sum(r.failed for r in done)
+            reason = stop_reason(index, len(batches), failed, len(names), max_fail)
+            if reason:
+                untouched = sum(len(b) for b in batches[index + 1:])
+                ui.warn(f"{reason}: {untouched} hosts not touched")
+                break
+        for name, report in reports.items():
+            if report.status == "skipped":
+                change.done(name, "skipped", "not touched: an earlier batch failed")
 
 
 def stop_reason(index: int, batches: int, failed: int, total: int, max_fail: float) -> str | None:
@@ -433,7 +493,8 @@ def checks_line(checks: list[Check]) -> str:
 
 
 def summary_lines(reports: list[HostReport]) -> list[str]:
-    """One line per host: what changed (bytes uploaded, images loaded, containers recreated)."""
+    """One line per host: what changed (bytes uploaded, images loaded, containers
+    recreated) and the SSH round trips it took."""
     out = []
     for r in reports:
         if r.status == "skipped":
@@ -448,5 +509,6 @@ def summary_lines(reports: list[HostReport]) -> list[str]:
         out.append(f"{r.host}: uploaded {human_bytes(r.metric('bytes'))}, loaded {r.metric('images_loaded')} "
                    f"images, recreated {r.metric('recreated')} containers; "
                    + (f"changed: {', '.join(changed)}" if changed else "nothing changed")
-                   + (f"; {len(failed)} checks FAILED" if failed else ""))
+                   + (f"; {len(failed)} checks FAILED" if failed else "")
+                   + (f" ({r.round_trips} SSH round trips)" if r.round_trips else ""))
     return out

@@ -8,11 +8,13 @@ deploy.prepare`: inventory, bundle end to end, trial render):
 1. on the controller, for the primary manager's render: the stack file
    (:func:`ferry.model.swarm.stack_file`: what Swarm cannot do is refused, naming the
    key);
-2. connect every node; read-only preflight (the node roles' own, and each node's
-   Swarm facts): a service that holds data must be pinned to one node
-   (:func:`ferry.model.swarm.data_pins`), else nothing is changed anywhere;
-3. the stack's lock on every node (managers included), then :data:`NODE_ROLES` on all
-   nodes in parallel (the same content-addressed upload and image load as a Compose
+2. connect every node; each node's Swarm facts (read-only): a service that holds data
+   must be pinned to one node (:func:`ferry.model.swarm.data_pins`), else nothing is
+   changed anywhere;
+3. on every node at once, in ONE round trip: the stack's lock (managers included) and,
+   under it, the facts :data:`NODE_ROLES` read (:mod:`ferry.host.facts`), then their
+   read-only preflight on those facts (a refusal releases the locks and changes
+   nothing); then :data:`NODE_ROLES` on all nodes in parallel (the same content-addressed upload and image load as a Compose
    host), :data:`CLUSTER_ROLE` node by node (the swarm as the inventory says), and a
    check that every node of the swarm holds every image ID of the bundle (a node
    lacking one is refused, named, before anything is deployed);
@@ -38,6 +40,7 @@ from ..errors import FerryError, HostError
 from ..host import containers, lock
 from ..host import swarm as hs
 from ..host.activate import ActivationFailed
+from ..host.facts import prefetched
 from ..host.releases import read_releases
 from ..host.session import HostSession, guarded, open_hosts
 from ..host.shell import q, sh
@@ -53,7 +56,7 @@ from ..model.swarm import (Cluster, NodeFacts, data_pins, data_services, plan_cl
 from ..roles import RoleContext, RoleResult, load_role
 from ..ui import UI
 from .common import host_variables
-from .deploy import HostReport, Plan, checks_line, list_stores
+from .deploy import HostReport, Plan, checks_line, preflight_roles, role_facts
 from .rollback import rollback_target
 
 NODE_ROLES = ["upload-bundle", "install-docker-offline", "load-images"]
@@ -165,7 +168,31 @@ def check_images(sessions: Sequence[HostSession], cluster: Cluster, nodes: Seque
 
 
 def _contexts(plan: Plan, sessions: Sequence[HostSession], ui: UI, check: bool) -> dict[str, RoleContext]:
+    """Each node's role context, on a :class:`~ferry.host.facts.Prefetched` transport
+    (the facts :func:`_node_facts` names are gathered with the lock)."""
+    for s in sessions:
+        s.t = prefetched(s.t)
     return {s.name: RoleContext(s.name, s.t, s.vars, plan.bundle, plan.stack, s.paths, ui, check) for s in sessions}
+
+
+def _node_facts(contexts: dict[str, RoleContext], roles: list[str]) -> Callable[[HostSession], list[list[str]]]:
+    """For :func:`ferry.host.session.guarded`: what ``roles`` read first on a node (their
+    declared ``facts``; upload-bundle's include the store listing), gathered in the round trip of its lock. Not
+    the Swarm facts (:func:`node_facts`): they change on one node when another joins."""
+    return lambda s: role_facts(contexts[s.name], roles)
+
+
+def _node_preflight(contexts: dict[str, RoleContext], roles: list[str]) -> Callable[[HostSession], None]:
+    """For :func:`ferry.host.session.guarded`: every role's read-only ``preflight`` on a
+    node (on the facts gathered under the lock), then its store listing for upload-bundle."""
+    return lambda s: preflight_roles(contexts[s.name], roles, s)
+
+
+def _count_round_trips(sessions: Sequence[HostSession], reports: dict[str, HostReport]) -> None:
+    """Each node's SSH round trips so far into its report (:attr:`HostReport.round_trips`)."""
+    for s in sessions:
+        if s.name in reports:
+            reports[s.name].round_trips = s.round_trips
 
 
 def _role(ctx: RoleContext, report: HostReport, role: str) -> RoleResult:
@@ -178,11 +205,8 @@ def _role(ctx: RoleContext, report: HostReport, role: str) -> RoleResult:
 
 def _node_roles(plan: Plan, sessions: Sequence[HostSession], contexts: dict[str, RoleContext],
                 reports: dict[str, HostReport], roles: list[str]) -> None:
-    """``roles`` on every node in parallel; the first failure (inventory order) raised."""
-    listings = list_stores(list(sessions))
-    for name, ctx in contexts.items():
-        ctx.state.store_listing = listings[name]
-
+    """``roles`` on every node in parallel (each node's store listing was read with its
+    lock, :func:`_node_preflight`); the first failure (inventory order) raised."""
     def one(s: HostSession) -> HostError | None:
         ctx = contexts[s.name]
         try:
@@ -234,13 +258,9 @@ def setup(plan: Plan, ui: UI, check: bool = False, lock_wait: float = 0.0, messa
     with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),
                     lambda h: connect(plan.specs[h.name])) as sessions:
         contexts = _contexts(plan, sessions, ui, check)
-        for ctx in contexts.values():
-            for role in NODE_ROLES[:2]:
-                pre = getattr(load_role(role), "preflight", None)
-                if pre:
-                    pre(ctx)
-        with guarded(sessions, plan.stack.name, "swarm.setup", plan.bundle.version, message, lock_wait,
-                     check) as change:
+        with guarded(sessions, plan.stack.name, "swarm.setup", plan.bundle.version, message, lock_wait, check,
+                     facts=_node_facts(contexts, NODE_ROLES[:2]),
+                     refuse=_node_preflight(contexts, NODE_ROLES[:2])) as change:
             for ctx in contexts.values():
                 ctx.ui = _ui(ui, len(contexts) > 1, ctx.host)
             try:
@@ -289,21 +309,18 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
     with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),
                     lambda h: connect(plan.specs[h.name])) as sessions:
         contexts = _contexts(plan, sessions, ui, check)
-        for ctx in contexts.values():
-            for role in NODE_ROLES:
-                pre = getattr(load_role(role), "preflight", None)
-                if pre:
-                    pre(ctx)
         facts = node_facts(sessions)
         listed = next((facts[n.host].nodes for n in cluster.managers if facts[n.host].nodes), [])
         refuse_unselected(cluster, listed)
         pins = data_pins(release.model, plan.stack, data_roots(plan.paths(primary), release), placement(cluster, facts))
         if pins:
             ui.info("data services pinned: " + ", ".join(f"{s} -> {h}" for s, h in sorted(pins.items())))
-        with guarded(sessions, plan.stack.name, "deploy", plan.bundle.version, message, lock_wait, check) as change:
+        with guarded(sessions, plan.stack.name, "deploy", plan.bundle.version, message, lock_wait, check,
+                     facts=_node_facts(contexts, NODE_ROLES), refuse=_node_preflight(contexts, NODE_ROLES)) as change:
             try:
                 _deploy(plan, ui, check, do_verify, cluster, sessions, contexts, reports, release)
             finally:
+                _count_round_trips(sessions, reports)
                 for name, r in reports.items():
                     change.done(name, r.status, r.error or "", r.release, plan.bundle.version)
     return [reports[h.name] for h in plan.hosts]

@@ -13,9 +13,9 @@ import json
 import posixpath
 import socket
 import time
-from typing import Any
-from ferry.host import shell
+from typing import Any, Sequence
 
+from ferry.host import shell
 
 
 def audit_path(root: str) -> str:
@@ -34,6 +34,15 @@ def append_command(root: str) -> list[str]:
     """Append stdin (one line) to the audit log."""
     path = audit_path(root)
     return shell.sh(f"mkdir -p {shell.q(root)}; cat >> {shell.q(path)}")
+
+
+def append_then_command(root: str, then: Sequence[Sequence[str]]) -> list[str]:
+    """:func:`append_command`, then each command of ``then`` (e.g. the lock's release,
+    :func:`ferry.host.lock.release_command`) whatever the append did: one round trip.
+    The exit status is the append's."""
+    path = audit_path(root)
+    rest = "".join(f"; {shell.join(c)}" for c in then)
+    return shell.sh(f"mkdir -p {shell.q(root)}; cat >> {shell.q(path)}; rc=$?{rest}; exit $rc")
 
 
 def record(t, root: str, rec: dict[str, Any], check: bool = False) -> None:

@@ -93,10 +93,13 @@ def parse_compose_config(text: str, host: str) -> dict[str, Any]:
     return doc
 
 
-def installed_command(paths: HostPaths, release: str) -> list[str]:
-    """A tar stream of what is installed: the program, the release's settings, the cron
-    file (each only when present; paths relative to ``/``)."""
-    return files.read_tar("/", [script_path(paths).lstrip("/"), settings_path(paths, release).lstrip("/"),
+def installed_command(paths: HostPaths) -> list[str]:
+    """A tar stream of what is installed: the program, every release's settings (the
+    ``backup-settings`` directory: one small file per release), the cron file (each only
+    when present; paths relative to ``/``). It does not depend on the release, so a
+    deploy reads it with its other facts, before it knows the release."""
+    settings = posixpath.dirname(settings_path(paths, "x"))
+    return files.read_tar("/", [script_path(paths).lstrip("/"), settings.lstrip("/"),
                                 cron_file(paths.stack).lstrip("/")])
 
 

@@ -37,19 +37,56 @@ UNITS = ("containerd.service", "docker.service")
 UNIT_MARK = "# Managed by Ferry (install-docker-offline, static layout)"
 """First line of Ferry's units: tells Ferry's static engine from anything else."""
 MIN_KERNEL = (3, 10)
+PLUGIN_PATHS = ("$HOME/.docker/cli-plugins/docker-compose", PLUGIN,
+                "/usr/local/libexec/docker/cli-plugins/docker-compose",
+                "/usr/lib/docker/cli-plugins/docker-compose", "/usr/libexec/docker/cli-plugins/docker-compose")
+"""Where the Docker CLI looks for the Compose plugin (the first found is used)."""
 
 
-def engine_facts(packages: Sequence[str] = (), binaries: Sequence[str] = ()) -> list[str]:
+def _probes(cache: str | None, write: bool) -> str:
+    """The script part that reports ``dockerd`` and ``compose`` (the version probes: two
+    large Go programs started, about a second on a busy host), or, when ``cache`` holds
+    the answer for the very same files, the cached lines (``probes=cached``). The
+    fingerprint is ``stat`` (device, inode, size, mtime, ctime) of ``dockerd``,
+    ``docker`` and every Compose plugin path: any upgrade, reinstall or replacement of
+    one of them changes it. With ``write``, a probe's answer is kept in ``cache``."""
+    plugins = " ".join(f'"{p}"' if p.startswith("$HOME") else q(p) for p in PLUGIN_PATHS)
+    out = ("fp=$(for f in \"$(command -v dockerd)\" \"$(command -v docker)\" " + plugins + "; do "
+           "stat -L -c '%n %d %i %s %Y %Z' \"$f\" 2>/dev/null || echo \"- $f\"; done | sha256sum | cut -c1-64); "
+           "v engine_fingerprint \"$fp\"; ")
+    probe = ("dv=$(dockerd --version 2>/dev/null); cv=$(docker compose version --short 2>/dev/null); "
+             "v dockerd \"$dv\"; v compose \"$cv\"; v probes run; ")
+    if write and cache:
+        probe += (f"printf 'engine_fingerprint=%s\\ndockerd=%s\\ncompose=%s\\n' \"$fp\" \"$dv\" \"$cv\" "
+                  f"> {q(cache + '.tmp')} 2>/dev/null && mv -f {q(cache + '.tmp')} {q(cache)}; ")
+    if not cache:
+        return out + probe
+    return (out + f"if [ \"$(sed -n 's/^engine_fingerprint=//p' {q(cache)} 2>/dev/null)\" = \"$fp\" ]; then "
+            f"grep -e '^dockerd=' -e '^compose=' {q(cache)}; v probes cached; else {probe}fi; ")
+
+
+def cache_text(facts: "EngineFacts") -> bytes:
+    """What :func:`engine_facts` keeps in its cache for ``facts`` (probed on the host)."""
+    return (f"engine_fingerprint={facts.fingerprint}\ndockerd={facts.dockerd}\n"
+            f"compose={facts.compose_version or ''}\n").encode()
+
+
+def engine_facts(packages: Sequence[str] = (), binaries: Sequence[str] = (), cache: str | None = None,
+                 write_cache: bool = False) -> list[str]:
     """One script that reports every fact the engine install decides on.
 
     Args:
         packages: Debian package names whose dpkg status to report (``pkg=`` lines).
         binaries: executables of the static engine whose ``BIN_DIR`` link to report when
             it is not Ferry's (``link=`` lines).
+        cache: host file of the last version probes (``<ferry_root>/engine-facts``):
+            when the engine's files are the very same as then, their answer is reused
+            instead of starting ``dockerd`` and ``docker compose`` (see :func:`_probes`).
+        write_cache: keep a new probe's answer in ``cache`` (never in a read-only phase).
 
     Output: ``key=value`` lines (see :func:`parse_engine_facts`); always exits 0.
     """
-    files = [DAEMON_JSON, PLUGIN] + [f"{UNIT_DIR}/{u}" for u in UNITS]
+    files = [DAEMON_JSON] + [f"{UNIT_DIR}/{u}" for u in UNITS]
     pkgs = " ".join(q(p) for p in packages)
     bins = " ".join(q(b) for b in binaries)
     cur = f"{STATIC_DIR}/current"
@@ -64,8 +101,7 @@ def engine_facts(packages: Sequence[str] = (), binaries: Sequence[str] = ()) -> 
         "END{print (a&&b)?\"hybrid\":b?\"v2\":a?\"v1\":\"\"}' /proc/mounts 2>/dev/null)\"; "
         "v iptables \"$(iptables --version 2>/dev/null | head -n 1)\"; "
         "v nft \"$(command -v nft)\"; v tar \"$(command -v tar)\"; v gzip \"$(command -v gzip)\"; "
-        "v dockerd \"$(dockerd --version 2>/dev/null)\"; "
-        "v compose \"$(docker compose version --short 2>/dev/null)\"; "
+        + _probes(cache, write_cache) +
         "for u in docker containerd; do "
         "v ${u}_active \"$(systemctl is-active $u 2>/dev/null)\"; "
         "v ${u}_enabled \"$(systemctl is-enabled $u 2>/dev/null)\"; "
@@ -110,12 +146,15 @@ class EngineFacts:
         static_current: the static engine ``current`` points at (``20.10.24-0a1b...``)
             or ``""``.
         static_dirs: static engine directories present.
-        sums: ``{path: sha256}`` of daemon.json, the Compose plugin and the two units.
+        sums: ``{path: sha256}`` of daemon.json and the two units.
         ferry_units: ``docker.service`` in /etc/systemd/system is Ferry's.
         links: ``{binary: owner}`` for static executables whose ``BIN_DIR`` link is not
             Ferry's: owner ``-`` (absent), ``unowned`` (a file no package owns), or the
             rpm/dpkg package that owns it.
         packages: ``{name: version}`` of installed Debian packages asked about.
+        dockerd: ``dockerd --version`` as it answered (``Docker version 20.10.24+dfsg1, build 297e128``).
+        fingerprint: identity of the engine's and Compose's files (see :func:`_probes`).
+        probed: the versions were asked of the programs now (False: from the cache).
     """
 
     machine: str
@@ -139,6 +178,9 @@ class EngineFacts:
     ferry_units: bool = False
     links: dict[str, str] = field(default_factory=dict)
     packages: dict[str, str] = field(default_factory=dict)
+    dockerd: str = ""
+    fingerprint: str = ""
+    probed: bool = True
 
     @property
     def kernel_version(self) -> tuple[int, int] | None:
@@ -198,6 +240,8 @@ def parse_engine_facts(text: str) -> EngineFacts:
         static_current=one.get("static_current", ""),
         static_dirs=one.get("static_dirs", "").split(),
         sums=sums, ferry_units=one.get("ferry_units") == "yes", links=links, packages=packages,
+        dockerd=one.get("dockerd", ""), fingerprint=one.get("engine_fingerprint", ""),
+        probed=one.get("probes") != "cached",
     )
 
 

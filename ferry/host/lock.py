@@ -22,7 +22,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import HostError
 from .shell import q, sh
@@ -41,24 +41,44 @@ def acquire_command(path: str) -> list[str]:
     (``ferry-activate`` bringing a release up, :mod:`ferry.host.activate`; ``ferry-backup``
     backing up or restoring for an ``inv backup``/``restore`` that was interrupted). If it cannot be created
     (permission denied, read-only, full disk), exit 77 with mkdir's error on stderr and
-    leave nothing behind."""
+    leave nothing behind. Taken, it prints the first directory it had to create above
+    the lock (``ferry_root`` on a new host), or nothing: :func:`release_command` can
+    then leave the host as it found it."""
     busy = q(path + ".activating")
     info = q(path + "/info.json")
-    return sh(f"mkdir -p {q(posixpath.dirname(path))} || exit 77; "
+    parent = q(posixpath.dirname(path))
+    return sh(f"top=; d={parent}; while [ ! -d \"$d\" ]; do top=$d; d=$(dirname \"$d\"); done; "
+              f"mkdir -p {parent} || exit 77; "
               f"if [ -e {busy} ] && command -v flock >/dev/null 2>&1 && ! flock -n {busy} true; then "
               "echo '{\"who\": \"a Ferry program on the host\", \"task\": \"activate, backup or restore\", "
               "\"message\": \"ferry-activate or ferry-backup still works for a run whose controller went away\"}'; "
               "exit 75; fi; "
-              f"if err=$(mkdir {q(path)} 2>&1); then cat > {info} && exit 0; rm -rf -- {q(path)}; exit 77; fi; "
+              f"if err=$(mkdir {q(path)} 2>&1); then cat > {info} && {{ printf '%s' \"$top\"; exit 0; }}; "
+              f"rm -rf -- {q(path)}; exit 77; fi; "
               f"if [ -d {q(path)} ]; then cat {info} 2>/dev/null || echo '{{}}'; exit 75; fi; "
               f'echo "$err" >&2; exit 77')
 
 
-def release_command(path: str, token: str | None) -> list[str]:
-    """Remove the lock if its token is ``token`` (or unconditionally with ``None``)."""
+def release_command(path: str, token: str | None, created: str | None = None) -> list[str]:
+    """Remove the lock if its token is ``token`` (or unconditionally with ``None``).
+
+    Args:
+        created: the first directory taking the lock created (what
+            :func:`acquire_command` printed): the empty directories from the lock's
+            parent up to it are removed too (``rmdir``: never one that holds anything), so
+            a run refused before any change leaves no trace. Ignored unless it is an
+            ancestor of ``path``.
+    """
+    tidy = ""
+    parent = posixpath.dirname(path)
+    if created and posixpath.isabs(created) and (parent + "/").startswith(created.rstrip("/") + "/"):
+        chain = [parent]
+        while chain[-1] != created.rstrip("/") and chain[-1] != "/":
+            chain.append(posixpath.dirname(chain[-1]))
+        tidy = "; rmdir -- " + " ".join(q(d) for d in chain) + " 2>/dev/null"
     if token is None:
-        return ["rm", "-rf", "--", path]
-    return sh(f"grep -q {q(token)} {q(path + '/info.json')} 2>/dev/null && rm -rf -- {q(path)} || true")
+        return sh(f"rm -rf -- {q(path)}{tidy}; true") if tidy else ["rm", "-rf", "--", path]
+    return sh(f"if grep -q {q(token)} {q(path + '/info.json')} 2>/dev/null; then rm -rf -- {q(path)}{tidy}; fi; true")
 
 
 def status_command(path: str) -> list[str]:
@@ -88,26 +108,31 @@ class Lock:
     t: Any
     path: str
     token: str
+    created: str | None = None
+    """The first directory taking the lock created (see :func:`acquire_command`)."""
 
-    def release(self) -> None:
-        """Release the lock (only if it is still ours: the token must match).
+    def release(self, tidy: bool = False) -> None:
+        """Release the lock (only if it is still ours: the token must match); with
+        ``tidy``, also the empty directories taking it created (a refused run).
 
         Raises:
             HostError: the host could not be reached (the connection was lost).
         """
-        self.t.run(release_command(self.path, self.token), check=False)
+        self.t.run(release_command(self.path, self.token, self.created if tidy else None), check=False)
 
 
 def acquire(t, root: str, stack: str, task: str, version: str, message: str = "",
-            wait: float = 0.0, poll: float = 1.0) -> Lock:
+            wait: float = 0.0, poll: float = 1.0, facts: Sequence[Sequence[str]] = ()) -> Lock:
     """Take the stack's lock on the host behind ``t``.
 
     Args:
-        t: transport.
+        t: transport; a :class:`ferry.host.facts.Prefetched` one when ``facts`` are given.
         root: ``ferry_root``.
         stack, task, version, message: recorded in the lock for whoever finds it held.
         wait: seconds to keep retrying while another run holds it (``--lock-wait``).
         poll: seconds between retries.
+        facts: read-only commands gathered in the same round trip, once the lock is
+            taken (:meth:`ferry.host.facts.Prefetched.gather`): they are read under it.
 
     Raises:
         HostError: still held after ``wait`` seconds (names the holder).
@@ -120,9 +145,12 @@ def acquire(t, root: str, stack: str, task: str, version: str, message: str = ""
             "since_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "token": token}
     deadline = time.monotonic() + wait
     while True:
-        res = t.run(acquire_command(path), input=json.dumps(info).encode(), check=False)
+        if facts:
+            res = t.gather(facts, gate=acquire_command(path), gate_input=json.dumps(info).encode())
+        else:
+            res = t.run(acquire_command(path), input=json.dumps(info).encode(), check=False)
         if res.rc == 0:
-            return Lock(t, path, token)
+            return Lock(t, path, token, res.out.strip() or None)
         if res.rc != 75:
             # not held: the lock cannot be created at all (e.g. permission denied for a
             # login user without become); say so rather than "locked"

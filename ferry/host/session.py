@@ -6,16 +6,19 @@ fails, every connection is closed and the first failure (in inventory order) is 
 
 :func:`guarded` wraps every command that changes a host (deploy, rollback, backup,
 restore, remove, lock.release...), as Kamal's ``modify(lock: true)`` does: it takes the
-stack's lock on every host first (:mod:`ferry.host.lock`), yields a :class:`Change` in
-which the action records each host's outcome, and writes one audit line per host
-(:mod:`ferry.host.audit`) however the block ends: ``ok``/``failed`` as recorded, the
-error of a :class:`~ferry.errors.FerryError`, or ``interrupted`` on Ctrl-C/SIGTERM.
+stack's lock on every host first, all hosts at once (:mod:`ferry.host.lock`; a deploy
+gathers its facts in the same round trip, :mod:`ferry.host.facts`), yields a
+:class:`Change` in which the action records each host's outcome, and writes one audit
+line per host (:mod:`ferry.host.audit`) however the block ends, in the same round trip
+as the lock's release: ``ok``/``failed`` as recorded, the error of a
+:class:`~ferry.errors.FerryError`, or ``interrupted`` on Ctrl-C/SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -24,6 +27,7 @@ from ..errors import FerryError, HostError
 from .answers import AnswerError, last_host
 from ..model.paths import HostPaths
 from . import audit, lock
+from .facts import prefetched
 
 
 @dataclass
@@ -42,6 +46,13 @@ class HostSession:
     vars: dict[str, Any]
     paths: HostPaths
     reopen: Callable[[], Any] | None = None
+    spent_round_trips: int = 0
+    """Round trips of the connections replaced by :meth:`reconnected`."""
+
+    @property
+    def round_trips(self) -> int:
+        """Remote commands sent to the host so far, over every connection of the session."""
+        return self.spent_round_trips + int(getattr(self.t, "round_trips", 0))
 
     def reconnected(self) -> Any:
         """A fresh transport to the host after the connection was lost (the old one is
@@ -53,6 +64,7 @@ class HostSession:
         """
         if self.reopen is None:
             raise FerryError(f"{self.name}: connection lost")
+        self.spent_round_trips = self.round_trips
         try:
             self.t.close()
         except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is replaced
@@ -85,19 +97,7 @@ def open_hosts(hosts: Sequence[Any], variables: Callable[[Any], dict[str, Any]],
     """
     hosts = list(hosts)
     merged = {h.name: variables(h) for h in hosts}
-    results: dict[str, Any] = {}
-
-    def one(h: Any) -> None:
-        try:
-            results[h.name] = connect(h)
-        except FerryError as exc:
-            results[h.name] = exc
-
-    if len(hosts) == 1:
-        one(hosts[0])
-    elif hosts:
-        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-            list(pool.map(one, hosts))
+    results = each_host(hosts, connect)
     opened = {n: r for n, r in results.items() if not isinstance(r, BaseException)}
     sessions: list[HostSession] = []
     try:
@@ -143,10 +143,51 @@ class Change:
         self.outcomes[host] = Outcome(result, detail, release, version)
 
 
+def each_host(sessions: Sequence[Any], action: Callable[[Any], Any]) -> dict[str, Any]:
+    """Run ``action(session)`` for every host at once (threads, at most 16; inline for
+    one host) and wait for all of them.
+
+    Args:
+        sessions: :class:`HostSession` or inventory hosts (anything with a ``name``).
+
+    Returns:
+        ``{host name: what action returned, or the exception it raised}`` (an
+        :class:`~ferry.host.answers.AnswerError` as a :class:`HostError` of that host),
+        in the order of ``sessions``.
+    """
+    done: dict[str, Any] = {}
+
+    def one(s: HostSession) -> None:
+        try:
+            done[s.name] = action(s)
+        except AnswerError as exc:    # what this host answered (on its own thread)
+            done[s.name] = HostError(s.name, str(exc))
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller, per host
+            done[s.name] = exc
+    if len(sessions) == 1:
+        one(sessions[0])
+    elif sessions:
+        with ThreadPoolExecutor(max_workers=min(16, len(sessions))) as pool:
+            list(pool.map(one, sessions))
+    return {s.name: done[s.name] for s in sessions if s.name in done}
+
+
+def _first_error(results: dict[str, Any]) -> None:
+    """Raise the first exception of :func:`each_host`'s results (in host order), if any."""
+    for value in results.values():
+        if isinstance(value, BaseException):
+            raise value
+
+
 @contextlib.contextmanager
 def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[str]], task: str, version: str = "",
-            message: str = "", wait: float = 0.0, check: bool = False) -> Iterator[Change]:
+            message: str = "", wait: float = 0.0, check: bool = False,
+            facts: Callable[[HostSession], Sequence[Sequence[str]]] | None = None,
+            refuse: Callable[[HostSession], None] | None = None) -> Iterator[Change]:
     """Lock the stack on every host, run the block, audit every host.
+
+    Every host's lock is taken at once (in parallel), and every host's audit line is
+    written together with the release of its locks, in one round trip per host.
 
     Args:
         sessions: the hosts (from :func:`open_hosts`).
@@ -160,29 +201,54 @@ def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[
         message: ``--message``, recorded in the lock and the audit line.
         wait: seconds to wait for a lock held by another run.
         check: check mode: no lock, no audit.
+        facts: the read-only commands each host's run will issue, gathered in the same
+            round trip as its (last) lock, under it (:mod:`ferry.host.facts`: the
+            sessions' transports become :class:`~ferry.host.facts.Prefetched`); in check
+            mode gathered alone.
+        refuse: read-only checks of one host (a deploy's preflight), run for every host
+            at once after the locks and facts, before the block: what it raises is
+            raised (the first host's in order) after the locks are released, with no
+            audit line (nothing was changed).
 
     Raises:
         HostError: a lock is held by another run (nothing was changed; locks already
-            taken are released); and whatever the block raises, after the audit lines
-            are written.
+            taken are released); what ``refuse`` raises; and whatever the block raises,
+            after the audit lines are written.
     """
     def stacks_of(s: HostSession) -> list[str]:
         return [stack] if isinstance(stack, str) else sorted(set(stack.get(s.name, ())))
 
+    if facts is not None:
+        for s in sessions:
+            s.t = prefetched(s.t)
     change = Change(task, stack if isinstance(stack, str) else "", version)
     if check:
+        if facts is not None:
+            _first_error(each_host(sessions, lambda s: s.t.gather(facts(s))))
+        if refuse is not None:
+            _first_error(each_host(sessions, refuse))
         yield change
         return
     held: list[tuple[HostSession, lock.Lock]] = []
     failure = ""
+
+    def release(s: HostSession) -> None:
+        for h, taken in held:
+            if h is s:
+                _on_host(s, lambda t, taken=taken: lock.Lock(t, taken.path, taken.token, taken.created).release(True))
+
     try:
-        for name in sorted({n for s in sessions for n in stacks_of(s)}):
-            for s in sessions:
-                if name in stacks_of(s):
-                    held.append((s, lock.acquire(s.t, s.paths.root, name, task, version, message, wait)))
+        names = sorted({n for s in sessions for n in stacks_of(s)})
+        for name in names:
+            def take(s: HostSession, name: str = name) -> None:
+                last = name == stacks_of(s)[-1]
+                held.append((s, lock.acquire(s.t, s.paths.root, name, task, version, message, wait,
+                                             facts=facts(s) if facts is not None and last else ())))
+            _first_error(each_host([s for s in sessions if name in stacks_of(s)], take))
+        if refuse is not None:
+            _first_error(each_host(sessions, refuse))
     except BaseException:
-        for s, taken in held:
-            _on_host(s, lambda t, taken=taken: lock.Lock(t, taken.path, taken.token).release())
+        each_host(sessions, release)
         raise
     change.tokens = {s.name: taken.token for s, taken in held}
     try:
@@ -197,19 +263,20 @@ def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[
         failure = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
         raise
     finally:
-        for s in sessions:
+        def finish(s: HostSession) -> None:
             mine = [taken for h, taken in held if h is s]
             if not mine:
-                continue
+                return
             o = change.outcomes.get(s.name)
             if o is None:
                 o = Outcome("interrupted" if failure == "interrupted" else ("failed" if failure else "ok"),
                             "" if failure == "interrupted" else failure)
             detail = " ".join(x for x in (o.detail, f'"{message}"' if message else "") if x)
             rec = audit.entry(task, ",".join(stacks_of(s)), o.version or version, o.release, o.result, detail)
-            _on_host(s, lambda t: audit.record(t, s.paths.root, rec, check=True))
-            for taken in mine:
-                _on_host(s, lambda t, taken=taken: lock.Lock(t, taken.path, taken.token).release())
+            line = (json.dumps(rec, ensure_ascii=False) + "\n").encode()
+            then = [lock.release_command(taken.path, taken.token) for taken in mine]
+            _on_host(s, lambda t: t.run(audit.append_then_command(s.paths.root, then), input=line))
+        each_host(sessions, finish)
 
 
 def _on_host(s: HostSession, action: Callable[[Any], None]) -> None:

@@ -61,12 +61,20 @@ class FerryBackend(BaseBackend):
         self.answers[command] = self.result(rc, self.encode(command), stdout, stderr)
 
     def gather(self, commands: list[str]) -> list[batch.Answer]:
-        """Run ``commands`` in one round trip and remember every answer."""
-        res = self.transport.run(batch.script(commands), check=False, timeout=300)
-        try:
-            answers = batch.parse(res.stdout, len(commands))
-        except FerryError as exc:
-            raise HostError(self.transport.host, f"verification: {exc}: {res.last_error_line()}") from None
+        """Run ``commands`` in one round trip and remember every answer; no round trip
+        when the transport already gathered them all (:class:`ferry.host.facts.Prefetched`:
+        a deploy that changed nothing since)."""
+        kept = getattr(self.transport, "answer", None)
+        answers = [kept(c) for c in commands] if kept else []
+        if kept and None in answers:
+            self.transport.gather(commands, timeout=300)      # read-only: keeps what it had
+            answers = [kept(c) for c in commands]
+        if not answers or None in answers:
+            res = self.transport.run(batch.script(commands), check=False, timeout=300)
+            try:
+                answers = batch.parse(res.stdout, len(commands))
+            except FerryError as exc:
+                raise HostError(self.transport.host, f"verification: {exc}: {res.last_error_line()}") from None
         for cmd, a in zip(commands, answers):
             self.remember(cmd, a.rc, a.stdout, a.stderr)
         return answers
@@ -141,6 +149,14 @@ def readiness(service: str, c: containers.Container | None, now: float, settle: 
                 f"running {settle:g}s without a restart ({c.name})")
 
 
+def facts(stack: Stack, current_dir: str) -> list[str]:
+    """The command lines of verification's first round trip (Compose's model of the
+    release in ``current_dir``, the project's containers, the listening sockets): a
+    deploy gathers them ahead with its other facts."""
+    return [shell.join(containers.compose_config(stack.name, f"{current_dir}/compose.yml", current_dir)),
+            containers.project_containers(stack.name)[-1], SOCKETS]
+
+
 def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 10.0) -> list[Check]:
     """Run every check for one host (two round trips, see the module docstring).
 
@@ -161,9 +177,7 @@ def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 
     host = infra_host(transport)
     backend: FerryBackend = host.backend
     name = transport.host
-    config_cmd = shell.join(containers.compose_config(stack.name, f"{current_dir}/compose.yml", current_dir))
-    state_cmd = containers.project_containers(stack.name)[-1]
-    config, state, _ = backend.gather([config_cmd, state_cmd, SOCKETS])
+    config, state, _ = backend.gather(facts(stack, current_dir))
     if config.rc != 0:
         raise HostError(name, f"docker compose config in {current_dir}: "
                               f"{(config.stderr.decode(errors='replace').strip().splitlines() or ['failed'])[-1]}")

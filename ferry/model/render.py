@@ -262,7 +262,10 @@ def render_files(stack: Stack, context: dict[str, Any], host: str) -> dict[str, 
         except jinja2.TemplateSyntaxError as exc:
             raise FerryError(f"{where}:{exc.lineno}: template error: {exc.message}") from None
         except FerryError as exc:
-            raise FerryError(f"{where}: {exc} (host {host})") from None
+            line, keys = _failed_line(exc, env, t.src, context)
+            at = f"{where}:{line}" if line else str(where)
+            named = "".join(f"key '{k}', " for k in keys)
+            raise FerryError(f"{at}: {exc} ({named}host {host})") from None
         try:
             out[t.dest] = normalize_newlines(text.encode("utf-8"))
         except UnicodeEncodeError:
@@ -278,6 +281,25 @@ def render_files(stack: Stack, context: dict[str, Any], host: str) -> dict[str, 
         if problem:
             raise FerryError(f"{stack.template_file(dest)}: renders {dest} for host {host}, {problem}")
     return out
+
+
+def _failed_line(exc: BaseException, env: jinja2.Environment, name: str,
+                 context: dict[str, Any]) -> tuple[int | None, list[str]]:
+    """Where in template ``name`` a filter refused a value: the template's line (Jinja2
+    maps the traceback onto it) and the variables that line prints (``{{ key ...}}``),
+    so the error names the key, not just the file. ``(None, [])`` when unknown."""
+    source, filename, _ = env.loader.get_source(env, name)
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if filename and tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    lines = source.splitlines()
+    if line is None or not 0 < line <= len(lines):
+        return None, []
+    names = re.findall(r"\{\{-?\s*([A-Za-z_]\w*)", lines[line - 1])
+    return line, [n for n in dict.fromkeys(names) if n in context]
 
 
 def render_release(stack: Stack, context: dict[str, Any], host: str, resolve: Resolver) -> Release:

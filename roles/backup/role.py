@@ -64,11 +64,16 @@ def current_release(ctx: RoleContext) -> str:
     return release
 
 
+def facts(ctx: RoleContext) -> list[list[str]]:
+    """The read-only command :func:`install` reads first (gathered ahead by deploy)."""
+    return [hb.installed_command(ctx.paths)]
+
+
 def install(ctx: RoleContext) -> RoleResult:
     """Install the program, the current release's settings and (migrating) the cron file."""
     p = ctx.paths
     release = current_release(ctx)
-    found = files.parse_tar(ctx.t.run(hb.installed_command(p, release)).stdout)
+    found = files.parse_tar(ctx.t.run(hb.installed_command(p)).stdout)
     script, settings = hb.script_path(p), hb.settings_path(p, release)
     fp = fingerprint(ctx, release)
     old_settings = found.get(settings.lstrip("/"))

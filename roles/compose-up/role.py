@@ -45,6 +45,13 @@ from ferry.model.compose import ComposeModel, host_conflicts, parse_model
 from ferry.roles import RoleContext, RoleResult
 
 
+def facts(ctx: RoleContext) -> list[list[str]]:
+    """The read-only commands :func:`preflight` and :func:`run` read first (gathered
+    ahead by deploy): what the host's other containers, networks and sockets hold, and
+    the stack's containers."""
+    return [containers.host_facts(), containers.project_containers(ctx.stack.name)]
+
+
 def preflight(ctx: RoleContext) -> None:
     """Read-only, before any change on any host: refuse a deploy whose ports, container
     names or network subnets another stack or process on the host already holds

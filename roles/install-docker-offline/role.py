@@ -25,7 +25,11 @@ logs with rotation; ``templates/daemon.json.j2``), enable and start the units, a
 everything when the same engine, Compose, daemon.json (and units) already run.
 
 Facts come from ONE remote command (:func:`ferry.host.engine.engine_facts`), gathered in
-``preflight`` and kept in ``ctx.state.host_facts``. Preflight refuses, before any
+``preflight`` (by deploy, with every role's facts, in one round trip) and kept in
+``ctx.state.host_facts``. The version probes (``dockerd --version``, ``docker compose
+version``) are skipped when ``<ferry_root>/engine-facts`` holds their answer for the very
+same engine files (same inode, size, times); a probe's answer is kept there after an
+install, or when nothing had to be installed. Preflight refuses, before any
 change on any host, with one line: an invalid ``docker_install``; another CPU
 architecture than the bundle's; what the engine needs and the host lacks (kernel >=
 3.10, cgroups, systemd as PID 1; for the static engine also an iptables command, tar
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from pathlib import Path
 
 import jinja2
@@ -102,16 +107,40 @@ def layout_for(ctx: RoleContext, facts: EngineFacts) -> str:
     return choice
 
 
-def gather(ctx: RoleContext) -> EngineFacts:
-    """Run the one fact script on the host and parse it (see :mod:`ferry.host.engine`)."""
+def engine_cache(ctx: RoleContext) -> str:
+    """``<ferry_root>/engine-facts``: the last version probes of the host's engine (see
+    :func:`ferry.host.engine.engine_facts`)."""
+    return posixpath.join(ctx.paths.root, "engine-facts")
+
+
+def facts_command(ctx: RoleContext, write_cache: bool = False) -> list[str]:
+    """The one fact script for this bundle (its packages and static executables)."""
     manifest = ctx.bundle.manifest
     static = manifest["docker"].get("static")
     packages = sorted(set(deb_files(manifest)) | set(DOCKER_DEBS))
     binaries = sorted(static["binaries"]) if static else []
+    return engine.engine_facts(packages, binaries, engine_cache(ctx), write_cache)
+
+
+def facts(ctx: RoleContext) -> list[list[str]]:
+    """The read-only command :func:`preflight` reads (gathered ahead by deploy)."""
+    return [facts_command(ctx)]
+
+
+def gather(ctx: RoleContext, write_cache: bool = False) -> EngineFacts:
+    """Run the one fact script on the host and parse it (see :mod:`ferry.host.engine`);
+    ``write_cache``: keep new version probes in :func:`engine_cache`."""
     try:
-        return parse_engine_facts(ctx.t.run(engine.engine_facts(packages, binaries)).out)
+        return parse_engine_facts(ctx.t.run(facts_command(ctx, write_cache)).out)
     except ValueError as exc:
         raise HostError(ctx.host, str(exc)) from None
+
+
+def _keep_probes(ctx: RoleContext, facts: EngineFacts) -> None:
+    """Nothing to install, but the versions were probed (the engine changed since the
+    cache was written, or there was none): keep them, so the next run need not."""
+    if facts.probed and facts.fingerprint and facts.dockerd and not ctx.check:
+        ctx.t.run(files.write_file(engine_cache(ctx), 0o644), input=engine.cache_text(facts))
 
 
 def _no_static_engine(ctx: RoleContext, facts: EngineFacts, why: str) -> HostError:
@@ -192,7 +221,7 @@ def run(ctx: RoleContext) -> RoleResult:
 
 
 def _after(ctx: RoleContext) -> EngineFacts:
-    facts = gather(ctx)
+    facts = gather(ctx, write_cache=True)
     ctx.state.host_facts = facts
     return facts
 
@@ -208,8 +237,10 @@ def run_deb(ctx: RoleContext) -> RoleResult:
     daemon_ok = facts.sums.get(DAEMON_JSON) == _sha(daemon)
     docker_active = facts.running("docker")
     if not need and compose_ok and daemon_ok and docker_active:
+        _keep_probes(ctx, facts)
         return RoleResult(False, f"Docker {facts.packages.get('docker.io', facts.docker_version)} and "
-                                 f"Compose {facts.compose_version} already installed and running")
+                                 f"Compose {facts.compose_version} already installed and running",
+                          {"version_probes": int(facts.probed)})
     todo = ([f"install {len(need)} packages"] if need else []) + \
            ([f"Compose {payload['compose']}"] if not compose_ok else []) + \
            (["write daemon.json"] if not daemon_ok else []) + \
@@ -264,7 +295,9 @@ def run_static(ctx: RoleContext) -> RoleResult:
     enabled = all(facts.enabled.get(u) == "enabled" for u in ("docker", "containerd"))
     label = f"Docker {static['version']} (static)"
     if not (stale or unpack or switch or links or not compose_ok or restart_docker or not enabled):
-        return RoleResult(False, f"{label} and Compose {facts.compose_version} already installed and running")
+        _keep_probes(ctx, facts)
+        return RoleResult(False, f"{label} and Compose {facts.compose_version} already installed and running",
+                          {"version_probes": int(facts.probed)})
 
     before = _version_of(facts.static_current) or facts.docker_version
     engine_up = facts.running("docker") or facts.running("containerd")

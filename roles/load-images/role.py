@@ -14,6 +14,11 @@ from ferry.roles import RoleContext, RoleResult
 from ferry.host import containers
 
 
+def facts(ctx: RoleContext) -> list[list[str]]:
+    """The read-only command :func:`run` reads first (gathered ahead by deploy)."""
+    return [containers.docker_images()]
+
+
 def run(ctx: RoleContext) -> RoleResult:
     """Load and re-tag what is missing; see the module docstring."""
     images = ctx.bundle.manifest["images"]

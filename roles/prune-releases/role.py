@@ -17,7 +17,7 @@ import posixpath
 from dataclasses import dataclass
 
 from ferry.host import containers, files
-from ferry.host.releases import HostReleases, read_host, read_releases
+from ferry.host.releases import HostReleases, read_host, read_releases, read_releases_command
 from ferry.model.releases import plan_prune, unused_store_files
 from ferry.roles import RoleContext, RoleResult
 
@@ -73,6 +73,11 @@ def remove(t, root: str, paths: list[str], images: list[str], tags: dict[str, se
     if store_files:
         t.run(["rm", "-f", "--", *(f"{root}/store/{s}" for s in store_files)])
     return removed
+
+
+def facts(ctx: RoleContext) -> list[list[str]]:
+    """The read-only command :func:`run` reads first (gathered ahead by deploy)."""
+    return [read_releases_command(ctx.paths.stack_dir)]
 
 
 def run(ctx: RoleContext) -> RoleResult:

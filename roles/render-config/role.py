@@ -79,11 +79,17 @@ def release_id(version: str, now: float | None = None) -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z-{version}"
 
 
+def facts(ctx: RoleContext) -> list[list[str]]:
+    """The read-only command :func:`run` reads first (gathered ahead by deploy): the
+    current release's files, its ``release.json``, the secrets and ``up.json``."""
+    wanted = [f"current/{d}" for d in ctx.stack.release_files()] + ["current/release.json", "secrets.json", "up.json"]
+    return [files.read_tar(ctx.paths.stack_dir, wanted)]
+
+
 def run(ctx: RoleContext) -> RoleResult:
     """Render, diff, and write a new release when anything changed; see the module docstring."""
     stack, p = ctx.stack, ctx.paths
-    wanted = [f"current/{d}" for d in stack.release_files()] + ["current/release.json", "secrets.json", "up.json"]
-    found = parse_tar(ctx.t.run(files.read_tar(p.stack_dir, wanted)).stdout)
+    found = parse_tar(ctx.t.run(facts(ctx)[0]).stdout)
     ctx.state.last_up = json_file(found, "up.json")
     kept = json_file(found, "secrets.json")
     new_secrets = {k: pysecrets.token_hex(32) for k in stack.generated_secrets if k not in kept}

@@ -58,8 +58,9 @@ class ClusterRun:
         return self.nodes
 
 
-def facts(ctx: RoleContext) -> hs.SwarmFacts:
-    """The node's Swarm facts (:func:`ferry.host.swarm.node_facts`)."""
+def swarm_facts(ctx: RoleContext) -> hs.SwarmFacts:
+    """The node's Swarm facts (:func:`ferry.host.swarm.node_facts`), asked of the node
+    every time (not a role's ``facts`` gathered ahead: they change as nodes join)."""
     return hs.parse_node_facts(ctx.t.run(hs.node_facts()).out)
 
 
@@ -74,7 +75,7 @@ def run(ctx: RoleContext) -> RoleResult:
     run_: ClusterRun = ctx.state.cluster
     node = run_.cluster.node(ctx.host)
     primary = run_.cluster.primary
-    found = facts(ctx)
+    found = swarm_facts(ctx)
     run_.facts[ctx.host] = found
     if not found.docker:
         if ctx.check:
@@ -94,7 +95,7 @@ def run(ctx: RoleContext) -> RoleResult:
             res = ctx.t.run(hs.swarm_api("POST", "/swarm/init", body=True), input=hs.init_request(node.addr, pool),
                             check=False)
             hs.parse_api(ctx.host, "docker swarm init", res.out)
-            found = facts(ctx)
+            found = swarm_facts(ctx)
             done.append(f"initialised the swarm advertising {node.addr}")
         elif not found.control:
             raise HostError(ctx.host, "is in a swarm but not as a reachable manager: the primary manager (the first "
@@ -116,7 +117,7 @@ def run(ctx: RoleContext) -> RoleResult:
             res = ctx.t.run(hs.swarm_api("POST", "/swarm/join", body=True),
                             input=hs.join_request(node.addr, primary.addr, run_.token(node.role)), check=False)
             hs.parse_api(ctx.host, "docker swarm join", res.out)
-            found = facts(ctx)
+            found = swarm_facts(ctx)
             run_.refresh()
             done.append(f"joined the swarm as {node.role}")
     me = next((n for n in run_.nodes if n.id == found.node_id), None)

@@ -20,6 +20,12 @@ from ferry.ui import human_bytes
 from ferry.host import files as hostfiles
 
 
+def facts(ctx: RoleContext) -> list[list[str]]:
+    """The read-only commands :func:`plan` reads (gathered ahead by deploy): the store
+    listing and the bundle's links."""
+    return [hostfiles.list_dir(ctx.paths.store), hostfiles.list_links(ctx.paths.bundle_dir)]
+
+
 def plan(ctx: RoleContext) -> tuple[list[dict], dict[str, str], int]:
     """Return (files to send, links to make, number of bundle files) for this host, from two facts (the store
     listing may already be in ``ctx.state.store_listing``, gathered by deploy)."""

@@ -59,6 +59,15 @@ def inv_cli(*args: str, timeout: float = 900, columns: int = 200, input: str | N
                           input=input, start_new_session=input is not None)
 
 
+def logins(sandbox, name: str) -> int:
+    """SSH logins the host's sshd accepted so far (read with docker exec, not SSH)."""
+    container = next(h.container for h in sandbox.hosts if h.name == name)
+    out = subprocess.run(["docker", "exec", container, "sh", "-c",
+                          "journalctl -u ssh.service --no-pager -o cat | grep -c 'Accepted publickey' || true"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip() or 0)
+
+
 class Deployed:
     """One deploy's outcome: host reports, console output, wall seconds."""
 
@@ -94,7 +103,9 @@ class Hosts:
         self._t: dict[str, Any] = {}
 
     def t(self, name: str):
-        if name not in self._t:
+        """The host's connection, opened again if it was lost (an SSH-loss test kills
+        every session of the host, this one's too)."""
+        if name not in self._t or not self._t[name].alive:
             self._t[name] = connect_host(self.inv.hosts[name], self.inv)
         return self._t[name]
 

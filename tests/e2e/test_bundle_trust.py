@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stack_e2e import STACKS, Hosts, bundle, inv_cli
+from stack_e2e import STACKS, Hosts, bundle, inv_cli, logins
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-6")]
 HOST = "sandbox-6"
@@ -68,15 +68,6 @@ def replace(path: Path, data: bytes) -> None:
     """Write a new file in place of a hard-linked one (the original stays intact)."""
     path.unlink()
     path.write_bytes(data)
-
-
-def logins(sandbox, name: str) -> int:
-    """SSH logins the host's sshd accepted so far (read with docker exec, not SSH)."""
-    container = next(h.container for h in sandbox.hosts if h.name == name)
-    out = subprocess.run(["docker", "exec", container, "sh", "-c",
-                          "journalctl -u ssh.service --no-pager -o cat | grep -c 'Accepted publickey' || true"],
-                         capture_output=True, text=True, check=True).stdout
-    return int(out.strip() or 0)
 
 
 def refused(r: subprocess.CompletedProcess, *needles: str) -> str:

@@ -125,6 +125,21 @@ def test_second_deploy_changes_nothing_and_says_so(sandbox, hosts, bundle_path, 
     assert hosts.containers("sandbox-1") == before
 
 
+def test_a_noop_redeploy_costs_three_round_trips_and_no_version_probe(sandbox, hosts, bundle_path, first_deploy):
+    """Issue 12: the lock and every fact in one batched command, verification's health
+    URLs and bind sources, the audit line with the lock's release: 3 SSH round trips,
+    counted by the real transport. dockerd and Compose are not asked their versions:
+    the first deploy kept their answer for these very files."""
+    [report], out = api_deploy(sandbox.inventory, "prod", bundle_path)
+    assert report.status == "ok" and not [n for n, r, _ in report.results if r.changed], out
+    assert report.checks and all(c.ok for c in report.checks)
+    assert report.round_trips == 3, out
+    installer = next(r for n, r, _ in report.results if n == "install-docker-offline")
+    assert installer.metrics["version_probes"] == 0
+    kept = hosts.sh("sandbox-1", "cat /opt/ferry/engine-facts")
+    assert "dockerd=Docker version 20.10" in kept and "compose=2." in kept
+
+
 def test_changing_one_host_var_recreates_only_its_service(sandbox, hosts, bundle_path, first_deploy):
     before = hosts.containers("sandbox-1")
     reports, out = api_deploy(sandbox.inventory, "prod", bundle_path, {"llm_model": "qwen2-72b-instruct"})

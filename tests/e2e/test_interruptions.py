@@ -42,21 +42,23 @@ BOUNDARIES = {
 HOW = ["INT", "TERM", "ssh-loss"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def hosts(sandbox):
+    """New SSH connections for each test: an SSH loss kills every session on the host,
+    the test's own ones too."""
     return Hosts(sandbox.inventory)
 
 
 @pytest.fixture(scope="module")
-def running(sandbox, hosts, tmp_path_factory):
+def running(sandbox, tmp_path_factory):
     """llm-chat deployed and healthy on HOST; removed from it afterwards (other modules
     expect a first deploy there)."""
     b = bundle(STACKS / "llm-chat", tmp_path_factory.mktemp("dist-walk"))
     deploy_stack(sandbox.inventory, HOST, "llm-chat", b).assert_green()
     yield b
-    hosts.sh(HOST, "docker ps -aq --filter label=com.docker.compose.project=llm-chat | xargs -r docker rm -f; "
-                   "docker network rm llm-chat_default 2>/dev/null; rm -rf /opt/ferry/stacks/llm-chat "
-                   "/opt/ferry/locks/llm-chat*; true")
+    Hosts(sandbox.inventory).sh(HOST, "docker ps -aq --filter label=com.docker.compose.project=llm-chat | "
+                                      "xargs -r docker rm -f; docker network rm llm-chat_default 2>/dev/null; "
+                                      "rm -rf /opt/ferry/stacks/llm-chat /opt/ferry/locks/llm-chat*; true")
 
 
 def container(sandbox, name: str) -> str:

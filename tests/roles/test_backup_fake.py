@@ -46,7 +46,7 @@ class Host:
     def __call__(self, argv, data):
         if argv == hb.current_release_command(PATHS):
             return 0, f"releases/{RELEASE}\n", ""
-        if argv == hb.installed_command(PATHS, RELEASE):
+        if argv == hb.installed_command(PATHS):
             return 0, _tar({k.lstrip("/"): v for k, v in self.installed.items()}), ""
         if argv == hb.compose_config_command("llm-chat", f"{SD}/releases/{RELEASE}"):
             return 0, json.dumps(MODEL), ""
@@ -89,7 +89,7 @@ def test_install_on_a_fresh_host_writes_program_and_settings_from_composes_model
     ctx = make_ctx(t)
     result = load_role("backup").install(ctx)
     assert result.changed and result.summary == f"installed the backup program, settings ({RELEASE})"
-    assert t.commands()[:3] == [hb.current_release_command(ctx.paths), hb.installed_command(ctx.paths, RELEASE),
+    assert t.commands()[:3] == [hb.current_release_command(ctx.paths), hb.installed_command(ctx.paths),
                                 hb.compose_config_command("llm-chat", f"{SD}/releases/{RELEASE}")]
     (p1, m1, d1), (p2, m2, d2) = writes(t)
     assert (p1, m1, d1) == (SCRIPT, "0700", program())
@@ -110,7 +110,7 @@ def test_install_again_is_a_noop_without_compose_config(make_ctx):
     ctx = make_ctx(t)
     result = load_role("backup").install(ctx)
     assert not result.changed and "up to date" in result.summary
-    assert t.commands() == [hb.current_release_command(ctx.paths), hb.installed_command(ctx.paths, RELEASE)]
+    assert t.commands() == [hb.current_release_command(ctx.paths), hb.installed_command(ctx.paths)]
 
 
 def test_a_changed_variable_rewrites_the_settings_only(make_ctx):

@@ -2,6 +2,7 @@
 
 import hashlib
 import subprocess
+import tempfile
 
 import pytest
 
@@ -121,3 +122,42 @@ def test_batch_answers_every_command_exactly_in_one_shell():
         (0, b"a\nb", b""), (3, b"", b"oops\n"), (0, b"==ferry-batch 9 0 0 0\n", b""), (0, b"\0\0\0", b"")]
     with pytest.raises(FerryError, match="missing"):
         batch.parse(proc.stdout[:40], len(cmds))
+
+
+def test_batch_gate_runs_first_with_its_input_and_stops_the_rest_when_it_fails():
+    from ferry.host import batch
+    cmds = ["sleep 0.2; echo one", "echo two >&2; exit 4", "cat"]      # cat: stdin is /dev/null
+    for parallel in (False, True):
+        argv = batch.script(cmds, gate="cat > \"$HOME/lock\"; cat \"$HOME/lock\"", gate_input="{'it''s' $x}",
+                            parallel=parallel)
+        with tempfile.TemporaryDirectory() as home:
+            out = subprocess.run(argv, capture_output=True, env={"HOME": home, "PATH": "/usr/bin:/bin"}).stdout
+        answers = batch.parse(out, 4, gated=True)
+        assert [(a.rc, a.stdout, a.stderr) for a in answers] == [
+            (0, b"{'it''s' $x}", b""), (0, b"one\n", b""), (4, b"", b"two\n"), (0, b"", b"")]
+        assert batch.unpack(argv) == batch.Unpacked("cat > \"$HOME/lock\"; cat \"$HOME/lock\"", "{'it''s' $x}",
+                                                     cmds, parallel)
+    held = batch.script(cmds, gate="echo held; exit 75")
+    answers = batch.parse(subprocess.run(held, capture_output=True).stdout, 4, gated=True)
+    assert [(a.rc, a.stdout) for a in answers] == [(75, b"held\n")]
+
+
+def test_gathered_facts_answer_until_anything_else_runs():
+    from ferry.host.facts import Prefetched
+    from ferry.host.transport.fake import FakeTransport
+    state = {"n": 0}
+
+    def host(argv, data):
+        state["n"] += 1
+        return 0, f"{argv[0]} {state['n']}", ""
+    t = FakeTransport(host, unbatch=True)
+    p = Prefetched(t)
+    assert p.gather([["ls", "/a"], ["sh", "-c", "ls /b | wc -l"]], gate=["mkdir", "/lock"]).ok
+    assert t.round_trips == 1 and t.calls[0].batch == [["mkdir", "/lock"], ["ls", "/a"], ["sh", "-c", "ls /b | wc -l"]]
+    assert p.run(["ls", "/a"]).out == "ls 2" and p.run(["sh", "-c", "ls /b | wc -l"]).out == "sh 3"
+    assert p.run(["ls", "/a"], input=b"x").out == "ls 4"        # with input: not a fact, asked
+    assert p.run(["ls", "/a"]).out == "ls 5"                    # and every fact dropped after it
+    assert t.round_trips == 3 and p.hits == 2
+    p.gather([["ls", "/c"]])
+    list(p.stream(["cat", "/x"]))                               # a stream may change the host too
+    assert p.run(["ls", "/c"]).out == "ls 8" and t.round_trips == 6

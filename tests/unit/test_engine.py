@@ -100,6 +100,40 @@ def test_the_script_runs_in_a_real_shell():
     assert set(f.links) <= {"dockerd", "runc"}
 
 
+def test_version_probes_are_kept_for_the_very_same_engine_files(tmp_path):
+    """dockerd and docker (stubs that count their runs) answer once; the next run reuses
+    the cache; a replaced dockerd (another file) is asked again."""
+    bin_dir, runs, cache = tmp_path / "bin", tmp_path / "runs", str(tmp_path / "engine-facts")
+    bin_dir.mkdir()
+
+    def stub(name: str, answer: str) -> None:
+        tmp = bin_dir / (name + ".new")
+        tmp.write_text(f"#!/bin/sh\necho {name} >> {runs}\necho '{answer}'\n")
+        tmp.chmod(0o755)
+        tmp.rename(bin_dir / name)              # a new file, as an upgrade installs it
+    stub("dockerd", "Docker version 20.10.24+dfsg1, build 5d6db84")
+    stub("docker", "2.40.3")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def facts(write: bool):
+        out = subprocess.run(engine.engine_facts([], [], cache, write), capture_output=True, text=True,
+                             timeout=60, check=True, env=env).stdout
+        return parse_engine_facts(out)
+    first = facts(write=False)
+    assert first.probed and not (tmp_path / "engine-facts").exists()     # a read-only run keeps nothing
+    first = facts(write=True)
+    assert first.probed and (first.docker_version, first.compose_version) == ("20.10.24+dfsg1", "2.40.3")
+    runs.write_text("")
+    again = facts(write=False)
+    assert not again.probed and runs.read_text() == ""
+    assert (again.docker_version, again.compose_version, again.fingerprint) == \
+        (first.docker_version, first.compose_version, first.fingerprint)
+    stub("dockerd", "Docker version 24.0.7, build afdd53b")
+    upgraded = facts(write=False)
+    assert upgraded.probed and upgraded.docker_version == "24.0.7" and upgraded.fingerprint != first.fingerprint
+    assert (tmp_path / "engine-facts").read_text() == engine.cache_text(first).decode()
+
+
 @pytest.mark.parametrize("kernel, ok", [("3.10.0-1160.el7.x86_64", True), ("4.18.0-513.el8", True),
                                          ("3.9.11", False), ("2.6.32-754.el6.x86_64", False), ("", False)])
 def test_kernel_floor(kernel, ok):

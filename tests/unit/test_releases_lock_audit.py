@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -107,6 +108,24 @@ def test_lock_commands_in_a_real_shell(tmp_path):
         assert held.returncode == 75 and "ferry-activate or ferry-backup" in json.loads(held.stdout)["message"]
         assert not (tmp_path / "locks" / "llm-chat").exists()
     assert subprocess.run(lock.acquire_command(path), input=b'{"who": "c"}').returncode == 0
+
+
+def test_a_refused_run_takes_its_new_directories_away_with_the_lock(tmp_path):
+    """A deploy to a new ferry_root refused after its lock was taken (its preflight runs
+    on the facts gathered under the lock) leaves no directory behind; one that was there
+    before, or holds anything, stays."""
+    import subprocess
+    (tmp_path / "srv").mkdir()
+    path = str(tmp_path / "srv" / "ferry-b" / "locks" / "llm-chat")
+    taken = subprocess.run(lock.acquire_command(path), input=b'{"token": "t1"}', capture_output=True)
+    assert taken.returncode == 0 and taken.stdout.decode() == str(tmp_path / "srv" / "ferry-b")
+    other = str(tmp_path / "srv" / "ferry-b" / "locks" / "backup")
+    subprocess.run(lock.acquire_command(other), input=b'{"token": "t2"}', check=True, capture_output=True)
+    subprocess.run(lock.release_command(path, "t1", taken.stdout.decode()), check=True)
+    assert os.listdir(tmp_path / "srv" / "ferry-b" / "locks") == ["backup"]     # another lock: kept
+    subprocess.run(lock.release_command(other, "t2", taken.stdout.decode()), check=True)
+    assert os.listdir(tmp_path / "srv") == []
+    assert lock.release_command(path, "t1", "/etc") == lock.release_command(path, "t1")   # not an ancestor
 
 
 def test_rollout_stop_rule_canary_and_max_fail():

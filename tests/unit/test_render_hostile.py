@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,8 @@ def test_hostile_value_is_refused_in_one_line_or_rendered_as_inert_data(stack_di
             files = render_with(stack, **{name: hostile})
         except FerryError as exc:
             assert "\n" not in str(exc), str(exc)
+            # the line names the key, or (a loop's item) the template line that printed it
+            assert f"'{name}'" in str(exc) or re.search(r"\.j2:\d+: ", str(exc)), str(exc)
             outcomes.append("refused")
             continue
         carried = False
@@ -164,7 +167,7 @@ def test_hostile_text_arrives_intact_as_the_value_of_its_key(stack, name, dest, 
 def test_hostile_env_value_without_newline_or_quote_arrives_intact():
     files = render_with(load_stack(ROOT / "stacks" / "llm-chat"), llm_model=HOSTILE[1])
     assert config_values(".env", files[".env"])["LLM_MODEL"] == HOSTILE[1]
-    with pytest.raises(FerryError, match="newline or a single quote"):
+    with pytest.raises(FerryError, match=r"env\.j2:3: .*newline or a single quote \(key 'llm_model', host "):
         render_with(load_stack(ROOT / "stacks" / "llm-chat"), llm_model=HOSTILE[0])
 
 

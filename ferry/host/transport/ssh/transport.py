@@ -181,6 +181,9 @@ class SSHTransport:
     Attributes:
         host: inventory name.
         transfer: ``openssh`` or ``paramiko`` (what carries :meth:`send`).
+        round_trips: remote commands run so far on this connection (each exec channel,
+            each :meth:`send`; the sudo probe at connect too), for benchmarks and tests.
+        command_log: the first 120 characters of each of those commands, in order.
 
     Raises (from :meth:`connect`):
         HostError: a hop or the host unreachable, a host key unknown or changed (naming
@@ -195,6 +198,9 @@ class SSHTransport:
         self._watchdog: Watchdog | None = None
         self._sudo_password = False
         self.connect_seconds = 0.0
+        self.round_trips = 0
+        self.command_log: list[str] = []
+        self._count_lock = threading.Lock()
 
     # -- connection ------------------------------------------------------------------
 
@@ -231,6 +237,13 @@ class SSHTransport:
         """Close every hop's connection (the watchdog found the peer dead)."""
         close_chain(self._clients)
 
+    @property
+    def alive(self) -> bool:
+        """The connection is open and the peer was not declared dead (a caller that keeps
+        a transport across an SSH loss opens a new one when False)."""
+        return bool(self._clients) and not (self._watchdog is not None and self._watchdog.dead) and \
+            self._clients[-1].get_transport() is not None and self._transport.is_active()
+
     def cipher(self) -> str:
         """The negotiated outbound cipher (for benchmarks and debugging)."""
         return self._transport.local_cipher
@@ -263,7 +276,14 @@ class SSHTransport:
             raise HostError(self.host, f"'{what}' did not finish within {timeout:g} s "
                                        f"(ferry_command_timeout or the command's own timeout)")
 
+    def _count(self, line: str) -> None:
+        """One more remote command (see ``round_trips``)."""
+        with self._count_lock:
+            self.round_trips += 1
+            self.command_log.append(line[:120])
+
     def _open(self, line: str) -> paramiko.Channel:
+        self._count(line)
         try:
             chan = self._transport.open_session(timeout=self.spec.connect_timeout)
             chan.settimeout(POLL)
@@ -391,6 +411,7 @@ class SSHTransport:
         timeout = timeout or self.spec.command_timeout
         deadline = _Deadline(timeout, sliding=True)
         line, prefix = self._command(argv)
+        self._count(line)
         proc = subprocess.Popen(openssh_argv(self.spec, line), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
