@@ -53,6 +53,10 @@ os.environ.pop("FERRY_INVENTORY", None)
 
 from devkit import sandbox as sandbox_mod  # noqa: E402  (reads FERRY_SANDBOX_NAME)
 
+if os.environ.get("PYTEST_XDIST_WORKER") and not sandbox_mod.NAME.endswith(f"-{os.environ['PYTEST_XDIST_WORKER']}"):
+    raise RuntimeError(f"devkit.sandbox was imported before tests/e2e/conftest.py: worker "
+                       f"{os.environ['PYTEST_XDIST_WORKER']} would share sandbox {sandbox_mod.NAME}")
+
 HOSTS = 6
 PRISTINE, USED = "pristine", "used"
 _ledger = None   # the session's Ledger, made by the sandbox fixture
@@ -133,10 +137,19 @@ def _rank(item) -> int:
     return 1 if any(m.kwargs.get("fresh") for m in hosts) else 2
 
 
-#: Wall seconds of each end-to-end module in a parallel `inv test` run (3 workers, on a
-#: loaded 2-core machine): under pytest-xdist the modules are handed out longest first.
-#: Only the order depends on it; refresh it from `--durations` when a module grows much.
+#: Wall seconds of each end-to-end module, measured one module at a time on a loaded
+#: 2-core machine (load 10-20, 2026-11-23): under pytest-xdist the modules are handed out
+#: longest first. Only the order depends on it; refresh it when a module grows much.
 SECONDS: dict[str, float] = {
+    "test_static_engine": 900, "test_swarm": 900, "test_import_projects": 900, "test_backup_llm_chat": 850,
+    "test_releases_rollback": 650, "test_interruptions": 540, "test_deploy_llm_chat": 450,
+    "test_day2_commands": 400, "test_world_llm_chat": 380, "test_bad_input_llm_chat": 350,
+    "test_stack_xiaozhi": 350, "test_backup_defaults": 300, "test_backup_mariadb_redis": 300,
+    "test_uninstall": 300, "test_layer_transfer": 300, "test_old_format_host": 300,
+    "test_stack_chatgpt_on_wechat": 250, "test_stack_uni_load": 250, "test_standin_images": 200,
+    "test_ssh_world": 150, "test_stack_corp_wechat_gptbot": 150, "test_installed_command": 150,
+    "test_bundle_trust": 150, "test_stack_mistakes_refused": 100, "test_sandbox_hosts": 100,
+    "test_stack_added_from_folder": 100, "test_docker_payload": 20,
 }
 #: What a module missing from :data:`SECONDS` counts: end-to-end / other tiers.
 DEFAULT_SECONDS, DEFAULT_SECONDS_UNIT = 300.0, 10.0
