@@ -190,7 +190,8 @@ def test(c, k=None, unit=False, workers=TEST_WORKERS, keep=False):
     if k:
         argv += ["-k", k]
     if workers > 0:
-        argv += ["-n", str(workers), "--dist", "loadgroup", "--no-loadscope-reorder"]
+        # one module per unit of work, handed out in the order the e2e conftest sorts
+        argv += ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]
     ui = UI()
     if not unit:
         left = _worker_sandboxes(sandbox.NAME)

@@ -25,7 +25,8 @@ other order (``--e2e-shuffle SEED``, or one file alone) works too, it only reset
 Modules without the marker use no sandbox host. The time spent resetting is printed at
 the end of the run.
 
-**Parallel workers** (pytest-xdist, ``inv test``: ``pytest -n N --dist loadgroup``). Each
+**Parallel workers** (pytest-xdist, ``inv test --workers N``: ``pytest -n N --dist loadfile``;
+not ``loadgroup``, whose groups pytest 9's node IDs no longer carry). Each
 worker has a sandbox of its own, named ``<FERRY_SANDBOX_NAME>-<worker>`` (``ferry-sandbox-gw0``
 ...: containers, networks, state directory ``.sandbox-ferry-sandbox-gw0/``), so workers
 never share a host; the stand-in and host images are the engine's, built before pytest
@@ -168,17 +169,12 @@ def _parallel(config) -> bool:
         (config.pluginmanager.hasplugin("xdist") and bool(getattr(config.option, "numprocesses", None)))
 
 
-@pytest.hookimpl(tryfirst=True)     # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(session, config, items):
     """Order by :func:`_rank` (stable: each module's tests keep their order), or shuffle
-    the modules with ``--e2e-shuffle SEED``. Under pytest-xdist: each module one
-    ``xdist_group`` (unless it names its own), read-only fresh modules first, then
-    longest first (:data:`SECONDS`)."""
+    the modules with ``--e2e-shuffle SEED``. Under pytest-xdist (``--dist loadfile``: a
+    module is one unit of work, handed out in this order): read-only fresh modules first,
+    then longest first (:data:`SECONDS`)."""
     seed = config.getoption("--e2e-shuffle")
-    if _parallel(config):
-        for item in items:
-            if item.get_closest_marker("xdist_group") is None:
-                item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     if seed is None:
         if _parallel(config):
             items.sort(key=lambda item: (_rank(item) > 0, -_seconds(item), item.module.__name__))
