@@ -8,16 +8,18 @@ deploy.prepare`: inventory, bundle end to end, trial render):
 1. on the controller, for the primary manager's render: the stack file
    (:func:`ferry.model.swarm.stack_file`: what Swarm cannot do is refused, naming the
    key);
-2. connect every node; each node's Swarm facts (read-only): a service that holds data
-   must be pinned to one node (:func:`ferry.model.swarm.data_pins`), else nothing is
-   changed anywhere;
+2. connect every node; each node's Swarm facts (read-only): a node of the swarm that
+   the selection leaves out is refused (:func:`refuse_unselected`: it would lack the
+   images), and a service that holds data must be pinned to one node
+   (:func:`ferry.model.swarm.data_pins`), else nothing is changed anywhere;
 3. on every node at once, in ONE round trip: the stack's lock (managers included) and,
    under it, the facts :data:`NODE_ROLES` read (:mod:`ferry.host.facts`), then their
    read-only preflight on those facts (a refusal releases the locks and changes
-   nothing); then :data:`NODE_ROLES` on all nodes in parallel (the same content-addressed upload and image load as a Compose
-   host), :data:`CLUSTER_ROLE` node by node (the swarm as the inventory says), and a
-   check that every node of the swarm holds every image ID of the bundle (a node
-   lacking one is refused, named, before anything is deployed);
+   nothing); then :data:`NODE_ROLES` on all nodes in parallel (the same
+   content-addressed upload and image load as a Compose host), :data:`CLUSTER_ROLE`
+   node by node (the swarm as the inventory says), and a check that every node of the
+   swarm holds every image ID of the bundle (a node lacking one is refused, named,
+   before anything is deployed);
 4. :data:`PRIMARY_ROLES` on the primary manager: ``render-config`` (the release,
    written there) and ``stack-deploy`` (the release on every node, ``docker stack
    deploy``, the health gate, back to the previous release on failure);
