@@ -3,8 +3,9 @@
 In one run, against the same hosts:
 
 1. upload rate of the llm-chat bundle through Ferry's upload-bundle role, as a ratio to
-   OpenSSH ``scp`` of the same files to the same host (alternating, ``--rounds`` each,
-   medians compared);
+   OpenSSH ``scp`` and ``rsync`` of the same files to the same host: the comparison of
+   ``transfer_bench.py upload`` (same cipher, both timed from their first connection to
+   their end, interleaved rounds, min and median);
 2. wall time of a first deploy on a fresh host, broken down by role;
 3. wall time of a no-op redeploy (same bundle, same variables), broken down by role;
 4. wall time of ``rollback`` from a v2 (backend image differs) to v1, images on the host.
@@ -21,8 +22,6 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,38 +36,13 @@ from devkit.images import build_bundle  # noqa: E402
 from ferry.actions.deploy import deploy, prepare  # noqa: E402
 from devkit.images import derive_image  # noqa: E402
 from ferry.actions.rollback import rollback  # noqa: E402
-from ferry.controller.inventory import Inventory  # noqa: E402
-from ferry.model.paths import HostPaths  # noqa: E402
-from ferry.roles import RoleContext, load_role, role_defaults  # noqa: E402
-from ferry.host.transport.ssh import connect_host  # noqa: E402
+from ferry.roles import role_defaults  # noqa: E402
 from ferry.ui import UI  # noqa: E402
+from transfer_bench import Bench, upload  # noqa: E402
 
 
 def quiet_ui() -> UI:
     return UI(Console(file=io.StringIO()))
-
-
-def scp_seconds(files: list[Path], sb, ip: str) -> float:
-    subprocess.run(["ssh", "-i", str(sb.key_file), "-o", f"UserKnownHostsFile={sb.known_hosts}",
-                    "-o", "StrictHostKeyChecking=yes", f"root@{ip}", "rm -rf /tmp/scp-bench; mkdir /tmp/scp-bench"],
-                   check=True)
-    started = time.monotonic()
-    subprocess.run(["scp", "-q", "-i", str(sb.key_file), "-o", f"UserKnownHostsFile={sb.known_hosts}",
-                    "-o", "StrictHostKeyChecking=yes", *map(str, files), f"root@{ip}:/tmp/scp-bench/"], check=True)
-    return time.monotonic() - started
-
-
-def ferry_upload_seconds(bundle, inventory: Inventory, host: str) -> float:
-    t = connect_host(inventory.hosts[host], inventory)
-    paths = HostPaths("/opt/ferry-bench", bundle.stack_name, bundle.name)
-    t.run(["rm", "-rf", "/opt/ferry-bench"])
-    ctx = RoleContext(host, t, {}, bundle, None, paths, quiet_ui())
-    started = time.monotonic()
-    load_role("upload-bundle").run(ctx)
-    seconds = time.monotonic() - started
-    t.run(["rm", "-rf", "/opt/ferry-bench"])
-    t.close()
-    return seconds
 
 
 def timed_deploy(inventory_path: Path, pattern: str, bundle_path: Path):
@@ -89,23 +63,10 @@ def main() -> None:
     ui = UI()
     ui.info("sandbox: 2 fresh hosts")
     sb = sbx.up(count=2, fresh=True, console=ui.console)
-    inventory = Inventory(sb.inventory)
+    # the host without Docker gets the upload comparison; the deploys go to the other
+    upload(Bench(sb), args.rounds, host=2)
     bundle = build_bundle(ROOT / "stacks" / "llm-chat", ROOT / "dist", None, quiet_ui(),
                           docker_settings=role_defaults("install-docker-offline"))
-    files = [bundle.path / f["path"] for f in bundle.all_files()]
-    size = sum(p.stat().st_size for p in files)
-    ip = inventory.hosts["sandbox-2"].vars["ansible_host"]
-    cipher = connect_host(inventory.hosts["sandbox-2"], inventory).cipher()
-    scp_t, ferry_t = [], []
-    for _ in range(args.rounds):
-        scp_t.append(scp_seconds(files, sb, ip))
-        ferry_t.append(ferry_upload_seconds(bundle, inventory, "sandbox-2"))
-    s, f = statistics.median(scp_t), statistics.median(ferry_t)
-    rows = [["bundle", f"{len(files)} files, {size / 1e6:.1f} MB", ""],
-            ["scp (median)", f"{s:.2f} s", f"{size / s / 1e6:.0f} MB/s"],
-            [f"ferry upload-bundle ({cipher})", f"{f:.2f} s", f"{size / f / 1e6:.0f} MB/s"],
-            ["ferry rate / scp rate", f"{s / f:.2f}x", "goal >= 0.9x"]]
-    ui.table(f"upload, {args.rounds} rounds each, alternating", ["what", "time", "rate"], rows)
 
     total, by_role, report = timed_deploy(sb.inventory, "prod", bundle.path)
     ui.table(f"first deploy on a fresh host: {total:.1f} s", ["role", "seconds"],

@@ -66,6 +66,7 @@ The cache directory is ``<repo>/.cache/images`` or ``$FERRY_CACHE_DIR/images``.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -470,38 +471,42 @@ def build_image(recipe: ImageRecipe, console: Any = None, force: bool = False) -
     """
     ensure_engine()
     digest = recipe_digest(recipe)
-    if not force:
-        labels = _image_labels(recipe.tag)
-        if labels is not None and labels.get(RECIPE_LABEL) == digest:
-            _say(console, f"image {recipe.tag}: up to date ({digest[:12]})")
-            return _image_id(recipe.tag)
-        if labels is not None and RECIPE_LABEL not in labels:
-            # pulled or built elsewhere: the real image wins over its stand-in
-            _say(console, f"image {recipe.tag}: a real image is present (no {RECIPE_LABEL} label); "
-                          f"stand-in not built")
-            return _image_id(recipe.tag)
-    tar_path = cache_root() / "images" / f"{digest}.tar"
-    if force or not tar_path.is_file():
-        _say(console, f"image {recipe.tag}: building rootfs with mmdebstrap "
-                      f"({recipe.suite}, {', '.join(recipe.packages) or 'no extra packages'})")
-        start = time.monotonic()
-        _build_rootfs(recipe, digest, tar_path, console)
-        _say(console, f"image {recipe.tag}: rootfs {tar_path.stat().st_size / 1e6:.0f} MB "
-                      f"in {time.monotonic() - start:.0f}s")
-    else:
-        _say(console, f"image {recipe.tag}: importing cached rootfs {tar_path.name}")
-    old_id = _image_id(recipe.tag) if _image_labels(recipe.tag) is not None else None
-    args = ["import"]
-    for change in _changes(recipe, digest):
-        args += ["--change", change]
-    args += ["--message", f"ferry stand-in image from {recipe.path.name}", str(tar_path), recipe.tag]
-    docker(*args, timeout=BUILD_TIMEOUT)
-    image_id = _image_id(recipe.tag)
-    if old_id and old_id != image_id:
-        # The previous build, now untagged; kept when a container still uses it.
-        docker("image", "rm", old_id, check=False)
-    _say(console, f"image {recipe.tag}: {image_id[:19]}")
-    return image_id
+    lock = cache_root() / "images" / f"{digest}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as fh:     # parallel test workers: one builds, the others wait
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        if not force:
+            labels = _image_labels(recipe.tag)
+            if labels is not None and labels.get(RECIPE_LABEL) == digest:
+                _say(console, f"image {recipe.tag}: up to date ({digest[:12]})")
+                return _image_id(recipe.tag)
+            if labels is not None and RECIPE_LABEL not in labels:
+                # pulled or built elsewhere: the real image wins over its stand-in
+                _say(console, f"image {recipe.tag}: a real image is present (no {RECIPE_LABEL} label); "
+                              f"stand-in not built")
+                return _image_id(recipe.tag)
+        tar_path = cache_root() / "images" / f"{digest}.tar"
+        if force or not tar_path.is_file():
+            _say(console, f"image {recipe.tag}: building rootfs with mmdebstrap "
+                          f"({recipe.suite}, {', '.join(recipe.packages) or 'no extra packages'})")
+            start = time.monotonic()
+            _build_rootfs(recipe, digest, tar_path, console)
+            _say(console, f"image {recipe.tag}: rootfs {tar_path.stat().st_size / 1e6:.0f} MB "
+                          f"in {time.monotonic() - start:.0f}s")
+        else:
+            _say(console, f"image {recipe.tag}: importing cached rootfs {tar_path.name}")
+        old_id = _image_id(recipe.tag) if _image_labels(recipe.tag) is not None else None
+        args = ["import"]
+        for change in _changes(recipe, digest):
+            args += ["--change", change]
+        args += ["--message", f"ferry stand-in image from {recipe.path.name}", str(tar_path), recipe.tag]
+        docker(*args, timeout=BUILD_TIMEOUT)
+        image_id = _image_id(recipe.tag)
+        if old_id and old_id != image_id:
+            # The previous build, now untagged; kept when a container still uses it.
+            docker("image", "rm", old_id, check=False)
+        _say(console, f"image {recipe.tag}: {image_id[:19]}")
+        return image_id
 
 
 def build_stack_images(stack_dir: Path, console: Any = None) -> dict[str, str]:
@@ -571,7 +576,7 @@ def derive_image(base: str, tag: str, changes: list[str]) -> str:
 
 def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui: Any = None,
                  docker_settings: dict[str, Any] | None = None, sign: Path | None = None,
-                 docker_static: Path | None = None):
+                 docker_static: Path | None = None, **options: Any):
     """The devkit's ``inv bundle``: build the stack's stand-in images (its recipes under
     ``images/``), then the product's bundle (:func:`ferry.controller.bundle.build_bundle`,
     same arguments and result)."""
@@ -579,4 +584,29 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui: An
     if (Path(stack_dir) / "images").is_dir():
         build_stack_images(stack_dir, console=ui.console if ui else None)
     return product_build(stack_dir, dist, version, ui, docker_settings=docker_settings, sign=sign,
-                         docker_static=docker_static)
+                         docker_static=docker_static, **options)
+
+
+
+def derive_image_with_files(base: str, tag: str, files: dict[str, bytes]) -> str:
+    """``base`` plus ONE new layer holding ``files`` (``{absolute path in the image:
+    content}``), committed as ``tag``: ``docker create``, ``docker cp``, ``docker commit``.
+
+    Used to make "one layer changed" versions of an image (the layer-transfer tests and
+    benchmarks). Returns the new image ID (``sha256:...``).
+
+    Raises:
+        FerryError: ``base`` is missing or docker refused a step.
+    """
+    cid = docker("create", base).stdout.decode().strip()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for path, data in files.items():
+                dest = Path(tmp) / path.lstrip("/")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+            docker("cp", f"{tmp}/.", f"{cid}:/")
+        docker("commit", cid, tag)
+    finally:
+        docker("rm", cid)
+    return docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.decode().strip()

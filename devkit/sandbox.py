@@ -80,13 +80,15 @@ KEY_NAME = "id_ed25519"
 KNOWN_HOSTS_NAME = "known_hosts"
 INVENTORY_NAME = "inventory.yml"
 
-#: Seconds ``up`` waits for all hosts to boot and accept an SSH login.
-READY_TIMEOUT = 60.0
+#: Seconds ``up`` waits for all hosts to boot and accept an SSH login (a deadline: a
+#: quiet machine boots 6 hosts in about 10 s; parallel test workers each booting theirs on
+#: 2 loaded cores take minutes).
+READY_TIMEOUT = 240.0
 
 #: Candidate subnets for the sandbox network, tried in order. All are in 10/8 so they
 #: stay clear of Docker's default address pools (172.17-31/16, 192.168/16), which a
 #: Docker engine *inside* a host will use for its own networks.
-SUBNET_CANDIDATES = [f"10.{a}.{b}.0/24" for a in (213, 214, 215, 231, 232) for b in (0, 7, 42)]
+SUBNET_CANDIDATES = [f"10.{a}.{b}.0/24" for a in (213, 214, 215, 231, 232) for b in (0, 7, 42, 77, 99, 128)]
 
 #: First host gets ``<subnet base> + HOST_IP_OFFSET + 1`` (e.g. 10.213.0.11).
 HOST_IP_OFFSET = 10
@@ -359,10 +361,11 @@ def _write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 @contextlib.contextmanager
-def _lock():
-    """Serialise sandbox changes on this machine (names are global to the engine)."""
+def _lock(name: str = NAME):
+    """Serialise sandbox changes on this machine (names are global to the engine); with
+    ``name``, another lock (``images``: building the shared host images)."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / f"{NAME}.lock", "w") as fh:
+    with open(CACHE_DIR / f"{name}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -462,24 +465,27 @@ def build_host_image(console=None, recipe: dict | None = None, tag: str = IMAGE_
     digest = recipe_hash(recipe)
     if _image_recipe_label(tag) == digest:
         return tag
-    kind = tag.rsplit(":", 1)[-1]
-    tarball = CACHE_DIR / f"host-{kind}-{_rootfs_hash(recipe)[:16]}.tar"
-    if not tarball.exists():
-        _say(console, f"building host image {tag} (mmdebstrap, ~60 s)...")
-        started = time.monotonic()
-        _mmdebstrap(tarball, console, recipe)
-        _say(console, f"host rootfs built in {time.monotonic() - started:.0f} s")
-        for old in CACHE_DIR.glob(f"host-{kind}-*.tar"):
-            if old != tarball:
-                old.unlink(missing_ok=True)
-    _say(console, f"importing {tarball.name} as {tag}...")
-    changes: list[str] = []
-    for change in [*recipe["import_changes"], f"LABEL {LABEL_RECIPE}={digest}"]:
-        changes += ["--change", change]
-    docker("image", "import", *changes, str(tarball), tag, timeout=600)
-    if _image_recipe_label(tag) != digest:
-        raise FerryError(f"docker import of {tarball} did not produce {tag} with the recipe label")
-    return tag
+    with _lock("images"):           # parallel test workers: one builds, the others wait
+        if _image_recipe_label(tag) == digest:
+            return tag
+        kind = tag.rsplit(":", 1)[-1]
+        tarball = CACHE_DIR / f"host-{kind}-{_rootfs_hash(recipe)[:16]}.tar"
+        if not tarball.exists():
+            _say(console, f"building host image {tag} (mmdebstrap, ~60 s)...")
+            started = time.monotonic()
+            _mmdebstrap(tarball, console, recipe)
+            _say(console, f"host rootfs built in {time.monotonic() - started:.0f} s")
+            for old in CACHE_DIR.glob(f"host-{kind}-*.tar"):
+                if old != tarball:
+                    old.unlink(missing_ok=True)
+        _say(console, f"importing {tarball.name} as {tag}...")
+        changes: list[str] = []
+        for change in [*recipe["import_changes"], f"LABEL {LABEL_RECIPE}={digest}"]:
+            changes += ["--change", change]
+        docker("image", "import", *changes, str(tarball), tag, timeout=600)
+        if _image_recipe_label(tag) != digest:
+            raise FerryError(f"docker import of {tarball} did not produce {tag} with the recipe label")
+        return tag
 
 
 def _prune_old_images() -> None:
@@ -536,10 +542,14 @@ def _ensure_network(console=None, name: str = NETWORK, hidden: bool = False) -> 
         if any(subnet.overlaps(u) for u in used):
             continue
         _say(console, f"creating internal network {name} ({subnet})")
-        docker("network", "create", "--driver", "bridge", "--internal",
-               "--subnet", str(subnet), "--gateway", str(subnet.network_address + 1),
-               *(["-o", "com.docker.network.bridge.inhibit_ipv4=true"] if hidden else []),
-               "--label", f"{LABEL}={NAME}", name)
+        made = docker("network", "create", "--driver", "bridge", "--internal",
+                      "--subnet", str(subnet), "--gateway", str(subnet.network_address + 1),
+                      *(["-o", "com.docker.network.bridge.inhibit_ipv4=true"] if hidden else []),
+                      "--label", f"{LABEL}={NAME}", name, check=False)
+        if made.returncode != 0 and b"overlaps" in made.stderr:
+            continue        # another sandbox (a parallel test worker) took it meanwhile
+        if made.returncode != 0:
+            raise FerryError(f"docker network create {name} failed: {made.stderr.decode(errors='replace').strip()}")
         return subnet
     raise FerryError(f"no free subnet for the sandbox network among {', '.join(SUBNET_CANDIDATES)}")
 
@@ -950,21 +960,22 @@ def build_world_image(console=None) -> str:
     """
     base = build_host_image(console)
     base_id = _image_id(base)
-    found = _inspect("image", WORLD_TAG)
-    if found and ((found[0].get("Config") or {}).get("Labels") or {}).get(LABEL_WORLD_BASE) == base_id:
-        return WORLD_TAG
-    deb = _controller_deb("sudo", console)
-    builder = f"{CONTAINER_PREFIX}world-build"
-    _say(console, f"building {WORLD_TAG} (host image + {deb.name})")
-    docker("rm", "-f", builder, check=False)
-    try:
-        docker("run", "--name", builder, "--network", "none", "-v", f"{deb.parent}:/debs:ro", base,
-               "dpkg", "-i", f"/debs/{deb.name}", timeout=300)
-        docker("commit", "--change", 'CMD ["/sbin/init"]', "--change", f"LABEL {LABEL_WORLD_BASE}={base_id}",
-               builder, WORLD_TAG)
-    finally:
+    with _lock("images"):           # parallel test workers: one builds, the others wait
+        found = _inspect("image", WORLD_TAG)
+        if found and ((found[0].get("Config") or {}).get("Labels") or {}).get(LABEL_WORLD_BASE) == base_id:
+            return WORLD_TAG
+        deb = _controller_deb("sudo", console)
+        builder = f"{CONTAINER_PREFIX}world-build"
+        _say(console, f"building {WORLD_TAG} (host image + {deb.name})")
         docker("rm", "-f", builder, check=False)
-    return WORLD_TAG
+        try:
+            docker("run", "--name", builder, "--network", "none", "-v", f"{deb.parent}:/debs:ro", base,
+                   "dpkg", "-i", f"/debs/{deb.name}", timeout=300)
+            docker("commit", "--change", 'CMD ["/sbin/init"]', "--change", f"LABEL {LABEL_WORLD_BASE}={base_id}",
+                   builder, WORLD_TAG)
+        finally:
+            docker("rm", "-f", builder, check=False)
+        return WORLD_TAG
 
 
 def _world_containers() -> dict[str, dict]:
@@ -1367,3 +1378,71 @@ def recreate_host(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:
         _wait_systemd(host, deadline)
         _install_authorized_key(container, key_file.with_name(KEY_NAME + ".pub").read_text())
         _wait_ssh(host, key_file, known_hosts, deadline)
+
+
+def wire_bytes(container: str) -> tuple[int, int]:
+    """``(received, sent)`` bytes of a sandbox host's network interface (``eth0``, the
+    sandbox network: everything the controller sends it, SSH framing included), read
+    with ``docker exec`` so that reading them adds no traffic."""
+    out = docker("exec", container, "cat", "/sys/class/net/eth0/statistics/rx_bytes",
+                 "/sys/class/net/eth0/statistics/tx_bytes").stdout.decode().split()
+    return int(out[0]), int(out[1])
+
+
+def install_debs(container: str, packages: list[str], console=None) -> list[str]:
+    """Install Debian ``packages`` on a sandbox host that has no network: the controller
+    downloads them and their direct dependencies (``apt-get download``, cached under
+    ``<cache>/sandbox/debs``), ``docker cp`` carries the ones the host lacks, and
+    ``dpkg -i`` installs them (what a benchmark comparator such as rsync needs).
+
+    Returns:
+        The packages installed (empty when all were there).
+
+    Raises:
+        FerryError: a package cannot be downloaded, or dpkg refused.
+    """
+    import subprocess
+    wanted: list[str] = []
+    for pkg in packages:
+        deps = subprocess.run(["apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+                               "--no-breaks", "--no-replaces", "--no-enhances", pkg],
+                              capture_output=True, text=True).stdout
+        names = [l.split(":", 1)[1].strip() for l in deps.splitlines()
+                 if l.strip().startswith(("Depends:", "PreDepends:")) and "<" not in l]
+        wanted += [n for n in [pkg, *names] if n not in wanted]
+    status = docker("exec", container, "dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n", *wanted,
+                    check=False).stdout.decode()
+    have = {l.split()[0] for l in status.splitlines() if len(l.split()) > 1 and l.split()[1].startswith("ii")}
+    missing = [n for n in wanted if n not in have]
+    if not missing:
+        return []
+    debs = CACHE_DIR / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    got = subprocess.run(["apt-get", "download", *missing], cwd=debs, capture_output=True, text=True)
+    if got.returncode != 0:
+        raise FerryError(f"apt-get download {' '.join(missing)}: {got.stderr.strip().splitlines()[-1:]}")
+    files = [sorted(debs.glob(f"{n}_*.deb"))[-1] for n in missing]
+    docker("exec", container, "mkdir", "-p", "/tmp/ferry-debs")
+    for f in files:
+        docker("cp", str(f), f"{container}:/tmp/ferry-debs/{f.name}")
+    docker("exec", container, "sh", "-c", "dpkg -i /tmp/ferry-debs/*.deb >/dev/null && rm -rf /tmp/ferry-debs")
+    _say(console, f"{container}: installed {', '.join(missing)}")
+    return missing
+
+
+def cpu_seconds(container: str) -> float | None:
+    """CPU time (user + system, seconds) every process of a sandbox host has used so far,
+    from its cgroup on this machine (cgroup v1 ``cpuacct.usage`` or v2 ``cpu.stat``);
+    None where neither is found. For benchmarks: CPU is what a busy 2-core machine
+    shares, and it is far steadier than wall time there."""
+    cid = docker("inspect", "--format", "{{.Id}}", container).stdout.decode().strip()
+    v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
+    if v1.is_file():
+        return int(v1.read_text()) / 1e9
+    for v2 in (Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat"),
+               Path(f"/sys/fs/cgroup/docker/{cid}/cpu.stat")):
+        if v2.is_file():
+            for line in v2.read_text().splitlines():
+                if line.startswith("usage_usec "):
+                    return int(line.split()[1]) / 1e6
+    return None

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from invoke import Collection, Exit, task
@@ -77,14 +80,15 @@ def standins(c, stack):
 
 @task(help=BUNDLE_HELP)
 @user_errors
-def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None):
+def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None, compress="gzip", level=6):
     """Build stand-in images for the stack's recipes (devkit), then the offline bundle (ferry bundle)."""
     from devkit.images import build_stack_images
     from ferry import cli
     from ferry.controller.project import find_project
     stack_dir = find_project().stack_dir(stack)
     build_stack_images(stack_dir, console=UI().console)
-    cli.bundle.body(c, stack=stack, version=version, dist=dist, sign=sign, docker_static=docker_static)
+    cli.bundle.body(c, stack=stack, version=version, dist=dist, sign=sign, docker_static=docker_static,
+                    compress=compress, level=level)
 
 
 @task(help={"count": "sandbox hosts to start"})
@@ -103,15 +107,107 @@ def demo(c, count=3):
         UI().info(f"curl http://{ip}/api/health -> {r.status} {r.read().decode().strip()}")
 
 
-@task(help={"k": "only tests matching this pytest -k expression", "unit": "skip the end-to-end tier"})
-def test(c, k=None, unit=False):
-    """Run the test suite (pure, fake-transport and end-to-end tiers)."""
+#: Parallel pytest workers of `inv test` (each with its own 6-host sandbox); 0: one
+#: pytest process, one sandbox (see the README's Tests section).
+TEST_WORKERS = 0
+
+
+def prebuild(console=None) -> list[tuple[str, float]]:
+    """Build, once and before pytest starts, what the end-to-end tier's workers share: the
+    sandbox host images (Debian host, host without dpkg, world host), the stand-in images
+    of the stacks and the test stacks (the imported test projects' recipes work only once
+    copied into a stack: their test builds them), the Docker payload's debs and Compose
+    binary, and the two Docker static tarballs. Each is a no-op
+    when up to date (cache and engine). Returns (what, seconds) per step.
+
+    Raises:
+        FerryError: a build failed (its one-line reason).
+    """
+    from devkit import docker_tarball, sandbox
+    from devkit.images import build_stack_images
+    from ferry.controller.dockerdist import build_docker_payload
+    from ferry.roles import role_defaults
+    import tempfile
+
+    steps: list[tuple[str, object]] = [
+        ("sandbox host images", lambda: (sandbox.build_host_image(console),
+                                         sandbox.build_host_image(console, sandbox.RECIPE_NODPKG, sandbox.NODPKG_TAG),
+                                         sandbox.build_world_image(console))),
+    ]
+    for stack in sorted([*(ROOT / "stacks").glob("*/stack.yml"), *(ROOT / "tests/e2e/stacks").glob("*/stack.yml")]):
+        steps.append((f"stand-in images of {stack.parent.name}",
+                      lambda d=stack.parent: build_stack_images(d, console=console)))
+
+    def payload():
+        with tempfile.TemporaryDirectory(prefix="ferry-prebuild-") as tmp:
+            build_docker_payload(Path(tmp) / "docker", role_defaults("install-docker-offline"), console)
+    steps.append(("Docker payload", payload))
+    for suite in sorted(docker_tarball.SUITES):
+        steps.append((f"Docker static tarball ({suite})", lambda s=suite: docker_tarball.assemble(s, console)))
+    spent = []
+    for what, step in steps:
+        started = time.monotonic()
+        step()
+        spent.append((what, time.monotonic() - started))
+    return spent
+
+
+def _worker_sandboxes(name: str) -> list[str]:
+    """Names of the sandboxes pytest-xdist workers of sandbox ``name`` made (``<name>-gw0``...)."""
+    from ferry.controller.localdocker import docker, engine_running
+    if not engine_running():
+        return []
+    from devkit.sandbox import LABEL
+    out = docker("ps", "-a", "--filter", f"label={LABEL}", "--format", f'{{{{.Label "{LABEL}"}}}}').stdout.decode()
+    out += docker("network", "ls", "--filter", f"label={LABEL}", "--format", f'{{{{.Label "{LABEL}"}}}}').stdout.decode()
+    return sorted({n for n in out.split() if re.fullmatch(re.escape(name) + r"-gw\d+", n)})
+
+
+def _sandboxes_down(names: list[str]) -> None:
+    """``inv sandbox.down`` for each sandbox in ``names``, in parallel."""
+    procs = [subprocess.Popen([sys.executable, "-m", "invoke", "sandbox.down"], cwd=ROOT,
+                              env={**os.environ, "FERRY_SANDBOX_NAME": n},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for n in names]
+    for n, proc in zip(names, procs):
+        _, err = proc.communicate()
+        if proc.returncode:
+            UI().info(f"sandbox {n}: not removed: {err.decode(errors='replace').strip()[-300:]}")
+
+
+@task(help={"k": "only tests matching this pytest -k expression", "unit": "skip the end-to-end tier",
+            "workers": f"parallel pytest workers, each with its own sandbox (default {TEST_WORKERS}; 0: one process)",
+            "keep": "keep the sandbox hosts after the run, to look at them (default: removed)"})
+@user_errors
+def test(c, k=None, unit=False, workers=TEST_WORKERS, keep=False):
+    """Run the test suite (pure, fake-transport and end-to-end tiers), in parallel workers."""
+    from devkit import sandbox
+    workers = int(workers)
     argv = [sys.executable, "-m", "pytest", "-q"]
     if unit:
         argv += ["-m", "not e2e"]
     if k:
         argv += ["-k", k]
-    rc = subprocess.call(argv, cwd=ROOT)
+    if workers > 0:
+        argv += ["-n", str(workers), "--dist", "loadgroup", "--no-loadscope-reorder"]
+    ui = UI()
+    if not unit:
+        left = _worker_sandboxes(sandbox.NAME)
+        if left:                                   # left by a run that was killed
+            ui.info(f"removing the sandboxes of an earlier run: {', '.join(left)}")
+            _sandboxes_down(left)
+        started = time.monotonic()
+        spent = prebuild(ui.console)
+        ui.info(f"prebuilt images and payloads in {time.monotonic() - started:.0f} s: "
+                + ", ".join(f"{what} {s:.0f}s" for what, s in spent if s >= 1))
+    # SIGTERM (a CI job cancelled or timed out) ends the run as Ctrl-C does: the sandboxes
+    # are removed below, not left behind as stopped containers.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        rc = subprocess.call(argv, cwd=ROOT)
+    finally:
+        if not unit and not keep:
+            _sandboxes_down([sandbox.NAME, *_worker_sandboxes(sandbox.NAME)])
+        signal.signal(signal.SIGTERM, previous)
     if rc:
         raise Exit(code=rc)
 

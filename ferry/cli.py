@@ -67,6 +67,14 @@ _ARGV: list[str] | None = None
 """The ``ferry`` command's argv (``None`` under ``inv``: then :data:`sys.argv`)."""
 
 
+def _int(value, option: str) -> int:
+    """An integer option, or one line naming it."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise FerryError(f"{option}: {value!r} is not a whole number") from None
+
+
 def _inventory(p, given, vault_password_files, ask_become_pass=False):
     """The run's inventory, resolved once, up front; its warnings (ansible-core's, and
     connection variables Ferry ignores) go to stderr through Ferry's UI, so that
@@ -191,12 +199,13 @@ BUNDLE_HELP = {"stack": "stack name (a folder under stacks/)", "version": "bundl
                "dist": "output directory (default: <project>/dist)",
                "sign": "SSH private key: sign the manifest (manifest.json.sig, namespace ferry-bundle)",
                "docker_static": "Docker's static tarball docker-<version>.tgz (from download.docker.com/linux/"
-                                "static/stable/<arch>/) for hosts without dpkg"}
+                                "static/stable/<arch>/) for hosts without dpkg",
+               "compress": "layer compression: gzip (default) or none", "level": "gzip level 1-9 (default 6)"}
 
 
 @task(help=BUNDLE_HELP)
 @user_errors
-def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None):
+def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None, compress="gzip", level=6):
     """Build the offline bundle of a stack from local images: image parts, Docker installer, manifest."""
     from .controller.bundle import build_bundle
     from .roles import role_defaults
@@ -205,7 +214,8 @@ def bundle(c, stack=None, version=None, dist=None, sign=None, docker_static=None
     b = build_bundle(p.stack_dir(stack), Path(dist) if dist else p.dist, version, ui,
                      docker_settings=role_defaults("install-docker-offline"),
                      sign=Path(sign) if sign else None,
-                     docker_static=Path(docker_static) if docker_static else None)
+                     docker_static=Path(docker_static) if docker_static else None,
+                     compress=compress, level=_int(level, "--level"))
     report_bundle(ui, b, signed=bool(sign))
 
 

@@ -61,8 +61,6 @@ class HostState:
     """What the roles of one host run learn and hand on, in order (typed, not a dict).
 
     Attributes:
-        store_listing: sha256 names already in the host's store (deploy gathers it for
-            every host before the roles run; upload-bundle reads it).
         host_facts: :class:`ferry.host.engine.EngineFacts` (install-docker-offline's
             preflight, renewed after it installs).
         docker_layout: ``deb`` or ``static``: how this host gets its Docker engine
@@ -87,13 +85,15 @@ class HostState:
         restore_request: :class:`ferry.model.backup.RestoreRequest` (``inv restore``).
         backup_plan: :class:`ferry.model.backup.BackupPlan` the backup role computed
             (None when the settings on the host were up to date).
+        engine: :class:`ferry.model.imagelayers.EngineImages`: the images (IDs, tags,
+            layer chain IDs) the host's Docker held when upload-bundle planned.
+        engine_changed: install-docker-offline installed, restarted or started Docker.
         cluster: on a swarm, what the nodes' ``swarm-cluster`` runs share (its
             ``ClusterRun``).
         swarm: on a swarm's primary manager, the other nodes ``stack-deploy`` acts on
             (its ``SwarmRun``).
     """
 
-    store_listing: set[str] | None = None
     host_facts: Any = None
     docker_layout: str | None = None
     images_changed: bool = False
@@ -109,6 +109,8 @@ class HostState:
     backup_request: Any = None
     restore_request: Any = None
     backup_plan: Any = None
+    engine: Any = None
+    engine_changed: bool = False
     cluster: Any = None
     swarm: Any = None
 

@@ -176,12 +176,6 @@ def check_signature(bundle: Bundle, inventory: Inventory, hosts: list[Host]) -> 
     return [verify_manifest(bundle.path, signers) for signers in files]
 
 
-def list_store(s: HostSession) -> set[str]:
-    """The host's store listing (the bundle itself was checked in :func:`prepare`):
-    ``{sha256 already in its store}``, handed to upload-bundle."""
-    return set(files.parse_lines(s.t.run(files.list_dir(s.paths.store)).out))
-
-
 def role_facts(ctx: RoleContext, roles: list[str]) -> list[list[str]]:
     """The read-only commands ``roles`` declare they read first on the host of ``ctx``
     (each role's ``facts(ctx)``, see :mod:`ferry.roles`), in role order."""
@@ -195,7 +189,7 @@ def role_facts(ctx: RoleContext, roles: list[str]) -> list[list[str]]:
 
 def preflight_roles(ctx: RoleContext, roles: list[str], s: HostSession) -> None:
     """Every role's read-only ``preflight`` on the host of ``ctx`` (on the facts gathered
-    under the lock), then its store listing for upload-bundle (``ctx.state.store_listing``).
+    under the lock).
 
     Raises:
         HostError: a role refuses the host (an unusable answer of the host, too).
@@ -205,15 +199,15 @@ def preflight_roles(ctx: RoleContext, roles: list[str], s: HostSession) -> None:
         if preflight:
             with on_host(ctx.host):
                 preflight(ctx)
-    ctx.state.store_listing = list_store(s)
 
 
 def host_facts(ctx: RoleContext, roles: list[str], do_verify: bool) -> list[list[str] | str]:
     """Every read-only command a deploy of ``roles`` will read on the host of ``ctx``
     before it changes anything there (gathered in one round trip, see
-    :mod:`ferry.host.facts`): where the project runs, the store listing, each role's
-    ``facts`` and verification's first batch."""
-    out: list[list[str] | str] = [containers.project_dirs(ctx.stack.name), files.list_dir(ctx.paths.store)]
+    :mod:`ferry.host.facts`): where the project runs, each role's ``facts`` (upload-bundle's
+    store listing, links, engine images and store re-check among them) and verification's
+    first batch."""
+    out: list[list[str] | str] = [containers.project_dirs(ctx.stack.name)]
     out += role_facts(ctx, roles)
     if do_verify and not ctx.check:
         out += verify_facts(ctx.stack, ctx.paths.current)

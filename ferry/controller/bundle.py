@@ -4,9 +4,13 @@ Layout (one directory per stack version, built on the controller by ``inv bundle
 
     dist/<stack>-<version>/
       manifest.json        stack, version, creation time, every file (path, size in
-                           bytes, sha256), every image (reference, ID, tags, size)
+                           bytes, sha256), every image (reference, ID, tags, size,
+                           config blob, layer blobs with diff IDs); see
+                           :mod:`ferry.model.manifest` for the schema
       checksums.sha256     "<sha256>  <path>" lines, as ``sha256sum -c`` reads them
-      images/<ref>.tar     one ``docker save`` tarball per image
+      manifest.json.sig    with ``--sign``: SSH signature of the manifest
+      blobs/sha256/<hex>   image configs and layers (gzip), as ``docker save`` has them,
+                           named by digest (:mod:`ferry.controller.imageparts`)
       docker/              the offline Docker installer (ferry.controller.dockerdist): debs/,
                            docker-compose, versions.json; with ``--docker-static``
                            also static/docker-<ver>.tgz (ferry.controller.dockerstatic)
@@ -28,8 +32,10 @@ The manifest's ``docker`` key describes the Docker payload, one entry per layout
 The install-docker-offline role picks the layout per host (``docker_install``); a host
 only ever needs the files of its own layout plus the Compose plugin.
 
-The manifest is the bundle's contract: ``deploy`` renders from ``stack/`` of the
-bundle (not from the working tree), uploads files by sha256 and loads images by ID.
+The manifest is the bundle's contract: ``deploy`` checks every file against it before
+any connection, renders from ``stack/`` of the bundle (not from the working tree),
+uploads files by sha256 and loads images by ID. Format-1 bundles (one ``docker save``
+tarball per image under ``images/``, built before layer transfer) still load.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import re
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,11 +55,6 @@ from ..errors import FerryError
 from ..model.manifest import CHECKSUMS, FORMAT, MANIFEST, UNLISTED, checksums_text, validate_manifest
 from ..model.stack import FILES_DIR, Stack, load_stack
 from .hashcache import HashCache, sha256_file
-
-
-def image_filename(ref: str) -> str:
-    """``images/<ref>.tar`` with ``/`` and ``:`` made file-name safe."""
-    return "images/" + re.sub(r"[^A-Za-z0-9._-]", "_", ref) + ".tar"
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Bundle:
 
     path: Path
     manifest: dict[str, Any]
+    _unlisted: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def stack_name(self) -> str:
@@ -92,16 +94,17 @@ class Bundle:
         """Manifest entries ``{path, size, sha256}`` (the files of :data:`UNLISTED` excluded)."""
         return self.manifest["files"]
 
-    def all_files(self, cache: HashCache | None = None) -> list[dict[str, Any]]:
+    def all_files(self) -> list[dict[str, Any]]:
         """Every file to ship: the listed ones, then ``manifest.json``,
-        ``checksums.sha256`` and, when signed, ``manifest.json.sig``."""
-        cache = cache or HashCache()
-        extra = []
-        for name in UNLISTED:
-            p = self.path / name
-            if p.is_file():
-                extra.append({"path": name, "size": p.stat().st_size, "sha256": cache.sha256(p)})
-        return self.files() + extra
+        ``checksums.sha256`` and, when signed, ``manifest.json.sig`` (their digests
+        computed once per Bundle object)."""
+        if self._unlisted is None:
+            cache = HashCache()
+            self._unlisted = [{"path": name, "size": (self.path / name).stat().st_size,
+                               "sha256": cache.sha256(self.path / name)}
+                              for name in UNLISTED if (self.path / name).is_file()]
+            cache.save()
+        return self.files() + self._unlisted
 
     def stack(self) -> Stack:
         """The stack definition carried in the bundle (``stack/``)."""
@@ -227,7 +230,8 @@ def _inspect_image(ref: str) -> dict[str, Any]:
         raise FerryError(f"image {ref} is not in the local Docker engine "
                          f"(pull it, or add a stand-in recipe under images/)")
     info = json.loads(out.stdout)
-    return {"id": info["Id"], "tags": sorted(info.get("RepoTags") or []), "size": int(info.get("Size", 0))}
+    return {"id": info["Id"], "tags": sorted(info.get("RepoTags") or []), "size": int(info.get("Size", 0)),
+            "diff_ids": list((info.get("RootFS") or {}).get("Layers") or [])}
 
 
 def _copy_stack(stack: Stack, dest: Path) -> None:
@@ -245,14 +249,16 @@ def _copy_stack(stack: Stack, dest: Path) -> None:
 
 def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=None,
                  docker_settings: dict[str, Any] | None = None, sign: Path | None = None,
-                 docker_static: Path | None = None) -> Bundle:
+                 compress: str = "gzip", level: int = 6, docker_static: Path | None = None) -> Bundle:
     """Build ``dist/<stack>-<version>/`` from local images (``inv bundle``).
 
     Every image of ``stack.yml`` must be in the local Docker engine (pulled, or built:
-    in the checkout, ``devkit.images.build_bundle`` builds stand-ins first). An
-    image tarball of an earlier build of the same version is reused when the image ID
-    is unchanged, so rebuilding a bundle is idempotent: same images, same bytes,
-    nothing new to upload.
+    in the checkout, ``devkit.images.build_bundle`` builds stand-ins first). Each image
+    is stored as its parts, config and layer blobs named by digest
+    (:mod:`ferry.controller.imageparts`); blobs already in any bundle of ``dist`` are
+    hard-linked, so an unchanged image costs no ``docker save`` and a changed one only
+    its new layers' compression. Rebuilding a bundle whose inputs did not change gives
+    the same bytes (the manifest keeps its creation time), so a redeploy uploads nothing.
 
     Args:
         stack_dir: ``stacks/<name>``.
@@ -262,6 +268,8 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
         docker_settings: install-docker-offline role defaults (packages, versions).
         sign: an SSH private key: sign the manifest with it (``manifest.json.sig``,
             see :mod:`ferry.controller.signing`).
+        compress: layer compression, ``gzip`` (default) or ``none``.
+        level: gzip level (1 fastest .. 9 smallest; default 6, as ``gzip``).
         docker_static: Docker's static tarball (``docker-<version>.tgz``) to carry for
             hosts without dpkg (see :mod:`ferry.controller.dockerstatic`), or None.
 
@@ -274,7 +282,7 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
             layout for the bundle's architecture.
     """
     from . import dockerdist, dockerstatic
-    from ferry.controller.localdocker import docker
+    from .imageparts import ReuseIndex, write_image
     from ferry.model.manifest import is_identifier
     stack = load_stack(stack_dir)
     version = version or stack.version
@@ -282,31 +290,30 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
         raise FerryError(f"version {version!r}: must be an identifier (letters, digits, '.', '_', '+', '-'; "
                          f"no '/', no '..')")
     name = f"{stack.name}-{version}"
+    dist.mkdir(parents=True, exist_ok=True)
     final = dist / name
     tmp = dist / f".{name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    (tmp / "images").mkdir(parents=True)
+    tmp.mkdir(parents=True)
     try:
         previous = load_bundle(final) if (final / MANIFEST).is_file() else None
     except FerryError:
         previous = None
-    prev_images = {i["id"]: i for i in previous.manifest["images"] if "file" in i} if previous else {}
+    cache = HashCache()
+    index = ReuseIndex.scan(dist)
     image_entries = []
     for service, ref in stack.images.items():
         info = _inspect_image(ref)
-        rel = image_filename(ref)
-        old = prev_images.get(info["id"])
-        if old and old["ref"] == ref and (final / old["file"]).is_file():
-            os.link(final / old["file"], tmp / rel)
-            note = "unchanged, reused"
-        else:
-            started = time.monotonic()
-            docker("save", "-o", str(tmp / rel), ref)
-            note = f"saved in {time.monotonic() - started:.1f}s"
+        parts = write_image(ref, info, tmp, index, cache, compress, level)
         if ui:
-            ui.info(f"image {ref} ({info['size'] / 1e6:.0f} MB): {note}")
-        image_entries.append({"service": service, "ref": ref, "file": rel, **info})
+            n, raw, packed, seconds = parts.compressed
+            note = (f"saved, {n} layers compressed ({raw / 1e6:.0f} MB -> {packed / 1e6:.0f} MB in {seconds:.1f}s)"
+                    if parts.saved and compress == "gzip" else "saved" if parts.saved else "unchanged")
+            ui.info(f"image {ref} ({info['size'] / 1e6:.0f} MB): {note}"
+                    + (f", {parts.linked} blobs reused" if parts.linked else ""))
+        image_entries.append({"service": service, **parts.entry})
+    cache.save()
     payload = dockerdist.build_docker_payload(tmp / "docker", docker_settings or {},
                                               console=ui.console if ui else None)
     if docker_static is not None:
@@ -335,7 +342,8 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
     return load_bundle(final)
 
 
-def seal(root: Path, manifest: dict[str, Any], keep_times: dict[str, Any] | None = None) -> dict[str, Any]:
+def seal(root: Path, manifest: dict[str, Any], keep_times: dict[str, Any] | None = None,
+         cache: HashCache | None = None) -> dict[str, Any]:
     """List and hash every file under ``root`` into ``manifest["files"]``, check the
     manifest against the schema (a stack file whose name a host could not take stops
     the build, named), and write ``manifest.json`` and ``checksums.sha256``.
@@ -349,7 +357,7 @@ def seal(root: Path, manifest: dict[str, Any], keep_times: dict[str, Any] | None
     Returns:
         The manifest as written.
     """
-    cache = HashCache()
+    cache = cache or HashCache()
     manifest["files"] = [{"path": p.relative_to(root).as_posix(), "size": p.stat().st_size,
                           "sha256": cache.sha256(p)}
                          for p in sorted(x for x in root.rglob("*") if x.is_file())

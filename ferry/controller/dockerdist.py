@@ -26,6 +26,7 @@ the local ``apt-cache`` look-ups.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -254,19 +255,23 @@ def _debs(dest: Path, packages: list[str], arch: str, console: Any) -> dict[str,
     key = hashlib.sha256("\n".join(f"{n}={v}" for n, v in versions.items()).encode()).hexdigest()
     cache = _cache_root() / "docker" / key
     marker = cache / "packages.json"
-    if marker.is_file() and all((cache / f).is_file() for f in json.loads(marker.read_text()).values()):
-        _say(console, f"docker payload: {len(versions)} packages from cache {key[:12]}")
-    else:
-        _say(console, f"docker payload: downloading {len(versions)} packages "
-                      f"({len(skipped)} base packages every Debian has left out)")
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".{key[:12]}-", dir=cache.parent) as tmp:
-            files = _download_debs(versions, arch, Path(tmp) / "debs")
-            (Path(tmp) / "debs" / "packages.json").write_text(
-                json.dumps({n: files[n].name for n in sorted(files)}, indent=2) + "\n")
-            if cache.exists():
-                shutil.rmtree(cache)
-            os.replace(Path(tmp) / "debs", cache)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # One download at a time per package set: two bundles built at once (parallel test
+    # workers) would otherwise replace the folder the other one is reading.
+    with open(cache.parent / f".{key[:12]}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.is_file() and all((cache / f).is_file() for f in json.loads(marker.read_text()).values()):
+            _say(console, f"docker payload: {len(versions)} packages from cache {key[:12]}")
+        else:
+            _say(console, f"docker payload: downloading {len(versions)} packages "
+                          f"({len(skipped)} base packages every Debian has left out)")
+            with tempfile.TemporaryDirectory(prefix=f".{key[:12]}-", dir=cache.parent) as tmp:
+                files = _download_debs(versions, arch, Path(tmp) / "debs")
+                (Path(tmp) / "debs" / "packages.json").write_text(
+                    json.dumps({n: files[n].name for n in sorted(files)}, indent=2) + "\n")
+                if cache.exists():
+                    shutil.rmtree(cache)
+                os.replace(Path(tmp) / "debs", cache)
     names = json.loads(marker.read_text())
     out = dest / "debs"
     if out.exists():

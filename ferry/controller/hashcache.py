@@ -5,15 +5,18 @@ the digest of a file is remembered under its device and inode together with its 
 modification time and status-change time (nanoseconds): any write to the file, a
 ``touch``, a rename over it or a new hard link changes one of them (``ctime`` cannot be
 set back from user space), and the file is hashed again. The cache is one JSON file,
-``<cache_dir>/sha256-cache.json`` (:func:`ferry.resources.cache_dir`), rewritten
-atomically; a damaged or foreign cache file is ignored, never trusted.
+``<cache_dir>/sha256-cache.json`` (:func:`ferry.resources.cache_dir`), merged under a
+``flock`` and replaced atomically, so concurrent runs keep each other's entries; a
+damaged or foreign cache file is ignored, never trusted.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -58,6 +61,7 @@ class HashCache:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._dirty = False
+        self._new: dict[str, list] = {}
         try:
             data = json.loads(self.path.read_text())
             self._entries: dict[str, list] = data if isinstance(data, dict) else {}
@@ -80,23 +84,59 @@ class HashCache:
         key2, stamp2 = _identity(os.stat(path))
         if (key2, stamp2) == (key, stamp):          # not changed while it was read
             with self._lock:
-                self._entries[key] = [*stamp, digest]
+                self._entries[key] = self._new[key] = [*stamp, digest]
                 self._dirty = True
         return digest
 
+    def link(self, src: Path, dst: Path) -> str:
+        """Hard-link ``src`` to ``dst`` (copy when the file system refuses a link) and
+        return the digest, remembered for ``dst`` too: a new link changes the inode's
+        ctime, and the content it was hashed for is the same.
+
+        Raises:
+            OSError: ``src`` cannot be read or ``dst`` written.
+        """
+        digest = self.sha256(src)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+            return self.sha256(dst)
+        self.remember(dst, digest)
+        return digest
+
+    def remember(self, path: Path, digest: str) -> None:
+        """Record ``digest`` for ``path`` as it is now: for a file just written, renamed
+        or linked by the caller, who knows its content's digest."""
+        key, stamp = _identity(os.stat(path))
+        with self._lock:
+            self._entries[key] = self._new[key] = [*stamp, digest]
+            self._dirty = True
+
     def save(self) -> None:
-        """Write the cache if anything was added (atomic rename; errors ignored: the
-        cache only saves time)."""
+        """Merge what this process learnt into the cache file (under an exclusive
+        ``flock``, so concurrent Ferry runs keep each other's entries; atomic rename;
+        errors ignored: the cache only saves time)."""
         with self._lock:
             if not self._dirty:
                 return
-            entries = dict(list(self._entries.items())[-_MAX_ENTRIES:])
+            mine = dict(self._new)
+            self._new.clear()
             self._dirty = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".sha256-cache.")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(entries, fh)
-            os.replace(tmp, self.path)
+            with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    on_disk = json.loads(self.path.read_text())
+                    on_disk = on_disk if isinstance(on_disk, dict) else {}
+                except (OSError, ValueError):
+                    on_disk = {}
+                on_disk.update(mine)
+                entries = dict(list(on_disk.items())[-_MAX_ENTRIES:])
+                fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".sha256-cache.")
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(entries, fh)
+                os.replace(tmp, self.path)
         except OSError:
             pass

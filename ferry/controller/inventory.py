@@ -220,6 +220,18 @@ def _ansible():
             "Templar": Templar, "VariableManager": VariableManager}
 
 
+def _forget_vars_files() -> None:
+    """Empty ansible-core's per-process caches of ``host_vars/``/``group_vars/`` lookups
+    (``host_group_vars``: the files found per host or group, the directories found
+    missing, canonical paths). ansible-core reads an inventory once per process; Ferry
+    may read one several times in a process (a long-lived caller, the test suite), and a
+    directory or file added in between (``host_vars/`` holding a become password) must
+    count. Costs one directory scan per source on the next load."""
+    from ansible.plugins.vars import host_group_vars
+    for cache in (host_group_vars.FOUND, host_group_vars.NAK, host_group_vars.CANONICAL_PATHS):
+        cache.clear()
+
+
 @dataclass
 class _Said:
     """What ansible-core tried to print while Ferry ran it."""
@@ -435,6 +447,7 @@ class Inventory:
         self._es = a["EncryptedString"]
         self._shared_templar = None
         self._loader = a["DataLoader"]()
+        _forget_vars_files()
         self._secrets = self._load_secrets(a, vault_password_files)
         with _quiet(self._secrets) as said:
             self._loader.set_vault_secrets(self._secrets)

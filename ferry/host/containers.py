@@ -4,11 +4,13 @@ output. Pure: argument lists in, data out; nothing here does I/O.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Sequence
 
 from .answers import AnswerError, json_doc, snippet
+from ..model.imagelayers import EngineImages
 from .files import parse_lines
 from .shell import q, sh
 
@@ -359,6 +361,48 @@ def compose_lifecycle(project: str, compose_file: str, project_dir: str, action:
     if timeout is not None and action != "start":
         args += ["--timeout", str(int(timeout))]
     return compose(project, compose_file, project_dir, *args, *services)
+
+
+def engine_images() -> list[str]:
+    """Every image the host's engine holds, one line each:
+    ``ID<TAB>RepoTags as JSON<TAB>RootFS.Layers as JSON`` (nothing when Docker is absent
+    or not running)."""
+    return sh("command -v docker >/dev/null 2>&1 || exit 0; "
+              "ids=$(docker images -aq --no-trunc 2>/dev/null | sort -u); [ -z \"$ids\" ] && exit 0; "
+              "docker image inspect --format " + q("{{.Id}}\t{{json .RepoTags}}\t{{json .RootFS.Layers}}")
+              + " $ids 2>/dev/null || true")
+
+
+def parse_engine_images(text: str) -> EngineImages:
+    """:class:`ferry.model.imagelayers.EngineImages` from :func:`engine_images`. Lines
+    that do not parse (an image removed while listed) are skipped."""
+    engine = EngineImages()
+    for line in parse_lines(text):
+        parts = line.split("\t")
+        if len(parts) != 3 or not parts[0].startswith("sha256:"):
+            continue
+        try:
+            tags, layers = json.loads(parts[1]) or [], json.loads(parts[2]) or []
+        except ValueError:
+            continue
+        engine.add(parts[0], tags, layers)
+    return engine
+
+
+def load_blobs(store: str, blobs: Sequence[str]) -> list[str]:
+    """``docker load`` an archive assembled on the host from store files, no copy made:
+    stdin is the archive's ``manifest.json`` (see
+    :func:`ferry.model.imagelayers.load_manifest`), ``blobs`` the sha256 names (store
+    files) it refers to. ``tar -cf -`` streams ``manifest.json`` and those files straight
+    from ``store`` into ``docker load``; a layer the engine already has may be absent.
+    Exit status 6: a blob is missing from the store; tar's own failure is reported too.
+    """
+    names = " ".join(q(b) for b in blobs)
+    st = q(store)
+    return sh("set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; cat > \"$d/manifest.json\"; "
+              f"for b in {names}; do [ -f {st}/\"$b\" ] || {{ echo \"missing from the store: $b\" >&2; exit 6; }}; done; "
+              f"{{ tar -cf - -C \"$d\" manifest.json -C {st} {names}; echo $? > \"$d/tar.rc\"; }} | docker load -q; "
+              "[ \"$(cat \"$d/tar.rc\")\" = 0 ] || { echo 'tar of the store files failed' >&2; exit 7; }")
 
 
 def up_dry_run(project: str, compose_file: str, project_dir: str) -> list[str]:

@@ -33,7 +33,7 @@ from ..errors import FerryError
 from .engine import MEMBER_RE, REQUIRED, VERSION
 
 FORMATS = (1, 2)
-FORMAT = 1
+FORMAT = 2
 """The format :mod:`ferry.controller.bundle` writes."""
 
 MANIFEST = "manifest.json"

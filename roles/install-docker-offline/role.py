@@ -223,6 +223,7 @@ def run(ctx: RoleContext) -> RoleResult:
 def _after(ctx: RoleContext) -> EngineFacts:
     facts = gather(ctx, write_cache=True)
     ctx.state.host_facts = facts
+    ctx.state.engine_changed = True        # load-images asks the engine for its images again
     return facts
 
 

@@ -24,16 +24,34 @@ costs nothing. So the default order runs the modules that want fresh hosts first
 other order (``--e2e-shuffle SEED``, or one file alone) works too, it only resets more.
 Modules without the marker use no sandbox host. The time spent resetting is printed at
 the end of the run.
+
+**Parallel workers** (pytest-xdist, ``inv test``: ``pytest -n N --dist loadgroup``). Each
+worker has a sandbox of its own, named ``<FERRY_SANDBOX_NAME>-<worker>`` (``ferry-sandbox-gw0``
+...: containers, networks, state directory ``.sandbox-ferry-sandbox-gw0/``), so workers
+never share a host; the stand-in and host images are the engine's, built before pytest
+starts (``inv test``) or under a file lock. A module is one unit of work (its tests
+keep their order on one worker), and the modules are handed out longest first
+(:data:`SECONDS`), so that no long module starts last.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import time
 
 import pytest
 
-from devkit import sandbox as sandbox_mod
+# Under pytest-xdist each worker has its own sandbox: set before devkit.sandbox reads it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["FERRY_SANDBOX_NAME"] = (f"{os.environ.get('FERRY_SANDBOX_NAME', 'ferry-sandbox')}-"
+                                        f"{os.environ['PYTEST_XDIST_WORKER']}")
+# `inv ...` run by a test defaults to this sandbox's inventory (tasks.py), not to one
+# inherited from the `inv test` that started pytest.
+os.environ.pop("FERRY_INVENTORY", None)
+
+from devkit import sandbox as sandbox_mod  # noqa: E402  (reads FERRY_SANDBOX_NAME)
 
 HOSTS = 6
 PRISTINE, USED = "pristine", "used"
@@ -115,12 +133,44 @@ def _rank(item) -> int:
     return 1 if any(m.kwargs.get("fresh") for m in hosts) else 2
 
 
+#: Wall seconds of each end-to-end module in a parallel `inv test` run (3 workers, on a
+#: loaded 2-core machine): under pytest-xdist the modules are handed out longest first.
+#: Only the order depends on it; refresh it from `--durations` when a module grows much.
+SECONDS: dict[str, float] = {
+}
+#: What a module missing from :data:`SECONDS` counts: end-to-end / other tiers.
+DEFAULT_SECONDS, DEFAULT_SECONDS_UNIT = 300.0, 10.0
+
+
+def _seconds(item) -> float:
+    name = item.module.__name__.rsplit(".", 1)[-1]
+    if name in SECONDS:
+        return SECONDS[name]
+    return DEFAULT_SECONDS if item.get_closest_marker("e2e") else DEFAULT_SECONDS_UNIT
+
+
+def _parallel(config) -> bool:
+    """True under pytest-xdist (on the controller and in its workers)."""
+    return bool(os.environ.get("PYTEST_XDIST_WORKER")) or \
+        (config.pluginmanager.hasplugin("xdist") and bool(getattr(config.option, "numprocesses", None)))
+
+
+@pytest.hookimpl(tryfirst=True)     # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(session, config, items):
     """Order by :func:`_rank` (stable: each module's tests keep their order), or shuffle
-    the modules with ``--e2e-shuffle SEED``."""
+    the modules with ``--e2e-shuffle SEED``. Under pytest-xdist: each module one
+    ``xdist_group`` (unless it names its own), read-only fresh modules first, then
+    longest first (:data:`SECONDS`)."""
     seed = config.getoption("--e2e-shuffle")
+    if _parallel(config):
+        for item in items:
+            if item.get_closest_marker("xdist_group") is None:
+                item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     if seed is None:
-        items.sort(key=_rank)
+        if _parallel(config):
+            items.sort(key=lambda item: (_rank(item) > 0, -_seconds(item), item.module.__name__))
+        else:
+            items.sort(key=_rank)
         return
     modules = list(dict.fromkeys(item.module.__name__ for item in items))
     random.Random(seed).shuffle(modules)
@@ -138,10 +188,28 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     order = getattr(config, "_e2e_order", None)
     if order:
         terminalreporter.write_line("e2e module order: " + ", ".join(m.rsplit(".", 1)[-1] for m in order))
-    if _ledger is not None and _ledger.spent:
-        total = sum(s for *_, s in _ledger.spent)
-        terminalreporter.write_line(f"sandbox hosts put in known states: {len(_ledger.spent)} times, {total:.1f} s: "
-                                    + ", ".join(f"{n} {how} for {m} ({s:.1f}s)" for m, n, how, s in _ledger.spent))
+    spent = (_ledger.spent if _ledger is not None else []) + getattr(config, "_e2e_workers_spent", [])
+    if spent:
+        total = sum(s for *_, s in spent)
+        terminalreporter.write_line(f"sandbox hosts put in known states: {len(spent)} times, {total:.1f} s: "
+                                    + ", ".join(f"{n} {how} for {m} ({s:.1f}s)" for m, n, how, s in spent))
+
+
+def pytest_sessionfinish(session):
+    """A pytest-xdist worker hands its ledger's spent seconds to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and _ledger is not None:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        workeroutput["e2e_spent"] = json.dumps([(m, f"{n}@{worker}", how, s) for m, n, how, s in _ledger.spent])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller collects each worker's ledger (:func:`pytest_sessionfinish`)."""
+    spent = getattr(node, "workeroutput", {}).get("e2e_spent")
+    if spent:
+        config = node.config
+        config._e2e_workers_spent = getattr(config, "_e2e_workers_spent", []) + [tuple(x) for x in json.loads(spent)]
 
 
 @pytest.fixture(scope="session")

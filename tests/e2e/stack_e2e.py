@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 
 from devkit.images import build_bundle
@@ -185,3 +186,43 @@ def assert_noop_redeploy(inventory: Path, hosts: Hosts, host: str, stack: str, b
     assert f"{host}: uploaded 0 B, loaded 0 images, recreated 0 containers; nothing changed" in again.summary
     assert hosts.containers(host, stack) == before
     return again
+
+
+# -- signed bundles, SSH logins, bytes on the wire ---------------------------------------
+
+def signing_keys(d: Path) -> dict[str, Path]:
+    """Two ed25519 key pairs in ``d`` (``release``, ``intruder``) and an allowed-signers
+    file naming only ``release`` (``signers``)."""
+    out = {}
+    for name in ("release", "intruder"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(d / name)], check=True)
+        out[name] = d / name
+    (d / "allowed_signers").write_text(f"release@example.org {(d / 'release.pub').read_text()}")
+    out["signers"] = d / "allowed_signers"
+    return out
+
+
+def inventory_with_signers(sandbox, d: Path, signers: Path) -> Path:
+    """A copy of the sandbox inventory in ``d`` with ``ferry_bundle_signers`` set for
+    every host (the allowed-signers file copied next to it)."""
+    data = yaml.safe_load(sandbox.inventory.read_text())
+    for f in ("id_ed25519", "known_hosts"):
+        shutil.copy(sandbox.state_dir / f, d / f)
+    shutil.copy(signers, d / "allowed_signers")
+    data["all"]["vars"]["ferry_bundle_signers"] = "allowed_signers"
+    p = d / "inventory.yml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def container_of(sandbox, name: str) -> str:
+    """The Docker container of sandbox host ``name``."""
+    return next(h.container for h in sandbox.hosts if h.name == name)
+
+
+def logins(sandbox, name: str) -> int:
+    """SSH logins the host's sshd accepted so far (read with docker exec, not SSH)."""
+    out = subprocess.run(["docker", "exec", container_of(sandbox, name), "sh", "-c",
+                          "journalctl -u ssh.service --no-pager -o cat | grep -c 'Accepted publickey' || true"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip() or 0)

@@ -13,11 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ferry.controller import dockerdist
 from ferry.controller.dockerdist import build_docker_payload
 from ferry.errors import FerryError
+from ferry.model.vars import load_declarations
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,8 @@ DEFAULTS = REPO / "roles" / "install-docker-offline" / "defaults.yml"
 
 @pytest.fixture(scope="module")
 def settings() -> dict:
-    return yaml.safe_load(DEFAULTS.read_text())
+    """The role's variables as a deploy sees them: the declared defaults' values."""
+    return load_declarations(DEFAULTS).defaults()
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +47,10 @@ def test_role_defaults_are_documented(settings):
     assert settings["docker_arch"] == "amd64"
     assert settings["docker_log_max_size"] == "10m" and settings["docker_log_max_file"] == 3
     assert settings["docker_data_root"] == "/var/lib/docker"
-    lines = DEFAULTS.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line and not line.startswith("#") and not line.startswith(" "):
-            assert lines[i - 1].startswith("#"), f"no comment above {line!r}"
+    declared = load_declarations(DEFAULTS).items
+    assert set(settings) == set(declared)
+    for name, declaration in declared.items():
+        assert declaration.help.strip(), f"{name}: no help"
 
 
 def test_debs_match_versions_json(payload):

@@ -185,6 +185,14 @@ def test_a_killed_deploy_leaves_a_lock_that_status_explains_and_release_clears(s
 
 
 def test_serial_canary_stops_after_a_failing_host_and_rolls_it_back(sandbox, bundles, tmp_path):
+    # v2 from a stack whose declarations let an empty llm_model through (llm-chat's own
+    # refuses it on the controller): on sandbox-4 the backend itself refuses to start.
+    lax = stack_version(tmp_path, "1.1.0", "llm-chat-backend:1.1.0")
+    declared = yaml.safe_load((lax / "defaults.yml").read_text())
+    declared["llm_model"] = {k: v for k, v in declared["llm_model"].items() if k not in ("required", "pattern")}
+    (lax / "defaults.yml").write_text(yaml.safe_dump(declared))
+    v2 = build_bundle(lax, tmp_path / "dist", None, UI(Console(file=io.StringIO())),
+                      docker_settings=role_defaults("install-docker-offline")).path
     data = yaml.safe_load(sandbox.inventory.read_text())
     hosts = {**data["all"]["children"]["prod"]["hosts"], **data["all"]["children"]["staging"]["hosts"]}
     fleet = {n: dict(hosts[n]) for n in ("sandbox-1", "sandbox-4", "sandbox-5")}
@@ -199,9 +207,10 @@ def test_serial_canary_stops_after_a_failing_host_and_rolls_it_back(sandbox, bun
         assert not reports[0].failed, out
     before = {n: history(sandbox, n) for n in fleet}
 
-    reports, out = api_deploy(inv, "fleet", bundles["v2"], serial=1)
+    reports, out = api_deploy(inv, "fleet", v2, serial=1)
     status = {r.host: r.status for r in reports}
     assert status == {"sandbox-1": "ok", "sandbox-4": "rolled-back", "sandbox-5": "skipped"}, out
+    assert "refusing to start: LLM_MODEL is not set" in out
     assert "sandbox-5: SKIPPED" in out and "sandbox-4: ROLLED-BACK" in out
     assert health(sandbox, "sandbox-1")["version"] == "1.1.0"
     assert health(sandbox, "sandbox-4")["version"] == "1.0.0"

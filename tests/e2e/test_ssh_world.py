@@ -157,6 +157,32 @@ def test_a_frozen_host_is_reported_dead_within_ferry_ssh_dead_after(world, tmp_p
     assert error == "world-inner: no answer for 4 s (ferry_ssh_dead_after)" and seconds < 4 + 1 + 6
 
 
+def test_a_connection_lost_between_commands_is_opened_again_and_runs_each_command_once(world, tmp_path):
+    """world-sudo's SSH session killed while no command runs (sshd restarted, a firewall
+    that forgot the connection): the next command opens it again (sudo probed again) and
+    runs once; with sshd gone, one line says the connection was lost and why reconnecting
+    failed."""
+    inv = Inventory(variant(world, tmp_path, {"world-sudo": {}}))
+    t = connect_host(inv.hosts["world-sudo"], inv)
+    box = container(world, "world-sudo")
+    try:
+        t.run(["rm", "-f", "/root/ran"])
+        subprocess.run(["docker", "exec", box, "pkill", "-f", "sshd: deploy"], check=True)
+        t.run(["sh", "-c", "echo once >> /root/ran"])
+        assert t.reconnects == 1
+        assert t.run(["cat", "/root/ran"]).out == "once\n"
+        assert t.run(["id", "-un"]).out.strip() == "root"
+        subprocess.run(["docker", "exec", box, "systemctl", "stop", "ssh.service", "ssh.socket"], check=True)
+        subprocess.run(["docker", "exec", box, "pkill", "-f", "sshd: deploy"], check=True)
+        with pytest.raises(HostError) as err:
+            t.run(["true"])
+        assert str(err.value).startswith("world-sudo: SSH connection lost; reconnecting failed: "), err.value
+        assert "\n" not in str(err.value)
+    finally:
+        subprocess.run(["docker", "exec", box, "systemctl", "start", "ssh.service"], check=True)
+        t.close()
+
+
 # -- connection variables and ssh_config ------------------------------------------------
 
 def test_bad_connection_variables_refused_before_any_host_is_contacted(world, tmp_path):

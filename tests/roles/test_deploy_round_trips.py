@@ -98,8 +98,10 @@ class DeployedHost:
             (files.list_links(paths.bundle_dir),
              (0, "".join(f"{f['path']} {paths.store}/{f['sha256']}\n" for f in b.all_files()))),
             (installer.facts_command(ctx), (0, engine)),
-            (containers.docker_images(), (0, "".join(f"{i['id']}\t{t}\n" for i in b.manifest["images"]
-                                                     for t in i["tags"]))),
+            (containers.engine_images(), (0, "".join(
+                f"{i['id']}\t{json.dumps(i['tags'])}\t{json.dumps([l['diff_id'] for l in i.get('layers', [])])}\n"
+                for i in b.manifest["images"]))),
+            (load_role("upload-bundle").facts(ctx)[3], (0, "")),        # every store file re-hashed: good
             (load_role("render-config").facts(ctx)[0],
              (0, tar_of({**current, "secrets.json": sent["secrets.json"], "up.json": json.dumps(up).encode()}))),
             (containers.host_facts(), (0, "==containers\n" + json.dumps(inspect) + "\n==networks\n[]\n==sockets\n")),

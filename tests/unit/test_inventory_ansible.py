@@ -162,3 +162,16 @@ def test_inventory_command_json_is_ansible_shaped_and_masked(tmp_path):
                 "--host", "web02", env={"ANSIBLE_VAULT_PASSWORD_FILE": str(PASSWORD), "COLUMNS": "200"})
     assert "web02-model" in table and "llm_api_url: http://web02:9090/v1" in table
     assert "sk-fixture" not in table and "web01" not in table
+
+
+def test_host_vars_added_after_a_first_load_count_on_the_next(tmp_path):
+    """ansible-core caches, per process, which host_vars/ directories and files exist; a
+    second load in the same process (the sandbox's world hosts got their become
+    password in host_vars/ after the inventory had been read) must see what was added."""
+    (tmp_path / "inventory.yml").write_text("all:\n  hosts:\n    h1: {ansible_host: 10.0.0.1}\n    h2: {}\n")
+    assert "ansible_become_password" not in Inventory(tmp_path / "inventory.yml").hosts["h1"].vars
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars" / "h1.yml").write_text("ansible_become_password: pw-one\n")
+    assert Inventory(tmp_path / "inventory.yml").hosts["h1"].vars["ansible_become_password"] == "pw-one"
+    (tmp_path / "host_vars" / "h2.yml").write_text("llm_model: two\n")          # a file, the directory known
+    assert Inventory(tmp_path / "inventory.yml").hosts["h2"].vars["llm_model"] == "two"

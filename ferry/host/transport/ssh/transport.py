@@ -16,7 +16,13 @@ Commands run on paramiko exec channels, one per command:
   (``ferry_ssh_dead_after``, 60 s) the connection is closed and the running command
   fails with ``HOST: no answer for 60 s``. (TCP alone would not notice: a frozen host's
   kernel keeps acknowledging packets.)
-- with become, every argument list is wrapped in sudo (:mod:`.become`).
+- with become, every argument list is wrapped in sudo (:mod:`.become`);
+- a connection that died while no command was running (sshd restarted, the session
+  killed, a NAT that forgot it) is opened again, once, before the next command starts:
+  nothing had been sent on it, so no command runs twice. A command that was running when
+  the connection died fails (``SSH connection lost``), and so does a reconnection that
+  fails (``SSH connection lost; reconnecting failed: <why>``); a host the watchdog
+  declared dead is not reconnected.
 
 Bulk data (:meth:`SSHTransport.send`) goes through the OpenSSH client when it is
 installed and the host logs in with keys (measured faster than paramiko, see
@@ -55,6 +61,10 @@ CHUNK = 1 << 20
 
 POLL = 0.5
 """Seconds between checks of deadlines and the watchdog while waiting on a channel."""
+
+DEATH_NOTICED = 2.0
+"""Seconds a failed channel request waits for paramiko to notice that the connection
+died (then it is opened again); a live connection's refusal is reported."""
 
 # AES-GCM first: an AEAD cipher needs no separate HMAC pass, the cheapest choice for
 # paramiko's packetizer (+12% upload rate measured on the sandbox). The rest of
@@ -181,6 +191,8 @@ class SSHTransport:
     Attributes:
         host: inventory name.
         transfer: ``openssh`` or ``paramiko`` (what carries :meth:`send`).
+        reconnects: how many times a connection that died between commands was opened
+            again (see the module docstring).
         round_trips: remote commands run so far on this connection (each exec channel,
             each :meth:`send`; the sudo probe at connect too), for benchmarks and tests.
         command_log: the first 120 characters of each of those commands, in order.
@@ -197,7 +209,10 @@ class SSHTransport:
         self._clients: list[paramiko.SSHClient] = []
         self._watchdog: Watchdog | None = None
         self._sudo_password = False
+        self._reconnecting = threading.Lock()
+        self._reconnecting_thread: int | None = None
         self.connect_seconds = 0.0
+        self.reconnects = 0
         self.round_trips = 0
         self.command_log: list[str] = []
         self._count_lock = threading.Lock()
@@ -276,6 +291,36 @@ class SSHTransport:
             raise HostError(self.host, f"'{what}' did not finish within {timeout:g} s "
                                        f"(ferry_command_timeout or the command's own timeout)")
 
+    def _alive(self) -> bool:
+        """The connection is open as far as paramiko knows."""
+        return bool(self._clients) and (t := self._clients[-1].get_transport()) is not None and t.is_active()
+
+    def _reconnect(self) -> None:
+        """Open the connection again after it died with no command running (see the
+        module docstring); once per death, whichever thread gets here first.
+
+        Raises:
+            HostError: the watchdog had declared the host dead (its reason), or the new
+                connection failed (``SSH connection lost; reconnecting failed: ...``).
+        """
+        if self._watchdog is not None and self._watchdog.dead:
+            raise HostError(self.host, self._watchdog.dead)
+        if self._reconnecting_thread == threading.get_ident():
+            # the new connection died already (during its sudo probe): no second try
+            raise HostError(self.host, "SSH connection lost; reconnecting failed: the new connection died too")
+        with self._reconnecting:
+            if self._alive():
+                return          # another thread reconnected meanwhile
+            self._reconnecting_thread = threading.get_ident()
+            try:
+                self.connect()
+            except HostError as exc:
+                reason = str(exc).removeprefix(f"{self.host}: ")
+                raise HostError(self.host, f"SSH connection lost; reconnecting failed: {reason}") from None
+            finally:
+                self._reconnecting_thread = None
+            self.reconnects += 1
+
     def _count(self, line: str) -> None:
         """One more remote command (see ``round_trips``)."""
         with self._count_lock:
@@ -283,15 +328,38 @@ class SSHTransport:
             self.command_log.append(line[:120])
 
     def _open(self, line: str) -> paramiko.Channel:
+        """A channel executing ``line``. A connection found dead before the command was
+        sent is opened again first (:meth:`_reconnect`)."""
         self._count(line)
+        if not self._alive():
+            self._reconnect()
         try:
             chan = self._transport.open_session(timeout=self.spec.connect_timeout)
-            chan.settimeout(POLL)
-            chan.exec_command(line)
+        except paramiko.ChannelException as exc:      # the server said no (MaxSessions...)
+            raise HostError(self.host, f"SSH channel refused: {exc}") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             if self._watchdog is not None and self._watchdog.dead:
                 raise HostError(self.host, self._watchdog.dead) from None
-            raise HostError(self.host, f"SSH channel failed: {exc}") from None
+            # the connection may have died under the request, paramiko's reader not
+            # knowing yet: no channel was opened, so nothing ran
+            noticed = time.monotonic() + DEATH_NOTICED
+            while self._alive() and time.monotonic() < noticed:
+                time.sleep(0.05)
+            if self._alive():
+                raise HostError(self.host, f"SSH channel refused: {exc}") from None
+            self._reconnect()
+            try:
+                chan = self._transport.open_session(timeout=self.spec.connect_timeout)
+            except (paramiko.SSHException, OSError, EOFError) as again:
+                raise HostError(self.host, f"SSH channel refused: {again}") from None
+        try:
+            chan.settimeout(POLL)
+            chan.exec_command(line)
+        except (paramiko.SSHException, OSError, EOFError):
+            if self._watchdog is not None and self._watchdog.dead:
+                raise HostError(self.host, self._watchdog.dead) from None
+            # the command may have started: it is not sent again
+            raise HostError(self.host, "SSH connection lost") from None
         return chan
 
     def _exchange(self, argv: Sequence[str], blocks: Iterable[bytes], timeout: float | None,
@@ -415,6 +483,7 @@ class SSHTransport:
         proc = subprocess.Popen(openssh_argv(self.spec, line), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        widen_pipe(proc.stdin.fileno())
         out, err = _Drain(proc.stdout.read1, "ssh-stdout"), _Drain(proc.stderr.read1, "ssh-stderr")
         out.start()
         err.start()
@@ -447,6 +516,20 @@ class SSHTransport:
         if proc.returncode == 255:
             raise HostError(self.host, explain_openssh_failure(self.spec, err.data().decode(errors="replace")))
         return Result(list(argv), proc.returncode, out.data(), err.data())
+
+
+F_SETPIPE_SZ = 1031
+
+
+def widen_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Let a pipe hold ``size`` bytes (Linux ``F_SETPIPE_SZ``; default 64 KiB): the
+    writer hands ssh 1 MiB per wake-up, which on a busy machine keeps the stream moving.
+    Refused (another OS, a lower ``/proc/sys/fs/pipe-max-size``): nothing changes."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+    except (OSError, ImportError):
+        pass
 
 
 def has_openssh() -> bool:
