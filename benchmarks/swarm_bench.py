@@ -19,7 +19,7 @@ In one run:
 
 Usage (after ``make bootstrap``)::
 
-    FERRY_SANDBOX_NAME=swarm-bench .venv/bin/python benchmarks/swarm_bench.py [--rounds 2]
+    FERRY_SANDBOX_NAME=swarm FERRY_CACHE_DIR=/work/cache .venv/bin/python benchmarks/swarm_bench.py --rounds 2
 
 It recreates its sandbox (``fresh``: 1 host + 3 swarm hosts) and removes it at the end
 unless ``--keep``.
@@ -199,7 +199,8 @@ def main() -> None:
     settle = float(role_defaults("compose-up").get("compose_settle_seconds", 10))
     docker("stop", "-t", "1", container, timeout=120)
     seconds = healthy_after_stop(inv, stopped, settle)
-    ui.info(f"time to recover: {stopped} (a worker) stopped -> stack healthy on {', '.join(NODES[:2])} "
+    ui.info(f"time to recover: {stopped} (a worker) stopped -> stack healthy on "
+            f"{', '.join(n for n in NODES if n != stopped)} "
             f"in {seconds:.1f}s (Swarm noticing the node down, rescheduling its tasks, healthchecks)")
     docker("start", container, timeout=120)
     if not args.keep:

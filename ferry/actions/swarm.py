@@ -128,11 +128,20 @@ def placement(cluster: Cluster, facts: dict[str, hs.SwarmFacts]) -> list[NodeFac
     return [hs.placement_facts(n.host, facts[n.host], n.role, n.labels) for n in cluster.nodes]
 
 
-def refuse_unselected(cluster: Cluster, nodes: Sequence[hs.SwarmNode]) -> None:
-    """Refuse a deploy when the swarm has a node it may schedule on (ready, not
-    drained) that is not among the selected hosts: that node would not get the bundle's
-    images, and ``docker stack deploy --resolve-image never`` would start tasks there
-    that find none.
+UNSELECTED = {"deploy": "so it would lack the bundle's images: add it to the swarm's group, or drain it "
+                         "(docker node update --availability drain {node}); nothing was deployed",
+              "swarm.setup": "and swarm.setup takes the default roles (swarm_role) from the hosts selected: "
+                             "select the swarm's whole group, or drain it (docker node update --availability "
+                             "drain {node}); nothing was changed"}
+"""Why :func:`refuse_unselected` refuses, per command, and what to do."""
+
+
+def refuse_unselected(cluster: Cluster, nodes: Sequence[hs.SwarmNode], command: str = "deploy") -> None:
+    """Refuse ``command`` (a key of :data:`UNSELECTED`) when the swarm has a node it may
+    schedule on (ready, not drained) that is not among the selected hosts. A deploy: that
+    node would not get the bundle's images, and ``docker stack deploy --resolve-image
+    never`` would start tasks there that find none. ``swarm.setup``: the default roles
+    of a partial selection would promote or demote the wrong nodes.
 
     Args:
         nodes: the swarm's nodes as a manager lists them (empty: not a swarm yet).
@@ -143,9 +152,14 @@ def refuse_unselected(cluster: Cluster, nodes: Sequence[hs.SwarmNode]) -> None:
     unknown = [n for n in nodes if n.availability == "active" and n.state == "ready" and cluster.by_addr(n.addr) is None]
     if unknown:
         n = unknown[0]
-        raise FerryError(f"node {n.hostname} ({n.addr}) of the swarm is not among the selected hosts, so it would "
-                         "lack the bundle's images: add it to the swarm's group, or drain it "
-                         f"(docker node update --availability drain {n.hostname}); nothing was deployed")
+        raise FerryError(f"node {n.hostname} ({n.addr}) of the swarm is not among the selected hosts, "
+                         + UNSELECTED[command].format(node=n.hostname))
+
+
+def listed_nodes(cluster: Cluster, facts: dict[str, hs.SwarmFacts]) -> list[hs.SwarmNode]:
+    """The swarm's nodes as the first manager of the selection that lists them sees them
+    (empty: no selected manager is in a swarm yet)."""
+    return next((facts[n.host].nodes for n in cluster.managers if facts[n.host].nodes), [])
 
 
 def check_images(sessions: Sequence[HostSession], cluster: Cluster, nodes: Sequence[hs.SwarmNode],
@@ -250,7 +264,8 @@ def setup(plan: Plan, ui: UI, check: bool = False, lock_wait: float = 0.0, messa
     (:data:`CLUSTER_ROLE`). Running it again changes nothing.
 
     Raises:
-        FerryError: the selection is not one swarm, a bad ``swarm_*`` variable, a node
+        FerryError: the selection is not one swarm, or leaves out a node of the swarm
+            (:func:`refuse_unselected`), a bad ``swarm_*`` variable, a node
             unreachable, in another swarm, or Docker refusing init/join.
     """
     cluster = cluster_of(((h.name, plan.host_vars[h.name]) for h in plan.hosts), plan.specs)
@@ -259,6 +274,7 @@ def setup(plan: Plan, ui: UI, check: bool = False, lock_wait: float = 0.0, messa
     reports = {h.name: HostReport(h.name) for h in plan.hosts}
     with open_hosts(plan.hosts, lambda h: plan.host_vars[h.name], lambda name, v: plan.paths(name),
                     lambda h: connect(plan.specs[h.name])) as sessions:
+        refuse_unselected(cluster, listed_nodes(cluster, node_facts(sessions)), "swarm.setup")
         contexts = _contexts(plan, sessions, ui, check)
         with guarded(sessions, plan.stack.name, "swarm.setup", plan.bundle.version, message, lock_wait, check,
                      facts=_node_facts(contexts, NODE_ROLES[:2]),
@@ -312,8 +328,7 @@ def deploy(plan: Plan, ui: UI, check: bool = False, roles: list[str] | None = No
                     lambda h: connect(plan.specs[h.name])) as sessions:
         contexts = _contexts(plan, sessions, ui, check)
         facts = node_facts(sessions)
-        listed = next((facts[n.host].nodes for n in cluster.managers if facts[n.host].nodes), [])
-        refuse_unselected(cluster, listed)
+        refuse_unselected(cluster, listed_nodes(cluster, facts))
         pins = data_pins(release.model, plan.stack, data_roots(plan.paths(primary), release), placement(cluster, facts))
         if pins:
             ui.info("data services pinned: " + ", ".join(f"{s} -> {h}" for s, h in sorted(pins.items())))

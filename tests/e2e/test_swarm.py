@@ -155,8 +155,14 @@ def test_a_node_of_the_swarm_outside_the_selection_is_refused_before_any_change(
     assert line.startswith(f"error: node swarm-3 ({hosts.ip('swarm-3')}) of the swarm is not among the selected "
                            "hosts, so it would lack the bundle's images"), line
     assert line.endswith("nothing was deployed"), line
+    # swarm.setup of a part of the swarm would take the default roles from that part
+    # (two hosts: one manager) and demote swarm-2: refused the same way
+    setup = cli(cluster, "swarm.setup", "--host", "swarm:!swarm-3", "--bundle", str(bundles["v1"]))
+    assert setup.returncode == 1, setup.stdout[-3000:] + setup.stderr[-3000:]
+    line = setup.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: node swarm-3 (") and "swarm.setup takes the default roles" in line, line
     assert {n: hosts.state(n) + hosts.sh(n, "docker images -q | sort") for n in NODES} == before
-    assert all(n["Spec"]["Role"] == "manager" for n in nodes(hosts))       # swarm-2 was not demoted either
+    assert all(n["Spec"]["Role"] == "manager" for n in nodes(hosts))       # swarm-2 was not demoted
 
 
 def test_deploy_verified_on_every_node(cluster, hosts, bundles):

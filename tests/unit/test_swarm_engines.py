@@ -63,6 +63,9 @@ def test_a_node_of_the_swarm_outside_the_selection_is_refused_by_name():
     with pytest.raises(FerryError, match=r"^node chat-3 \(10\.9\.0\.13\) of the swarm is not among the selected "
                                          r"hosts, so it would lack the bundle's images.*availability drain chat-3"):
         swarm.refuse_unselected(cluster, [_node("chat-1", "10.9.0.11"), _node("chat-3", "10.9.0.13")])
+    with pytest.raises(FerryError, match=r"^node chat-3 .* swarm\.setup takes the default roles \(swarm_role\) from "
+                                         r"the hosts selected: select the swarm's whole group.*nothing was changed$"):
+        swarm.refuse_unselected(cluster, [_node("chat-3", "10.9.0.13")], "swarm.setup")
 
 
 def test_a_selected_node_lacking_an_image_by_id_is_refused_naming_node_and_image():
