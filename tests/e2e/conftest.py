@@ -25,7 +25,8 @@ other order (``--e2e-shuffle SEED``, or one file alone) works too, it only reset
 Modules without the marker use no sandbox host. The time spent resetting is printed at
 the end of the run.
 
-**Parallel workers** (pytest-xdist, ``inv test``: ``pytest -n N --dist loadgroup``). Each
+**Parallel workers** (pytest-xdist, ``inv test --workers N``: ``pytest -n N --dist loadfile``;
+not ``loadgroup``, whose groups pytest 9's node IDs no longer carry). Each
 worker has a sandbox of its own, named ``<FERRY_SANDBOX_NAME>-<worker>`` (``ferry-sandbox-gw0``
 ...: containers, networks, state directory ``.sandbox-ferry-sandbox-gw0/``), so workers
 never share a host; the stand-in and host images are the engine's, built before pytest
@@ -52,6 +53,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ.pop("FERRY_INVENTORY", None)
 
 from devkit import sandbox as sandbox_mod  # noqa: E402  (reads FERRY_SANDBOX_NAME)
+
+if os.environ.get("PYTEST_XDIST_WORKER") and not sandbox_mod.NAME.endswith(f"-{os.environ['PYTEST_XDIST_WORKER']}"):
+    raise RuntimeError(f"devkit.sandbox was imported before tests/e2e/conftest.py: worker "
+                       f"{os.environ['PYTEST_XDIST_WORKER']} would share sandbox {sandbox_mod.NAME}")
 
 HOSTS = 6
 PRISTINE, USED = "pristine", "used"
@@ -133,10 +138,19 @@ def _rank(item) -> int:
     return 1 if any(m.kwargs.get("fresh") for m in hosts) else 2
 
 
-#: Wall seconds of each end-to-end module in a parallel `inv test` run (3 workers, on a
-#: loaded 2-core machine): under pytest-xdist the modules are handed out longest first.
-#: Only the order depends on it; refresh it from `--durations` when a module grows much.
+#: Wall seconds of each end-to-end module, measured one module at a time on a loaded
+#: 2-core machine (load 10-20, 2026-11-23): under pytest-xdist the modules are handed out
+#: longest first. Only the order depends on it; refresh it when a module grows much.
 SECONDS: dict[str, float] = {
+    "test_static_engine": 900, "test_swarm": 900, "test_import_projects": 900, "test_backup_llm_chat": 850,
+    "test_releases_rollback": 650, "test_interruptions": 540, "test_deploy_llm_chat": 450,
+    "test_day2_commands": 400, "test_world_llm_chat": 380, "test_bad_input_llm_chat": 350,
+    "test_stack_xiaozhi": 350, "test_backup_defaults": 300, "test_backup_mariadb_redis": 300,
+    "test_uninstall": 300, "test_layer_transfer": 300, "test_old_format_host": 300,
+    "test_stack_chatgpt_on_wechat": 250, "test_stack_uni_load": 250, "test_standin_images": 200,
+    "test_ssh_world": 150, "test_stack_corp_wechat_gptbot": 150, "test_installed_command": 150,
+    "test_bundle_trust": 150, "test_stack_mistakes_refused": 100, "test_sandbox_hosts": 100,
+    "test_stack_added_from_folder": 100, "test_docker_payload": 20,
 }
 #: What a module missing from :data:`SECONDS` counts: end-to-end / other tiers.
 DEFAULT_SECONDS, DEFAULT_SECONDS_UNIT = 300.0, 10.0
@@ -155,17 +169,12 @@ def _parallel(config) -> bool:
         (config.pluginmanager.hasplugin("xdist") and bool(getattr(config.option, "numprocesses", None)))
 
 
-@pytest.hookimpl(tryfirst=True)     # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(session, config, items):
     """Order by :func:`_rank` (stable: each module's tests keep their order), or shuffle
-    the modules with ``--e2e-shuffle SEED``. Under pytest-xdist: each module one
-    ``xdist_group`` (unless it names its own), read-only fresh modules first, then
-    longest first (:data:`SECONDS`)."""
+    the modules with ``--e2e-shuffle SEED``. Under pytest-xdist (``--dist loadfile``: a
+    module is one unit of work, handed out in this order): read-only fresh modules first,
+    then longest first (:data:`SECONDS`)."""
     seed = config.getoption("--e2e-shuffle")
-    if _parallel(config):
-        for item in items:
-            if item.get_closest_marker("xdist_group") is None:
-                item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     if seed is None:
         if _parallel(config):
             items.sort(key=lambda item: (_rank(item) > 0, -_seconds(item), item.module.__name__))

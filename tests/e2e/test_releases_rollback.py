@@ -39,6 +39,12 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "stacks" / "llm-chat"
 
 
+def variant_tag(version: str) -> str:
+    """This module's backend image of ``version``: its own tag, so that another module
+    deriving a variant of the same version (in a parallel worker) never replaces it."""
+    return f"llm-chat-backend:{version}-releases"
+
+
 def commit_variant(tag: str, *changes: str) -> None:
     """``llm-chat-backend:1.0.0`` with Dockerfile-style changes, committed as ``tag``."""
     derive_image("llm-chat-backend:1.0.0", tag, list(changes))
@@ -60,13 +66,13 @@ def bundles(sandbox, tmp_path_factory):
     """v1 (1.0.0), v2 (1.1.0, reports 1.1.0) and v3 (1.2.0, never healthy) bundles."""
     tmp = tmp_path_factory.mktemp("versions")
     dist = tmp / "dist"
-    commit_variant("llm-chat-backend:1.1.0", "ENV APP_VERSION=1.1.0")
-    commit_variant("llm-chat-backend:1.2.0", 'CMD ["sh", "-c", "echo FATAL: model registry unreachable >&2; exec sleep 3600"]')
+    commit_variant(variant_tag("1.1.0"), "ENV APP_VERSION=1.1.0")
+    commit_variant(variant_tag("1.2.0"), 'CMD ["sh", "-c", "echo FATAL: model registry unreachable >&2; exec sleep 3600"]')
     settings = role_defaults("install-docker-offline")
     quiet = UI(Console(file=io.StringIO()))
     out = {"v1": build_bundle(STACK, dist, None, quiet, docker_settings=settings).path}
     for key, version in (("v2", "1.1.0"), ("v3", "1.2.0")):
-        out[key] = build_bundle(stack_version(tmp, version, f"llm-chat-backend:{version}"), dist, None, quiet,
+        out[key] = build_bundle(stack_version(tmp, version, variant_tag(version)), dist, None, quiet,
                                 docker_settings=settings).path
     return out
 
@@ -187,7 +193,7 @@ def test_a_killed_deploy_leaves_a_lock_that_status_explains_and_release_clears(s
 def test_serial_canary_stops_after_a_failing_host_and_rolls_it_back(sandbox, bundles, tmp_path):
     # v2 from a stack whose declarations let an empty llm_model through (llm-chat's own
     # refuses it on the controller): on sandbox-4 the backend itself refuses to start.
-    lax = stack_version(tmp_path, "1.1.0", "llm-chat-backend:1.1.0")
+    lax = stack_version(tmp_path, "1.1.0", variant_tag("1.1.0"))
     declared = yaml.safe_load((lax / "defaults.yml").read_text())
     declared["llm_model"] = {k: v for k, v in declared["llm_model"].items() if k not in ("required", "pattern")}
     (lax / "defaults.yml").write_text(yaml.safe_dump(declared))
@@ -226,8 +232,8 @@ def test_after_seven_deploys_five_releases_and_their_images_remain(sandbox, bund
     ids = {}
     for n in range(1, 8):
         version = f"2.0.{n}"
-        commit_variant(f"llm-chat-backend:{version}", f"ENV APP_VERSION={version}")
-        b = build_bundle(stack_version(tmp_path, version, f"llm-chat-backend:{version}"), tmp_path / "dist", None,
+        commit_variant(variant_tag(version), f"ENV APP_VERSION={version}")
+        b = build_bundle(stack_version(tmp_path, version, variant_tag(version)), tmp_path / "dist", None,
                          quiet, docker_settings=settings)
         ids[version] = next(i["id"] for i in b.manifest["images"] if i["service"] == "backend")
         reports, out = api_deploy(sandbox.inventory, "sandbox-5", b.path)

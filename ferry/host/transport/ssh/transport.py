@@ -291,10 +291,6 @@ class SSHTransport:
             raise HostError(self.host, f"'{what}' did not finish within {timeout:g} s "
                                        f"(ferry_command_timeout or the command's own timeout)")
 
-    def _alive(self) -> bool:
-        """The connection is open as far as paramiko knows."""
-        return bool(self._clients) and (t := self._clients[-1].get_transport()) is not None and t.is_active()
-
     def _reconnect(self) -> None:
         """Open the connection again after it died with no command running (see the
         module docstring); once per death, whichever thread gets here first.
@@ -309,7 +305,7 @@ class SSHTransport:
             # the new connection died already (during its sudo probe): no second try
             raise HostError(self.host, "SSH connection lost; reconnecting failed: the new connection died too")
         with self._reconnecting:
-            if self._alive():
+            if self.alive:
                 return          # another thread reconnected meanwhile
             self._reconnecting_thread = threading.get_ident()
             try:
@@ -331,7 +327,7 @@ class SSHTransport:
         """A channel executing ``line``. A connection found dead before the command was
         sent is opened again first (:meth:`_reconnect`)."""
         self._count(line)
-        if not self._alive():
+        if not self.alive:
             self._reconnect()
         try:
             chan = self._transport.open_session(timeout=self.spec.connect_timeout)
@@ -343,9 +339,9 @@ class SSHTransport:
             # the connection may have died under the request, paramiko's reader not
             # knowing yet: no channel was opened, so nothing ran
             noticed = time.monotonic() + DEATH_NOTICED
-            while self._alive() and time.monotonic() < noticed:
+            while self.alive and time.monotonic() < noticed:
                 time.sleep(0.05)
-            if self._alive():
+            if self.alive:
                 raise HostError(self.host, f"SSH channel refused: {exc}") from None
             self._reconnect()
             try:
