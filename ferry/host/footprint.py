@@ -1,7 +1,7 @@
 """What Ferry leaves on a host, and the commands that take it away (``uninstall``).
 
 Ferry's files on a host: ``ferry_root`` (``store/``, ``bundles/``, ``locks/``,
-``audit.log``, and per stack ``stacks/<stack>/``: releases, ``current``, ``up.json``,
+``audit.log``, ``engine-facts`` (the kept Docker version probes), and per stack ``stacks/<stack>/``: releases, ``current``, ``up.json``,
 the backup script ``ferry-backup`` and ``backup-status/``), the cron entries
 ``/etc/cron.d/ferry-backup-<stack>`` and the backup logs
 ``<backup_log_dir>/backup-<stack>.log`` (names: :mod:`ferry.host.backup`). The stacks' *data* (``stacks/<stack>/data/``,
@@ -22,7 +22,7 @@ from ..model.paths import own_directory
 from .files import parse_lines
 from .shell import q, sh
 
-ROOT_ENTRIES = ("store", "bundles", "stacks", "locks", "audit.log")
+ROOT_ENTRIES = ("store", "bundles", "stacks", "locks", "audit.log", "engine-facts")
 """What Ferry creates directly under ``ferry_root``; nothing else there is removed."""
 
 KEEP_IN_STACK = ("data", "secrets.json")
@@ -146,7 +146,7 @@ def remove_files(root: str, stacks: list[str], cron: list[str], logs: list[str],
     """Remove Ferry's files (see the module docstring) but ``audit.log`` and ``locks/``
     (the caller still holds the locks and writes the last audit line): the ``cron``
     files, the backup ``logs`` (then ``log_dir`` if left empty), ``store/``,
-    ``bundles/`` and each stack's directory but its data; with ``purge_data``, the
+    ``bundles/``, ``engine-facts`` and each stack's directory but its data; with ``purge_data``, the
     stacks' data dirs, secrets and backup archives (``<backup_dir>/<stack>``) too."""
     r = q(root)
     parts = ["set -e"]
@@ -160,7 +160,7 @@ def remove_files(root: str, stacks: list[str], cron: list[str], logs: list[str],
         else:
             keep = " ".join(f"! -name {q(k)}" for k in KEEP_IN_STACK)
             parts.append(f"[ ! -d {sd} ] || find {sd} -mindepth 1 -maxdepth 1 {keep} -exec rm -rf -- {{}} +")
-    parts.append(f"rm -rf -- {r}/store {r}/bundles")
+    parts.append(f"rm -rf -- {r}/store {r}/bundles {r}/engine-facts")
     parts.append(f"rmdir -- {q(log_dir)} 2>/dev/null || true")
     if purge_data:
         parts.append(f"rmdir -- {q(backup_dir)} 2>/dev/null || true")

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 
 import pytest
@@ -57,6 +58,13 @@ from devkit import sandbox as sandbox_mod  # noqa: E402  (reads FERRY_SANDBOX_NA
 if os.environ.get("PYTEST_XDIST_WORKER") and not sandbox_mod.NAME.endswith(f"-{os.environ['PYTEST_XDIST_WORKER']}"):
     raise RuntimeError(f"devkit.sandbox was imported before tests/e2e/conftest.py: worker "
                        f"{os.environ['PYTEST_XDIST_WORKER']} would share sandbox {sandbox_mod.NAME}")
+
+# A suite started in the background by a non-interactive shell (`make test &`, nohup, some
+# CI runners) inherits SIGINT *ignored*, and an ignored signal stays ignored across exec:
+# every `inv`/`ferry` the tests start would then shrug off the Ctrl-C the interruption
+# tests send. Handle SIGINT here, so child processes start with the default disposition.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 HOSTS = 6
 PRISTINE, USED = "pristine", "used"

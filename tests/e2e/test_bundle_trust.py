@@ -16,9 +16,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from stack_e2e import STACKS, Hosts, bundle, inv_cli, logins
+from stack_e2e import STACKS, Hosts, bundle, inv_cli, inventory_with_signers, logins, signing_keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hosts("sandbox-6")]
 HOST = "sandbox-6"
@@ -36,26 +35,7 @@ def built(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("keys")
-    out = {}
-    for name in ("release", "intruder"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(d / name)], check=True)
-        out[name] = d / name
-    (d / "allowed_signers").write_text(f"release@example.org {(d / 'release.pub').read_text()}")
-    out["signers"] = d / "allowed_signers"
-    return out
-
-
-def inventory_with_signers(sandbox, tmp_path: Path, signers: Path) -> Path:
-    """The sandbox inventory with ``ferry_bundle_signers`` set for every host."""
-    data = yaml.safe_load(sandbox.inventory.read_text())
-    for f in ("id_ed25519", "known_hosts"):
-        shutil.copy(sandbox.state_dir / f, tmp_path / f)
-    shutil.copy(signers, tmp_path / "allowed_signers")
-    data["all"]["vars"]["ferry_bundle_signers"] = "allowed_signers"
-    p = tmp_path / "inventory.yml"
-    p.write_text(yaml.safe_dump(data))
-    return p
+    return signing_keys(tmp_path_factory.mktemp("keys"))
 
 
 def copy_bundle(src: Path, dest: Path) -> Path:
