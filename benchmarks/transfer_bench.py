@@ -292,8 +292,12 @@ def firstdeploy(b: Bench, rounds: int) -> list[list[str]]:
     tars = []
     for image in bundle.manifest["images"]:
         tar = seed / (re.sub(r"[^A-Za-z0-9._-]", "_", image["ref"]) + ".tar.gz")
-        subprocess.run(f"docker save {shlex.quote(image['ref'])} | gzip > {shlex.quote(str(tar))}", shell=True,
-                       check=True)
+        with open(tar, "wb") as out:                # docker save IMAGE | gzip > TAR, without a shell
+            save = subprocess.Popen(["docker", "save", image["ref"]], stdout=subprocess.PIPE)
+            subprocess.run(["gzip"], stdin=save.stdout, stdout=out, check=True)
+            save.stdout.close()
+            if save.wait():
+                raise SystemExit(f"docker save {image['ref']} failed")
         tars.append(tar)
     seed_image_bytes = sum(t.stat().st_size for t in tars)
 

@@ -31,8 +31,8 @@ if not os.path.isdir(store):
 try:
     import fcntl
     fcntl.fcntl(0, 1031, 1 << 20)  # F_SETPIPE_SZ: sshd hands over up to 1 MiB per wake-up
-except Exception:
-    pass
+except OSError:
+    pass                           # stdin not a pipe, or the size not allowed: the default pipe works
 buf = bytearray(1 << 20)
 view = memoryview(buf)
 start = end = 0

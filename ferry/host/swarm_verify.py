@@ -23,7 +23,7 @@ from typing import Any
 
 from ferry.host import containers, shell
 from ferry.host import swarm as hs
-from ferry.host.verify import SOCKETS, Check, FerryBackend, infra_host, readiness
+from ferry.host.verify import SOCKETS, Check, FerryBackend, infra_host, port_checks, readiness
 from ferry.model.stack import Stack
 
 
@@ -85,11 +85,6 @@ def verify_node(transport: Any, stack: Stack, state: hs.StackState, node_id: str
         for port, proto in svc.host_ports:
             if proto != "tcp":
                 continue
-            up = host.socket(f"tcp://0.0.0.0:{port}").is_listening or host.socket(f"tcp://:::{port}").is_listening
-            checks.append(Check(name, "port", f"{svc.name} 0.0.0.0:{port} (mode host)", up,
-                                "listening" if up else "not listening"))
-            url = f"http://127.0.0.1:{port}{stack.health_paths.get(svc.name, '')}"
-            if url in urls:
-                code = host.run(urls[url]).stdout.strip()
-                checks.append(Check(name, "http", f"{svc.name} {url}", code == "200", f"HTTP {code}"))
+            checks += port_checks(host, name, stack, urls, svc.name, port, ("0.0.0.0", "::"),
+                                  f"{svc.name} 0.0.0.0:{port} (mode host)")
     return checks

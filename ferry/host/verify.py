@@ -157,6 +157,21 @@ def facts(stack: Stack, current_dir: str) -> list[str]:
             containers.project_containers(stack.name)[-1], SOCKETS]
 
 
+def port_checks(host: Any, name: str, stack: Stack, urls: dict[str, str], service: str, port: int,
+                addrs: tuple[str, ...], label: str) -> list[Check]:
+    """The ``port`` check (TCP ``port`` listening on any of ``addrs``, IPv4 or IPv6
+    addresses as Docker publishes them) and, when ``urls`` has a command for the service's
+    health URL on that port, the ``http`` check (HTTP 200), both from testinfra ``host``'s
+    gathered answers; ``label`` names the port in the check."""
+    up = any(host.socket(f"tcp://{a}:{port}").is_listening for a in addrs)
+    out = [Check(name, "port", label, up, "listening" if up else "not listening")]
+    url = f"http://127.0.0.1:{port}{stack.health_paths.get(service, '')}"
+    if url in urls:
+        code = host.run(urls[url]).stdout.strip()
+        out.append(Check(name, "http", f"{service} {url}", code == "200", f"HTTP {code}"))
+    return out
+
+
 def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 10.0) -> list[Check]:
     """Run every check for one host (two round trips, see the module docstring).
 
@@ -211,14 +226,8 @@ def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 
         for p in svc.ports:
             if p.protocol != "tcp":
                 continue           # listening sockets and HTTP checks are TCP
-            up = host.socket(f"tcp://{p.host_ip}:{p.port}").is_listening or \
-                host.socket(f"tcp://0.0.0.0:{p.port}").is_listening or host.socket(f"tcp://:::{p.port}").is_listening
-            checks.append(Check(name, "port", f"{svc.name} {p.host_ip}:{p.port}", up,
-                                "listening" if up else "not listening"))
-            url = f"http://127.0.0.1:{p.port}{stack.health_paths.get(svc.name, '')}"
-            if url in urls:
-                code = host.run(urls[url]).stdout.strip()
-                checks.append(Check(name, "http", f"{svc.name} {url}", code == "200", f"HTTP {code}"))
+            checks += port_checks(host, name, stack, urls, svc.name, p.port, (p.host_ip, "0.0.0.0", "::"),
+                                  f"{svc.name} {p.host_ip}:{p.port}")
         mounts = {m.get("Destination"): m for m in info.get("Mounts") or []}
         for b in svc.binds:
             m = mounts.get(b.target)
