@@ -122,7 +122,8 @@ class Lock:
 
 
 def acquire(t, root: str, stack: str, task: str, version: str, message: str = "",
-            wait: float = 0.0, poll: float = 1.0, facts: Sequence[Sequence[str]] = ()) -> Lock:
+            wait: float = 0.0, poll: float = 1.0, facts: Sequence[Sequence[str]] = (),
+            token: str | None = None) -> Lock:
     """Take the stack's lock on the host behind ``t``.
 
     Args:
@@ -133,13 +134,16 @@ def acquire(t, root: str, stack: str, task: str, version: str, message: str = ""
         poll: seconds between retries.
         facts: read-only commands gathered in the same round trip, once the lock is
             taken (:meth:`ferry.host.facts.Prefetched.gather`): they are read under it.
+        token: the lock's token (default: a new random one). A caller that chose it can
+            release the lock by it even when Ctrl-C cut the round trip that took it
+            (the host has the lock, the controller never heard so).
 
     Raises:
         HostError: still held after ``wait`` seconds (names the holder).
     """
     import os
     path = lock_dir(root, stack)
-    token = secrets.token_hex(8)
+    token = token or new_token()
     info = {"who": f"{getpass.getuser()}@{socket.gethostname()}", "pid": os.getpid(), "task": task,
             "stack": stack, "version": version, "message": message, "since": time.time(),
             "since_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "token": token}
@@ -160,6 +164,11 @@ def acquire(t, root: str, stack: str, task: str, version: str, message: str = ""
             raise HostError(t.host, f"stack '{stack}' is locked: {describe(holder)}; "
                                     f"wait (--lock-wait SECONDS) or, if that run is dead, `inv lock.release`")
         time.sleep(poll)
+
+
+def new_token() -> str:
+    """A random lock token: 16 hex digits."""
+    return secrets.token_hex(8)
 
 
 def read(t, root: str, stack: str) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -230,6 +231,7 @@ def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[
         yield change
         return
     held: list[tuple[HostSession, lock.Lock]] = []
+    held_guard = threading.Lock()         # the hosts take their locks on threads
     failure = ""
 
     def release(s: HostSession) -> None:
@@ -242,8 +244,20 @@ def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[
         for name in names:
             def take(s: HostSession, name: str = name) -> None:
                 last = name == stacks_of(s)[-1]
-                held.append((s, lock.acquire(s.t, s.paths.root, name, task, version, message, wait,
-                                             facts=facts(s) if facts is not None and last else ())))
+                # held before it is taken: Ctrl-C during the round trip that takes it
+                # still releases it (by token: a lock that is not ours is left alone)
+                mark = (s, lock.Lock(s.t, lock.lock_dir(s.paths.root, name), lock.new_token()))
+                with held_guard:
+                    held.append(mark)
+                try:
+                    taken = lock.acquire(s.t, s.paths.root, name, task, version, message, wait,
+                                         facts=facts(s) if facts is not None and last else (), token=mark[1].token)
+                except Exception:
+                    with held_guard:
+                        held[:] = [h for h in held if h is not mark]
+                    raise
+                with held_guard:
+                    held[:] = [(s, taken) if h is mark else h for h in held]
             _first_error(each_host([s for s in sessions if name in stacks_of(s)], take))
         if refuse is not None:
             _first_error(each_host(sessions, refuse))

@@ -209,9 +209,13 @@ def test_an_interrupted_backup_is_audited_honest_and_keeps_deploys_out_while_it_
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode != 0, out
-        # 200 MB of random data take the host program several seconds more
-        assert on_host(sandbox, "pgrep -f '[f]erry-backup backup'").returncode == 0, "the host program ended"
-        r = inv_cli("deploy", "--host", HOST, "-i", str(sandbox.inventory), "--bundle", str(running))
+        # 200 MB of random data take the host program several seconds more; it is held
+        # still (SIGSTOP) while the deploy tries, so a loaded machine cannot let it end first
+        assert on_host(sandbox, "pkill -STOP -f '[f]erry-backup backup'").returncode == 0, "the host program ended"
+        try:
+            r = inv_cli("deploy", "--host", HOST, "-i", str(sandbox.inventory), "--bundle", str(running))
+        finally:
+            on_host(sandbox, "pkill -CONT -f '[f]erry-backup backup'")
         assert r.returncode == 1 and "ferry-backup" in r.stderr and len(r.stderr.strip().splitlines()) == 1, \
             r.stdout[-2000:] + r.stderr
         deadline = time.monotonic() + 300

@@ -186,3 +186,24 @@ def test_guarded_writes_one_audit_line_per_host_even_when_interrupted(exc, resul
             raise exc
     assert [(r["task"], r["result"], r["detail"]) for r in lines] == [("deploy", result, detail)]
     assert "rm -rf" in t.calls[-1].argv[-1]                               # and the lock released
+
+
+def test_ctrl_c_during_the_round_trip_that_takes_the_lock_still_releases_it():
+    """The host took the lock (info.json written) but Ctrl-C came before its answer: the
+    controller releases it by the token it sent, and nothing else."""
+    from ferry.host.session import HostSession, guarded
+    from ferry.model.paths import HostPaths
+    sent = {}
+
+    def host(argv, data):
+        if "mkdir" in argv[-1] and "info.json" in argv[-1] and "grep" not in argv[-1]:
+            sent.update(json.loads(data))                   # the host has the lock now
+            raise KeyboardInterrupt
+        return 0, "", ""
+    t = FakeTransport(host, host="a")
+    s = HostSession("a", t, {}, HostPaths("/opt/ferry", "llm-chat", ""))
+    with pytest.raises(KeyboardInterrupt):
+        with guarded([s], "llm-chat", "deploy", "1.0.0"):
+            raise AssertionError("the block must not run")
+    release = t.calls[-1].argv[-1]
+    assert sent["token"] and "grep -q " + sent["token"] in release and "rm -rf" in release
