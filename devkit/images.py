@@ -579,12 +579,22 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui: An
                  docker_static: Path | None = None, **options: Any):
     """The devkit's ``inv bundle``: build the stack's stand-in images (its recipes under
     ``images/``), then the product's bundle (:func:`ferry.controller.bundle.build_bundle`,
-    same arguments and result)."""
+    same arguments and result). Blobs of the bundles this process built before, in any
+    ``dist``, are linked rather than saved and compressed again (the tests build dozens
+    of bundles of the same images, each into a ``dist`` of its own)."""
     from ferry.controller.bundle import build_bundle as product_build
     if (Path(stack_dir) / "images").is_dir():
         build_stack_images(stack_dir, console=ui.console if ui else None)
-    return product_build(stack_dir, dist, version, ui, docker_settings=docker_settings, sign=sign,
-                         docker_static=docker_static, **options)
+    options.setdefault("reuse_from", [d for d in _BUILT_INTO if d.is_dir()])
+    built = product_build(stack_dir, dist, version, ui, docker_settings=docker_settings, sign=sign,
+                          docker_static=docker_static, **options)
+    if Path(dist) not in _BUILT_INTO:
+        _BUILT_INTO.append(Path(dist))
+    return built
+
+
+_BUILT_INTO: list[Path] = []
+"""The ``dist`` directories :func:`build_bundle` built into in this process, in order."""
 
 
 

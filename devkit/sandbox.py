@@ -47,6 +47,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1352,6 +1353,41 @@ def reset_host(name: str) -> None:
     proc = _exec(container, "sh", "-c", RESET_SCRIPT, check=False, timeout=300)
     if proc.returncode != 0:
         raise FerryError(f"{name}: reset failed: {(proc.stdout + proc.stderr).decode(errors='replace').strip()[-300:]}")
+
+
+QUIESCE_SCRIPT = r"""
+set -u
+rm -f /etc/cron.d/ferry-*
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  docker swarm leave --force >/dev/null 2>&1 || true
+  ids=$(docker ps -q) && [ -z "$ids" ] || docker rm -f $ids >/dev/null
+fi
+true
+"""
+
+
+def quiesce_extra_hosts() -> list[str]:
+    """Stop what runs on the sandbox's extra hosts (world, no-dpkg and swarm hosts): their
+    containers are removed, a swarm node leaves its swarm, Ferry's cron entries go; Docker,
+    images and files stay. For test suites: a stack left running on a host nobody uses
+    any more costs the machine CPU (its healthchecks) until the run ends. Returns the
+    hosts' container names.
+
+    Raises:
+        FerryError: a host's engine did not answer (its output).
+    """
+    names = docker("ps", "--filter", f"label={LABEL}={NAME}", "--format", "{{.Names}}\t{{.Labels}}").stdout.decode()
+    extra = [line.split("\t", 1)[0] for line in names.splitlines()
+             if any(f"{label}=" in line for label in (LABEL_WORLD, LABEL_NODPKG, LABEL_SWARM))]
+
+    def one(container: str) -> None:
+        proc = _exec(container, "sh", "-c", QUIESCE_SCRIPT, check=False, timeout=120)
+        if proc.returncode != 0:
+            raise FerryError(f"{container}: quiesce failed: "
+                             f"{(proc.stdout + proc.stderr).decode(errors='replace').strip()[-300:]}")
+    with ThreadPoolExecutor(max_workers=max(1, len(extra))) as pool:
+        list(pool.map(one, extra))
+    return extra
 
 
 def recreate_host(name: str, state_dir: Path = DEFAULT_STATE_DIR) -> None:

@@ -189,6 +189,8 @@ def test(c, k=None, unit=False, workers=TEST_WORKERS, keep=False):
         argv += ["-m", "not e2e"]
     if k:
         argv += ["-k", k]
+    if keep:
+        argv += ["--e2e-keep-hosts"]
     if workers > 0:
         # one module per unit of work, handed out in the order the e2e conftest sorts
         argv += ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]

@@ -469,7 +469,14 @@ def load_release(ctx: RoleContext, rid: str, running: str | None) -> None:
     found = files.parse_tar(ctx.t.run(files.read_tar(ctx.paths.stack_dir, [path])).stdout)
     if path not in found:
         raise HostError(ctx.host, f"release {rid} has no compose.yml under {ctx.paths.stack_dir}")
+    next_release(ctx, rid, running)
     ctx.state.rendered = {"compose.yml": found[path]}
+
+
+def next_release(ctx: RoleContext, rid: str, running: str | None) -> None:
+    """Make ``releases/<rid>`` (known to have its compose file) the release compose-up
+    will activate, ``running`` the one to return to if it fails; asks the host nothing."""
+    ctx.state.rendered = {}
     ctx.state.model = None
     ctx.state.activated = False
     ctx.state.previous_release = running

@@ -9,15 +9,16 @@ from typing import Any
 from ..controller.inventory import Inventory
 from ..errors import FerryError, HostError
 from ..host import containers
-from ..host.releases import read_releases
-from ..host.session import HostSession, guarded
+from ..host.releases import composes_command, parse_composes, read_releases, read_releases_command
+from ..host.session import HostSession, each_host, guarded
 from ..host.verify import settle_seconds, verify_host
+from ..model.releases import Release
 from ..model.stack import Stack, load_stack
 from ..roles import RoleContext, RoleResult, load_role
 from ..ui import UI
 from . import engines
 from .common import stack_hosts
-from .deploy import HostReport, checks_line, load_release
+from .deploy import HostReport, checks_line, next_release
 
 
 def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to: str | None, sets: dict[str, Any],
@@ -25,8 +26,10 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
     """``rollback``: switch each host back to ``to`` (default: the release before
     ``current``), ``compose up``, verify.
 
-    Before touching anything it checks, on every selected host, that the target release
-    exists and that all its images are present; then it locks every host.
+    Every host at once: one round trip takes its lock and reads its releases, images
+    and containers; before anything changes, every host must have the target release
+    (its compose file) and all its images, or the locks are given back and nothing was
+    done.
 
     Raises:
         FerryError: no target on a host, the target's images are missing, a held lock.
@@ -35,26 +38,39 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
     engine = engines.for_selection(inventory_path, pattern, stack, sets)
     if engine is not None:
         return engine.rollback(inventory_path, pattern, stack_dir, to, sets, ui, lock_wait, message)
-    reports = []
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
-        plans = {}
-        for s in sessions:
+        plans: dict[str, tuple[str | None, Release]] = {}
+
+        def facts(s: HostSession) -> list[list[str]]:
+            # read under the lock, in the round trip that takes it; compose-up then
+            # finds the project's containers among them
+            return [read_releases_command(s.paths.stack_dir), composes_command(s.paths.stack_dir),
+                    containers.docker_images(), containers.project_containers(stack.name)]
+
+        def refuse(s: HostSession) -> None:
             history, target = rollback_target(s, to)
+            if target.id not in parse_composes(s.t.run(composes_command(s.paths.stack_dir)).stdout):
+                raise HostError(s.name, f"release {target.id} has no compose.yml under {s.paths.stack_dir}")
             have = containers.parse_images(s.t.run(containers.docker_images()).out)
             missing = sorted(target.image_ids - set(have))
             if missing:
                 raise HostError(s.name, f"release {target.id} needs images that are gone: "
                                         f"{', '.join(m[:19] for m in missing)}")
             plans[s.name] = (history.current, target)
-        version = ",".join(sorted({t.version for _, t in plans.values()}))
-        with guarded(sessions, stack.name, "rollback", version, message, lock_wait) as change:
-            for s in sessions:
-                report = _rollback_host(s, stack, ui, *plans[s.name])
-                change.done(s.name, report.status, f"from {plans[s.name][0]}"
-                            + (f": {report.error}" if report.error else ""), report.release,
-                            plans[s.name][1].version)
-                reports.append(report)
-    return reports
+
+        with guarded(sessions, stack.name, "rollback", "", message, lock_wait,
+                     facts=facts, refuse=refuse) as change:
+            def one(s: HostSession) -> HostReport:
+                current, target = plans[s.name]
+                report = _rollback_host(s, stack, ui, current, target)
+                change.done(s.name, report.status, f"from {current}" + (f": {report.error}" if report.error else ""),
+                            report.release, target.version)
+                return report
+            done = each_host(sessions, one)          # every host at once
+            for value in done.values():
+                if isinstance(value, BaseException):
+                    raise value
+    return [done[s.name] for s in sessions]
 
 
 def rollback_target(s: HostSession, to: str | None):
@@ -80,7 +96,7 @@ def _rollback_host(s: HostSession, stack: Stack, ui: UI, current: str | None, ta
     ctx = RoleContext(s.name, s.t, s.vars, None, stack, s.paths, ui)
     started = time.monotonic()
     try:
-        load_release(ctx, target.id, current)
+        next_release(ctx, target.id, current)
         result = load_role("compose-up").run(ctx)
         report.results.append(("compose-up", result, time.monotonic() - started))
         report.checks = verify_host(s.t, stack, s.paths.current, settle_seconds(s.vars))

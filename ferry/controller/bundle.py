@@ -49,7 +49,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..errors import FerryError
 from ..model.manifest import CHECKSUMS, FORMAT, MANIFEST, UNLISTED, checksums_text, validate_manifest
@@ -249,7 +249,8 @@ def _copy_stack(stack: Stack, dest: Path) -> None:
 
 def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=None,
                  docker_settings: dict[str, Any] | None = None, sign: Path | None = None,
-                 compress: str = "gzip", level: int = 6, docker_static: Path | None = None) -> Bundle:
+                 compress: str = "gzip", level: int = 6, docker_static: Path | None = None,
+                 reuse_from: Sequence[Path] = ()) -> Bundle:
     """Build ``dist/<stack>-<version>/`` from local images (``inv bundle``).
 
     Every image of ``stack.yml`` must be in the local Docker engine (pulled, or built:
@@ -272,6 +273,8 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
         level: gzip level (1 fastest .. 9 smallest; default 6, as ``gzip``).
         docker_static: Docker's static tarball (``docker-<version>.tgz``) to carry for
             hosts without dpkg (see :mod:`ferry.controller.dockerstatic`), or None.
+        reuse_from: other ``dist`` directories whose bundles' blobs may be linked too
+            (after ``dist``'s own; copied where the file system refuses a hard link).
 
     Returns:
         The loaded bundle.
@@ -302,6 +305,9 @@ def build_bundle(stack_dir: Path, dist: Path, version: str | None = None, ui=Non
         previous = None
     cache = HashCache()
     index = ReuseIndex.scan(dist)
+    for other in reuse_from:
+        if Path(other).resolve() != Path(dist).resolve():
+            index.add(ReuseIndex.scan(Path(other)))
     image_entries = []
     for service, ref in stack.images.items():
         info = _inspect_image(ref)

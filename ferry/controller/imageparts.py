@@ -70,6 +70,13 @@ class ReuseIndex:
                     index.layers.setdefault((layer["diff_id"], layer["media"]), (b.path / layer["blob"], layer))
         return index
 
+    def add(self, other: "ReuseIndex") -> None:
+        """Also offer ``other``'s blobs (this index's own win where both have one)."""
+        for image_id, path in other.configs.items():
+            self.configs.setdefault(image_id, path)
+        for k, v in other.layers.items():
+            self.layers.setdefault(k, v)
+
 
 def _usable(path: Path, size: int | None, sha: str, cache: HashCache) -> bool:
     """A blob to link from: present, the expected size, and its content matches its name."""

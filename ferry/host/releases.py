@@ -55,6 +55,18 @@ def read_releases(t, stack_dir: str) -> History:
     return parse_releases(t.run(read_releases_command(stack_dir)).stdout)
 
 
+def composes_command(stack_dir: str) -> list[str]:
+    """The ids of the releases under ``stack_dir`` that have a ``compose.yml``, one per
+    line (nothing when the stack has no release there)."""
+    return sh(f"cd {q(stack_dir + '/releases')} 2>/dev/null || exit 0; "
+              'for f in */compose.yml; do [ -f "$f" ] && echo "${f%/compose.yml}"; done; true')
+
+
+def parse_composes(stdout: bytes) -> set[str]:
+    """Parse :func:`composes_command` output: a set of release ids."""
+    return {line.strip() for line in stdout.decode("utf-8", "replace").splitlines() if line.strip()}
+
+
 def read_host_command(root: str) -> list[str]:
     """A tar stream (through symlinks) of every ``stacks/*/releases/*/{release,manifest}.json``
     and ``bundles/*/manifest.json`` under ``root`` (nothing when ``root`` is absent)."""

@@ -1,9 +1,11 @@
 """Fixtures for end-to-end tests against real sandbox hosts (see ``devkit.sandbox``).
 
 The ``sandbox`` fixture brings up 6 *fresh* hosts (``<name>-1..6``: no Docker, empty
-``/var/lib/docker``) once per test session. It deliberately does NOT tear them down at
-the end, so a developer can inspect the hosts after a run (``docker exec -it
-<name>-1 bash``); remove them with ``inv sandbox.down``.
+``/var/lib/docker``) once per test session. It does not remove them at the end (``inv
+test`` does, unless ``--keep``; ``inv sandbox.down``), but when a module is done the
+hosts it changed are reset and the extra hosts' containers removed: a stack left running
+costs the 2-core machine its healthchecks while the other modules run. To look at a
+module's hosts as it left them, run it alone with ``--e2e-keep-hosts``.
 
 **Known states, whatever the order.** A test module names the hosts it uses and the
 state it needs with a marker, and gets them in that state before its first test::
@@ -42,6 +44,7 @@ import os
 import random
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -67,7 +70,7 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 HOSTS = 6
-PRISTINE, USED = "pristine", "used"
+PRISTINE, CLEAN, USED = "pristine", "clean", "used"
 _ledger = None   # the session's Ledger, made by the sandbox fixture
 
 
@@ -77,6 +80,8 @@ def pytest_addoption(parser):
     parser.addoption("--e2e-hosts", type=int, default=HOSTS, metavar="N",
                      help=f"sandbox hosts to bring up (default {HOSTS}); fewer for a module that claims "
                           "only the first ones, on a loaded machine")
+    parser.addoption("--e2e-keep-hosts", action="store_true", default=False,
+                     help="leave each module's hosts as it left them (default: reset when the module is done)")
     parser.addoption("--e2e-reuse-sandbox", action="store_true", default=False,
                      help="keep the sandbox hosts that run (every claimed host is reset or recreated first) "
                           "instead of creating all of them again")
@@ -111,7 +116,7 @@ class Ledger:
         """Bring ``name`` into the clean (or fresh) state unless it is untouched."""
         if name not in self.state:
             raise pytest.UsageError(f"{module}: hosts() names {name!r}, the sandbox has {', '.join(self.state)}")
-        if self.state[name] != PRISTINE:
+        if self.state[name] != PRISTINE and (fresh or self.state[name] != CLEAN):
             started = time.monotonic()
             if fresh:
                 sandbox_mod.recreate_host(name)
@@ -123,10 +128,26 @@ class Ledger:
             self.state[name] = USED
 
 
+    def quiesce(self, module: str, names: list[str]) -> None:
+        """Reset the hosts a module changed, once it is done with them (at once): a stack
+        left running costs the machine CPU (healthchecks every 2 s) while other modules
+        run, and the next module to claim one as clean then finds it so."""
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+            list(pool.map(sandbox_mod.reset_host, names))
+        for name in names:
+            self.state[name] = CLEAN
+        if names:
+            self.spent.append((module, ",".join(names), "reset after", time.monotonic() - started))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _claimed_hosts(request):
-    """Claim the hosts of the module's ``hosts`` marker (see the module docstring)."""
+    """Claim the hosts of the module's ``hosts`` marker (see the module docstring); when
+    the module is done, reset the ones it changed and stop what runs on the extra hosts
+    (world, no-dpkg, swarm: :func:`devkit.sandbox.quiesce_extra_hosts`)."""
     marks = list(request.node.iter_markers("hosts"))
+    changed: list[str] = []
     if marks:
         sb = request.getfixturevalue("sandbox")
         assert _ledger is not None
@@ -134,7 +155,12 @@ def _claimed_hosts(request):
             for name in mark.args or [h.name for h in sb.hosts]:
                 _ledger.claim(request.node.name, name, mark.kwargs.get("fresh", False),
                               mark.kwargs.get("readonly", False))
+                if not mark.kwargs.get("readonly", False) and name not in changed:
+                    changed.append(name)
     yield
+    if _ledger is not None and not request.config.getoption("--e2e-keep-hosts"):
+        _ledger.quiesce(request.node.name, changed)
+        sandbox_mod.quiesce_extra_hosts()
 
 
 def _rank(item) -> int:

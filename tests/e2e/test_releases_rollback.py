@@ -238,7 +238,6 @@ def test_after_seven_deploys_five_releases_and_their_images_remain(sandbox, bund
         ids[version] = next(i["id"] for i in b.manifest["images"] if i["service"] == "backend")
         reports, out = api_deploy(sandbox.inventory, "sandbox-5", b.path)
         assert not reports[0].failed, out
-        shutil.rmtree(b.path)
     h = history(sandbox, "sandbox-5")
     assert len(h.releases) == 5 and h.get(h.current).version == "2.0.7"
     assert [r.version for r in h.releases] == [f"2.0.{n}" for n in range(3, 8)]

@@ -122,6 +122,23 @@ def test_a_new_version_reuses_unchanged_images_and_layers(tmp_path, engine):
     assert base_v1.stat().st_ino == base_v2.stat().st_ino   # the same blob, hard-linked
 
 
+def test_blobs_of_another_dist_are_offered_after_the_own(tmp_path, engine):
+    """``build_bundle(reuse_from=...)``: an image already in a bundle of another ``dist``
+    is linked from there (no docker save); ``dist``'s own blob wins where both have one."""
+    cache = HashCache(tmp_path / "c.json")
+    other, own = tmp_path / "other", tmp_path / "own"
+    seal_v2(other / "s-1", build(other / "s-1", ["app:1", "db:1"], engine, cache, other))
+    seal_v2(own / "t-1", build(own / "t-1", ["db:1"], engine, cache, own), name="t")
+    index = ReuseIndex.scan(own)
+    index.add(ReuseIndex.scan(other))
+    db_id, app_id = engine.infos["db:1"]["id"], engine.infos["app:1"]["id"]
+    assert index.configs[db_id].is_relative_to(own) and index.configs[app_id].is_relative_to(other)
+    engine.saves.clear()
+    (root := own / "t-2").mkdir()
+    parts = write_image("app:1", engine.infos["app:1"], root, index, cache, "gzip", 6, save=engine.save)
+    assert engine.saves == [] and not parts.saved and parts.linked == 3      # config + both layers
+
+
 def test_the_same_layer_is_the_same_blob_in_every_bundle_build_and_thread_count(tmp_path, monkeypatch):
     """Deterministic gzip: a layer saved and compressed again in another dist (no blob to
     reuse), at another time, with another number of threads, with or without pigz on the
