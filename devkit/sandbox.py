@@ -1376,9 +1376,8 @@ def quiesce_extra_hosts() -> list[str]:
     Raises:
         FerryError: a host's engine did not answer (its output).
     """
-    names = docker("ps", "--filter", f"label={LABEL}={NAME}", "--format", "{{.Names}}\t{{.Labels}}").stdout.decode()
-    extra = [line.split("\t", 1)[0] for line in names.splitlines()
-             if any(f"{label}=" in line for label in (LABEL_WORLD, LABEL_NODPKG, LABEL_SWARM))]
+    extra = [h.container for kind in (NODPKG, SWARM) for h in _running_extra(kind)] + \
+        [c["Name"].lstrip("/") for c in _world_containers().values() if (c.get("State") or {}).get("Running")]
 
     def one(container: str) -> None:
         proc = _exec(container, "sh", "-c", QUIESCE_SCRIPT, check=False, timeout=120)

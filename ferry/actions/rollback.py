@@ -10,7 +10,7 @@ from ..controller.inventory import Inventory
 from ..errors import FerryError, HostError
 from ..host import containers
 from ..host.releases import composes_command, parse_composes, read_releases, read_releases_command
-from ..host.session import HostSession, each_host, guarded
+from ..host.session import HostSession, each_host, guarded, raise_first_error
 from ..host.verify import settle_seconds, verify_host
 from ..model.releases import Release
 from ..model.stack import Stack, load_stack
@@ -67,9 +67,7 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
                             report.release, target.version)
                 return report
             done = each_host(sessions, one)          # every host at once
-            for value in done.values():
-                if isinstance(value, BaseException):
-                    raise value
+            raise_first_error(done)
     return [done[s.name] for s in sessions]
 
 

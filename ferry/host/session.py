@@ -173,7 +173,7 @@ def each_host(sessions: Sequence[Any], action: Callable[[Any], Any]) -> dict[str
     return {s.name: done[s.name] for s in sessions if s.name in done}
 
 
-def _first_error(results: dict[str, Any]) -> None:
+def raise_first_error(results: dict[str, Any]) -> None:
     """Raise the first exception of :func:`each_host`'s results (in host order), if any."""
     for value in results.values():
         if isinstance(value, BaseException):
@@ -225,9 +225,9 @@ def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[
     change = Change(task, stack if isinstance(stack, str) else "", version)
     if check:
         if facts is not None:
-            _first_error(each_host(sessions, lambda s: s.t.gather(facts(s))))
+            raise_first_error(each_host(sessions, lambda s: s.t.gather(facts(s))))
         if refuse is not None:
-            _first_error(each_host(sessions, refuse))
+            raise_first_error(each_host(sessions, refuse))
         yield change
         return
     held: list[tuple[HostSession, lock.Lock]] = []
@@ -258,9 +258,9 @@ def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[
                     raise
                 with held_guard:
                     held[:] = [(s, taken) if h is mark else h for h in held]
-            _first_error(each_host([s for s in sessions if name in stacks_of(s)], take))
+            raise_first_error(each_host([s for s in sessions if name in stacks_of(s)], take))
         if refuse is not None:
-            _first_error(each_host(sessions, refuse))
+            raise_first_error(each_host(sessions, refuse))
     except BaseException:
         each_host(sessions, release)
         raise

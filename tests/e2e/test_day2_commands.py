@@ -109,7 +109,7 @@ def test_logs_follow_streams_new_lines_until_ctrl_c_and_leaves_nothing_on_the_ho
         try:
             seen += lines.get(timeout=1)
         except queue.Empty:
-            pass
+            continue                            # no line yet: ask again, until the deadline above
     assert "compose" in hosts.sh(HOST, "pgrep -af '[d]ocker.*compose.* logs ' || true")
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
