@@ -18,7 +18,7 @@ from ..roles import RoleContext, RoleResult, load_role
 from ..ui import UI
 from . import engines
 from .common import stack_hosts
-from .deploy import HostReport, checks_line, next_release
+from .deploy import HostReport, after_up_facts, checks_line, next_release
 
 
 def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to: str | None, sets: dict[str, Any],
@@ -29,7 +29,9 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
     Every host at once: one round trip takes its lock and reads its releases, images
     and containers; before anything changes, every host must have the target release
     (its compose file) and all its images, or the locks are given back and nothing was
-    done.
+    done. Then one round trip activates the target and reads what verification and the
+    backup role need, one more asks the health URLs, and the last writes the audit
+    line and ``up.json`` and releases the lock (4 round trips in all).
 
     Raises:
         FerryError: no target on a host, the target's images are missing, a held lock.
@@ -95,6 +97,7 @@ def _rollback_host(s: HostSession, stack: Stack, ui: UI, current: str | None, ta
     started = time.monotonic()
     try:
         next_release(ctx, target.id, current)
+        ctx.state.after_up = after_up_facts(ctx, ["compose-up", "backup"], True)
         result = load_role("compose-up").run(ctx)
         report.results.append(("compose-up", result, time.monotonic() - started))
         report.checks = verify_host(s.t, stack, s.paths.current, settle_seconds(s.vars))
