@@ -362,3 +362,8 @@ def test_a_repeated_command_does_not_import_ansible(tmp_path, cache):
     first, second = run(), run()
     assert first["ansible"] is True                                # the first run wrote the snapshot
     assert second == {**first, "ansible": False}
+
+
+def test_the_key_has_ansible_cores_installed_version():
+    from importlib.metadata import version
+    assert inventory_cache._ansible_core_version() == version("ansible-core")
