@@ -247,7 +247,10 @@ def write(key: str, snapshot: dict[str, Any]) -> bool:
     root = _private_dir(create=True)
     if root is None:
         return False
-    body = json.dumps({**snapshot, "format": FORMAT, "key": key}, ensure_ascii=False).encode()
+    try:
+        body = json.dumps({**snapshot, "format": FORMAT, "key": key}).encode()
+    except (TypeError, ValueError):          # not JSON data after all: not cached
+        return False
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-", suffix=".json")

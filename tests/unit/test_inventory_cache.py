@@ -367,3 +367,16 @@ def test_a_repeated_command_does_not_import_ansible(tmp_path, cache):
 def test_the_key_has_ansible_cores_installed_version():
     from importlib.metadata import version
     assert inventory_cache._ansible_core_version() == version("ansible-core")
+
+
+def test_text_beyond_ascii_round_trips(tmp_path, cache, monkeypatch):
+    p = tmp_path / "hosts.yml"
+    p.write_text('all:\n  hosts:\n    h1: {greeting: "你好 \\u2028 \\U0001F600"}\n', encoding="utf-8")
+    monkeypatch.setenv("FERRY_INVENTORY_CACHE", "off")
+    expected = Inventory(p).hosts["h1"].vars
+    monkeypatch.delenv("FERRY_INVENTORY_CACHE")
+    Inventory(p)
+    assert len(snapshots(cache)) == 1
+    with monkeypatch.context() as m:
+        m.setattr(inventory_mod, "_ansible", no_ansible)
+        assert Inventory(p).hosts["h1"].vars == expected
