@@ -35,6 +35,10 @@ Vault passwords come from ``--vault-password-file`` (repeatable), else
 ``ANSIBLE_VAULT_IDENTITY_LIST`` entries ``id@file``. A password file that is executable
 is run, as in Ansible.
 
+A static inventory with no vault, no Jinja and no secret-named variable is kept as a
+snapshot (:mod:`ferry.controller.inventory_cache`, see :class:`Inventory`), so the next
+command with the same files and settings does not import ansible-core at all.
+
 ansible-core is imported on first use (about 0.4 s), never at import of this module;
 everything it would print is captured and reported through Ferry's UI, and all values
 leave this module as plain Python types (``str``, ``int``, ``dict``...). Only the main
@@ -44,6 +48,7 @@ thread loads and renders; the results are plain data the host threads only read.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import os
 import re
@@ -55,6 +60,7 @@ import jinja2
 
 from ..errors import FerryError
 from ..model.vars import merge_vars, parse_set_args  # noqa: F401 (re-exported)
+from . import inventory_cache
 
 #: Ansible connection variables Ferry acts on. Any other ``ansible_*`` variable of a
 #: selected host (``ansible_connection``, ``ansible_become``...) is named in one warning
@@ -350,6 +356,52 @@ def _plain(value: Any, es_type: type) -> Any:
     return value
 
 
+def _where(value: Any) -> str | None:
+    """``file:line`` (or ``file``) of Ansible's origin of ``value``, or None."""
+    origin = _origin(value)
+    if origin is not None and origin.path:
+        return f"{origin.path}:{origin.line_num}" if origin.line_num else origin.path
+    return None
+
+
+def _may_template(value: Any) -> bool:
+    """True when a string in plain ``value`` (keys included) is or may be Jinja to
+    Ansible: it holds ``{{``, ``{%`` or ``{#``, or starts with ``#jinja2:`` (Ansible's
+    ``is_possibly_template``)."""
+    return any(s.startswith("#jinja2:") or "{{" in s or "{%" in s or "{#" in s for s in _strings(value))
+
+
+def _names(value: Any) -> Iterator[str]:
+    """Every mapping key in plain ``value``, nested ones included (variable names)."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            yield str(key)
+            yield from _names(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _names(inner)
+
+
+def _is_json_data(value: Any) -> bool:
+    """True when JSON carries plain ``value`` back unchanged (strings, numbers, booleans,
+    None, lists, mappings with string keys; not dates, bytes or other keys)."""
+    if value is None or type(value) in (str, int, float, bool):
+        return True
+    if type(value) is list:
+        return all(_is_json_data(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _is_json_data(v) for k, v in value.items())
+    return False
+
+
+def _vars_plugins() -> set[str] | None:
+    """Names of the vars plugins ansible-core ran (``ansible.builtin.host_group_vars``
+    by default), or None when this ansible-core does not say."""
+    from ansible.plugins.loader import vars_loader
+    cache = getattr(vars_loader, "_plugin_instance_cache", None)
+    return None if cache is None else {str(n) for n in cache}
+
+
 def _strings(value: Any) -> Iterator[str]:
     """Every string inside a plain value (keys included)."""
     if isinstance(value, str):
@@ -433,6 +485,35 @@ class Inventory:
             message names the file, and the line when Ansible knows it); a vault
             password file is missing or wrong, or a vault value cannot be decrypted
             (the message says "vault"); a Jinja value is malformed.
+
+    Snapshots: after a load by ansible-core, the resolved inventory (hosts with their
+    groups, variables and magic variables; groups; Ansible's warnings; the ``file:line``
+    origin of each variable; the host lists of the patterns :meth:`select` answered) is
+    written as a snapshot under a key of the source files, ``group_vars/``/``host_vars/``,
+    ``ANSIBLE_*``, ``ansible.cfg`` and the versions (:func:`inventory_cache.cache_key`).
+    An ``Inventory`` of the same key is read from it without importing ansible-core; its
+    warnings are reported again, and a host pattern it does not hold loads the inventory
+    with ansible-core then (so errors are Ansible's, word for word). Only an inventory
+    whose every value is plain data is written, that is, when all of these hold:
+
+    - no vault: no ``!vault`` value, no vault-encrypted file (decrypted values would be
+      stored in clear, and a vault password change would not be seen);
+    - no Jinja: no variable name or value, nested ones included, holds ``{{``, ``{%``,
+      ``{#`` or starts with ``#jinja2:``; so rendering is the identity whatever the
+      defaults and ``--set`` (:meth:`Host.resolve` is a plain merge) and no value is
+      :class:`Unrendered`;
+    - no variable name, nested keys included, is a secret one (:func:`is_secret_name`):
+      a password is never copied into a cache file;
+    - every value is JSON data (strings, numbers, booleans, null, lists, mappings with
+      string keys: a YAML date or a byte string would come back changed);
+    - static sources only: every source file is a regular, non-executable file (an
+      executable one is an inventory script), no ``.yml``/``.yaml`` source names a
+      ``plugin:`` (a dynamic inventory), and ansible-core ran no vars plugin but
+      ``host_group_vars`` (another one may read anything).
+
+    On a snapshot the vault password files of the first run are only checked to exist
+    (the inventory has no vault data to decrypt). ``FERRY_INVENTORY_CACHE=off`` turns
+    snapshots off.
     """
 
     def __init__(self, path: Path | str, vault_password_files: Sequence[str | Path] = (),
@@ -443,41 +524,141 @@ class Inventory:
         self._warn = warn
         if not self.path.exists():
             raise FerryError(f"inventory {self.path} not found")
-        a = self._a = _ansible()
-        self._es = a["EncryptedString"]
-        self._shared_templar = None
-        self._loader = a["DataLoader"]()
-        _forget_vars_files()
-        self._secrets = self._load_secrets(a, vault_password_files)
+        self._given_vault = list(vault_password_files)
+        self._manager = None
+        self._snapshot: dict[str, Any] | None = None
+        self._cache_key = inventory_cache.cache_key(self.path, self.base_dir, self._given_vault)
+        if self._cache_key is not None and self._from_snapshot(inventory_cache.read(self._cache_key)):
+            return
+        self._load()
+        self.groups = self._read_groups()
+        self.hosts: dict[str, Host] = {}
         with _quiet(self._secrets) as said:
-            self._loader.set_vault_secrets(self._secrets)
-            try:
-                self._manager = a["InventoryManager"](loader=self._loader, sources=[str(self.path.absolute())])
-            except a["AnsibleError"] as exc:
-                raise FerryError(self._vault_hint(*_explain(exc))) from None
-            self._fail_on(said)
-            try:
-                self._vm = a["VariableManager"](loader=self._loader, inventory=self._manager)
-                self._raw = {h.name: self._vm.get_vars(host=h, include_hostvars=False, stage="all")
-                             for h in self._manager.get_hosts("all")}
-            except a["AnsibleError"] as exc:
-                raise FerryError(self._vault_hint(*_explain(exc))) from None
-            self._fail_on(said)
-            self._report(said.warnings)
-            self.groups = self._read_groups()
-            internal = a["C"].INTERNAL_STATIC_VARS
-            self._keys = {n: [str(k) for k in raw if k not in internal] for n, raw in self._raw.items()}
-            self._vault_files = {p for p in {f for raw in self._raw.values() for f in _origin_files(raw)}
-                                 if _is_vault_file(p)}
-            self.hosts: dict[str, Host] = {}
             for name, raw in self._raw.items():
                 values = self._render(name, {}, {}, required=())
                 magic = {k: _plain(raw[k], self._es) for k in MAGIC_VARS if k in raw}
                 self.hosts[name] = Host(name, {"all", *magic.get("group_names", [])}, values, magic,
                                         self._secret_keys(name, values), self)
             self._report(said.warnings)
+        if self._cache_key is not None:
+            self._snapshot = self._make_snapshot()
+            if self._snapshot is not None:
+                inventory_cache.write(self._cache_key, self._snapshot)
 
     # -- loading ---------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Read the inventory with ansible-core: its manager, every host's raw variables
+        (Ansible's tagged values), the vault secrets and files. Hosts and groups are
+        built from them by the caller."""
+        a = self._a = _ansible()
+        self._es = a["EncryptedString"]
+        self._shared_templar = None
+        self._loader = a["DataLoader"]()
+        _forget_vars_files()
+        self._secrets = self._load_secrets(a, self._given_vault)
+        with _quiet(self._secrets) as said:
+            self._loader.set_vault_secrets(self._secrets)
+            try:
+                manager = a["InventoryManager"](loader=self._loader, sources=[str(self.path.absolute())])
+            except a["AnsibleError"] as exc:
+                raise FerryError(self._vault_hint(*_explain(exc))) from None
+            self._fail_on(said)
+            try:
+                self._vm = a["VariableManager"](loader=self._loader, inventory=manager)
+                self._raw = {h.name: self._vm.get_vars(host=h, include_hostvars=False, stage="all")
+                             for h in manager.get_hosts("all")}
+            except a["AnsibleError"] as exc:
+                raise FerryError(self._vault_hint(*_explain(exc))) from None
+            self._fail_on(said)
+            self._report(said.warnings)
+            internal = a["C"].INTERNAL_STATIC_VARS
+            self._keys = {n: [str(k) for k in raw if k not in internal] for n, raw in self._raw.items()}
+            self._vault_files = {p for p in {f for raw in self._raw.values() for f in _origin_files(raw)}
+                                 if _is_vault_file(p)}
+        self._manager = manager
+
+    def _ensure_loaded(self) -> None:
+        """Load the inventory with ansible-core if it came from a snapshot (a host
+        pattern the snapshot does not answer). The hosts and groups stay the
+        snapshot's: the same key means the same inventory."""
+        if self._manager is None:
+            self._load()
+
+    # -- the snapshot ----------------------------------------------------------------
+
+    def _make_snapshot(self) -> dict[str, Any] | None:
+        """What a later run with the same key needs to skip ansible-core, as JSON data;
+        None when this inventory must not be cached (see the class docstring)."""
+        if self._vault_files or any(h.secrets for h in self.hosts.values()):
+            return None
+        plugins = _vars_plugins()
+        if plugins is None or not plugins <= {"host_group_vars", "ansible.builtin.host_group_vars"}:
+            return None
+        origins: dict[str, dict[str, str]] = {}
+        for name, raw in self._raw.items():
+            if any(_may_template(k) or _may_template(_plain(raw[k], self._es)) for k in self._keys[name]):
+                return None
+            host = self.hosts[name]
+            if any(is_secret_name(k) for k in _names(host.vars)) or not _is_json_data(host.vars) \
+                    or not _is_json_data(host.magic):
+                return None
+            origins[name] = {str(k): where for k, v in raw.items() if (where := _where(v))}
+        return {
+            "base_dir": str(self.base_dir),
+            "hosts": [{"name": h.name, "groups": sorted(h.groups), "vars": h.vars, "magic": h.magic}
+                      for h in self.hosts.values()],
+            "groups": [{"name": g.name, "hosts": g.hosts, "children": g.children} for g in self.groups.values()],
+            "warnings": list(self.warnings),
+            "origins": origins,
+            "password_files": [list(pair) for pair in self._password_files],
+            "patterns": {},
+        }
+
+    def _from_snapshot(self, snap: dict[str, Any] | None) -> bool:
+        """Take hosts, groups, origins and the warnings (reported again, as a full
+        load reports them) from ``snap`` (see :meth:`_make_snapshot`); False, with
+        nothing changed, when there is none or it does not have the expected shape.
+
+        Raises:
+            FerryError: a vault password file of the snapshot's run is gone (as the
+                full load would say).
+        """
+        if snap is None:
+            return False
+        try:
+            hosts: dict[str, Host] = {}
+            for h in snap["hosts"]:
+                if not isinstance(h["vars"], dict) or not isinstance(h["magic"], dict):
+                    return False
+                hosts[str(h["name"])] = Host(str(h["name"]), set(h["groups"]), h["vars"], h["magic"],
+                                             frozenset(), self)
+            groups = {str(g["name"]): Group(str(g["name"]), [str(x) for x in g["hosts"]],
+                                            [str(x) for x in g["children"]]) for g in snap["groups"]}
+            origins = {str(n): dict(o) for n, o in snap["origins"].items()}
+            patterns = {str(p): [str(n) for n in names] for p, names in snap["patterns"].items()}
+            password_files = [(str(vid), str(f)) for vid, f in snap["password_files"]]
+            warnings = [str(w) for w in snap["warnings"]]
+            if "all" not in groups or any(n not in hosts for names in patterns.values() for n in names):
+                return False
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return False
+        for _, filename in password_files:
+            if not Path(filename).is_file():
+                raise FerryError(f"vault password file {filename} not found")
+        self._password_files = password_files
+        self.hosts, self.groups = hosts, groups
+        self._snapshot = {**snap, "patterns": patterns}
+        self._origins = origins
+        self._report(warnings)
+        return True
+
+    def _remember(self, pattern: str, found: list[str]) -> None:
+        """Add a host pattern's answer to the snapshot file (when there is one)."""
+        if self._snapshot is not None and self._cache_key is not None \
+                and self._snapshot["patterns"].get(pattern) != found:
+            self._snapshot["patterns"][pattern] = found
+            inventory_cache.write(self._cache_key, self._snapshot)
 
     def _load_secrets(self, a: dict, given: Sequence[str | Path]) -> list:
         secrets = []
@@ -564,8 +745,8 @@ class Inventory:
                     out[key] = Unrendered(key, _plain(raw[key], self._es) if not _has_vault(raw[key], self._es)
                                           else MASK, f"{where}: {message}" if where else message)
                     continue
-                if not where and (origin := _origin(raw[key])) is not None and origin.path:
-                    where = f"{origin.path}:{origin.line_num}" if origin.line_num else origin.path
+                if not where:
+                    where = _where(raw[key]) or ""
                 raise FerryError(self._vault_hint(where, message, f"host {name}: variable '{key}': ")) from None
         return out
 
@@ -600,6 +781,10 @@ class Inventory:
     def variables(self, name: str, lower: Mapping[str, Any], sets: Mapping[str, Any],
                   required: Iterable[str] = ()) -> dict[str, Any]:
         """See :meth:`Host.resolve` (this is it, for host ``name``)."""
+        if self._manager is None:      # from a snapshot: no Jinja anywhere, templating is the identity
+            host = self.hosts[name]
+            rendered = {k: copy.deepcopy(v) for k, v in host.vars.items() if k not in sets}
+            return {**merge_vars(dict(lower), rendered, dict(sets)), **host.magic}
         with _quiet(self._secrets) as said:
             rendered = self._render(name, lower, sets, required)
             self._report(said.warnings)
@@ -620,10 +805,9 @@ class Inventory:
     def origin(self, name: str, key: str) -> str:
         """Where host ``name``'s variable ``key`` is set, for messages: ``file:line``
         (Ansible's origin of the value), else the inventory path."""
-        origin = _origin(self._raw.get(name, {}).get(key))
-        if origin is not None and origin.path:
-            return f"{origin.path}:{origin.line_num}" if origin.line_num else origin.path
-        return str(self.path)
+        if self._manager is None:
+            return self._origins.get(name, {}).get(key) or str(self.path)
+        return _where(self._raw.get(name, {}).get(key)) or str(self.path)
 
     # -- queries ---------------------------------------------------------------------
 
@@ -645,6 +829,11 @@ class Inventory:
         pattern = pattern.strip()
         if not pattern:
             raise FerryError("empty host pattern: give --host with a host, a group or a pattern")
+        if self._manager is None and self._snapshot is not None and pattern in self._snapshot["patterns"]:
+            hosts = [self.hosts[n] for n in self._snapshot["patterns"][pattern]]
+            self._warn_unhonoured(hosts)
+            return hosts
+        self._ensure_loaded()
         with _quiet(self._secrets) as said:
             try:
                 for term in self._a["split_host_pattern"](pattern):
@@ -660,6 +849,7 @@ class Inventory:
                 raise FerryError(f"host pattern '{pattern}': {_describe(exc)} (in {self.path})") from None
         if not found:
             raise FerryError(f"'{pattern}' selects no hosts in {self.path}")
+        self._remember(pattern, found)
         hosts = [self.hosts[n] for n in found]
         self._warn_unhonoured(hosts)
         return hosts
