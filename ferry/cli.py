@@ -272,8 +272,9 @@ def rollback(c, host, stack=None, inventory=None, vault_password_file=None, to=N
     reports = run_rollback(_inventory(p, inventory, vault_password_file, ask_become_pass), host, p.stack_dir(stack), to, _sets(set), ui,
                            lock_wait=lock_wait, message=message)
     failed = [r for r in reports if r.failed]
-    for r in failed:
-        ui.info(f"{r.host}: FAILED: {r.error}")
+    for r in reports:
+        ui.info(f"{r.host}: FAILED: {r.error}" if r.failed else
+                f"{r.host}: {r.release} runs ({r.round_trips} SSH round trips)")
     if failed:
         raise Exit("error: rollback failed", code=1)
 

@@ -78,6 +78,8 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
                 return report
             done = each_host(sessions, one)          # every host at once
             raise_first_error(done)
+        for s in sessions:                           # the lock's release included
+            done[s.name].round_trips = s.round_trips
     return [done[s.name] for s in sessions]
 
 
