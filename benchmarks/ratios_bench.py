@@ -231,14 +231,18 @@ def rollback(b: Bench, rounds: int) -> None:
     (v2dir / "stack.yml").write_text(text.replace("llm-chat-backend:1.0.0", "llm-chat-backend:1.1.0"))
     derive_image("llm-chat-backend:1.0.0", "llm-chat-backend:1.1.0", ["ENV APP_VERSION=1.1.0"])
     v2 = build_bundle(v2dir, b.dist, None, quiet(), docker_settings=role_defaults("install-docker-offline"))
-    b.deploy("sandbox-1")
-    b.deploy("sandbox-1", v2.path)
-    inv = Inventory(b.inventory)
-    t = connect_host(inv.hosts["sandbox-1"], inv)
     from ferry.host.releases import read_releases
-    history = read_releases(t, "/opt/ferry/stacks/llm-chat")
-    t.close()
-    v1_id, v2_id = history.previous().id, history.current
+    inv = Inventory(b.inventory)
+
+    def deployed(bundle: Path | None) -> str:
+        """Deploy ``bundle``; the release it made current (a host may keep older ones)."""
+        b.deploy("sandbox-1", bundle)
+        t = connect_host(inv.hosts["sandbox-1"], inv)
+        try:
+            return read_releases(t, "/opt/ferry/stacks/llm-chat").current
+        finally:
+            t.close()
+    v1_id, v2_id = deployed(None), deployed(v2.path)
     rel = f"/opt/ferry/stacks/llm-chat/releases"
 
     def up(release: str) -> list[str]:

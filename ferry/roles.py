@@ -80,6 +80,9 @@ class HostState:
         planned_model: the model of deploy's trial render (compose-up's preflight).
         activated: compose-up switched ``current`` and brought the release up (a
             failure after that, such as a restart loop, must switch back).
+        after_up: read-only commands the action will issue right after compose-up
+            (verification's first batch, the backup role's facts): compose-up reads
+            them in the round trip that activates the release, after ``up`` succeeded.
         backup_request: :class:`ferry.model.backup.BackupRequest` (``inv backup``): the
             backup role runs a backup after installing the program.
         restore_request: :class:`ferry.model.backup.RestoreRequest` (``inv restore``).
@@ -106,6 +109,7 @@ class HostState:
     model: Any = None
     planned_model: Any = None
     activated: bool = False
+    after_up: list = field(default_factory=list)
     backup_request: Any = None
     restore_request: Any = None
     backup_plan: Any = None

@@ -350,6 +350,7 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
         ctx.ui = ctx.ui.for_parallel(ctx.host)
     main = [r for r in roles if r != "prune-releases"]
     activated = False
+    ctx.state.after_up = after_up_facts(ctx, main, do_verify and not ctx.check)
     try:
         for role in main:
             _run_role(ctx, report, role)
@@ -381,6 +382,14 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
     if change is not None:
         change.done(ctx.host, report.status, report.error or "", report.release, ctx.bundle.version)
     return report
+
+
+def after_up_facts(ctx: RoleContext, roles: list[str], do_verify: bool) -> list[list[str] | str]:
+    """What compose-up reads in the round trip that activates a release, once it is up
+    (``HostState.after_up``): verification's first batch and the ``facts`` of ``roles``
+    that run after it (the backup role's installed settings)."""
+    later = roles[roles.index("compose-up") + 1:] if "compose-up" in roles else []
+    return (verify_facts(ctx.stack, ctx.paths.current) if do_verify else []) + role_facts(ctx, later)
 
 
 def _run_role(ctx: RoleContext, report: HostReport, role: str) -> None:

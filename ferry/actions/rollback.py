@@ -9,16 +9,19 @@ from typing import Any
 from ..controller.inventory import Inventory
 from ..errors import FerryError, HostError
 from ..host import containers
-from ..host.releases import composes_command, parse_composes, read_releases, read_releases_command
+from ..host.releases import (composes_command, parse_composes, parse_target_config, read_releases,
+                             read_releases_command, target_config_command)
 from ..host.session import HostSession, each_host, guarded, raise_first_error
+from ..host.verify import facts as verify_facts
 from ..host.verify import settle_seconds, verify_host
+from ..model.compose import ComposeModel, parse_model
 from ..model.releases import Release
 from ..model.stack import Stack, load_stack
 from ..roles import RoleContext, RoleResult, load_role
 from ..ui import UI
 from . import engines
 from .common import stack_hosts
-from .deploy import HostReport, checks_line, next_release
+from .deploy import HostReport, after_up_facts, checks_line, next_release
 
 
 def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to: str | None, sets: dict[str, Any],
@@ -29,7 +32,11 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
     Every host at once: one round trip takes its lock and reads its releases, images
     and containers; before anything changes, every host must have the target release
     (its compose file) and all its images, or the locks are given back and nothing was
-    done.
+    done. That round trip also reads Compose's model of the release a rollback would
+    pick (``to``, else the one before ``current``). Then one round trip activates the
+    target and, once it is up, reads everything verification and the backup role read;
+    the last writes the audit line and ``up.json`` and releases the lock: 3 round trips
+    per host (one more when the model could not be read ahead).
 
     Raises:
         FerryError: no target on a host, the target's images are missing, a held lock.
@@ -39,13 +46,14 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
     if engine is not None:
         return engine.rollback(inventory_path, pattern, stack_dir, to, sets, ui, lock_wait, message)
     with stack_hosts(inventory_path, pattern, stack, sets) as sessions:
-        plans: dict[str, tuple[str | None, Release]] = {}
+        plans: dict[str, tuple[str | None, Release, ComposeModel | None]] = {}
 
         def facts(s: HostSession) -> list[list[str]]:
             # read under the lock, in the round trip that takes it; compose-up then
-            # finds the project's containers among them
+            # finds the project's containers among them, and verification the model
             return [read_releases_command(s.paths.stack_dir), composes_command(s.paths.stack_dir),
-                    containers.docker_images(), containers.project_containers(stack.name)]
+                    containers.docker_images(), containers.project_containers(stack.name),
+                    target_config_command(s.paths.stack_dir, stack.name, to)]
 
         def refuse(s: HostSession) -> None:
             history, target = rollback_target(s, to)
@@ -56,18 +64,22 @@ def rollback(inventory_path: Inventory | Path, pattern: str, stack_dir: Path, to
             if missing:
                 raise HostError(s.name, f"release {target.id} needs images that are gone: "
                                         f"{', '.join(m[:19] for m in missing)}")
-            plans[s.name] = (history.current, target)
+            rid, doc = parse_target_config(s.t.run(target_config_command(s.paths.stack_dir, stack.name, to),
+                                                    check=False).stdout)
+            plans[s.name] = (history.current, target, parse_model(doc) if rid == target.id and doc else None)
 
         with guarded(sessions, stack.name, "rollback", "", message, lock_wait,
                      facts=facts, refuse=refuse) as change:
             def one(s: HostSession) -> HostReport:
-                current, target = plans[s.name]
-                report = _rollback_host(s, stack, ui, current, target)
+                current, target, model = plans[s.name]
+                report = _rollback_host(s, stack, ui, current, target, model)
                 change.done(s.name, report.status, f"from {current}" + (f": {report.error}" if report.error else ""),
                             report.release, target.version)
                 return report
             done = each_host(sessions, one)          # every host at once
             raise_first_error(done)
+        for s in sessions:                           # the lock's release included
+            done[s.name].round_trips = s.round_trips
     return [done[s.name] for s in sessions]
 
 
@@ -89,15 +101,22 @@ def rollback_target(s: HostSession, to: str | None):
     return history, target
 
 
-def _rollback_host(s: HostSession, stack: Stack, ui: UI, current: str | None, target) -> HostReport:
+def _rollback_host(s: HostSession, stack: Stack, ui: UI, current: str | None, target,
+                   model: ComposeModel | None) -> HostReport:
     report = HostReport(s.name, release=target.id)
     ctx = RoleContext(s.name, s.t, s.vars, None, stack, s.paths, ui)
     started = time.monotonic()
     try:
         next_release(ctx, target.id, current)
+        if model is None:           # the model is read with the containers once the release is up
+            ctx.state.after_up = after_up_facts(ctx, ["compose-up", "backup"], True)
+        else:                       # known: all of verification is read then
+            ctx.state.model = model
+            ctx.state.after_up = verify_facts(stack, s.paths.current, model) + \
+                after_up_facts(ctx, ["compose-up", "backup"], False)
         result = load_role("compose-up").run(ctx)
         report.results.append(("compose-up", result, time.monotonic() - started))
-        report.checks = verify_host(s.t, stack, s.paths.current, settle_seconds(s.vars))
+        report.checks = verify_host(s.t, stack, s.paths.current, settle_seconds(s.vars), model=model)
         line = checks_line(report.checks)
         seconds = time.monotonic() - started
         report.results.append(("rollback", RoleResult(True, f"{current} -> {target.id} in {seconds:.1f}s; {line}",

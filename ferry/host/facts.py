@@ -10,6 +10,15 @@ facts are then read under the lock, in the same round trip). Afterwards a
 gathered answer instead of the host. Any other command, any :meth:`~Prefetched.send`
 or :meth:`~Prefetched.stream`, may change the host: it drops every kept answer first,
 so nothing read after a change is ever stale. A no-op deploy thus asks the host once.
+
+A gate may also be the change itself, with facts to read right after it: compose-up
+activates a release as the gate of the batch that reads the project's containers and
+the facts verification needs (one round trip instead of three).
+
+:meth:`Prefetched.defer` queues a small write whose loss costs only time (``up.json``,
+the record that lets the next deploy skip ``up``) for the session's last round trip
+(:func:`ferry.host.session.guarded` runs it with the audit line, before the lock's
+release).
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ class Prefetched:
         self.t = t
         self.hits = 0
         self._answers: dict[str, batch.Answer] = {}
+        self._deferred: list[list[str]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.t, name)          # host, round_trips, cipher, command_log...
@@ -99,6 +109,17 @@ class Prefetched:
         if found is not None:
             self.hits += 1
         return found
+
+    def defer(self, argv: Sequence[str]) -> None:
+        """Queue ``argv`` (no stdin; a write whose loss costs only time, never a secret)
+        for the session's last round trip (see the module docstring)."""
+        self._deferred.append(list(argv))
+
+    def deferred(self) -> list[list[str]]:
+        """The queued commands (see :meth:`defer`), handed over once: the queue is
+        emptied."""
+        out, self._deferred = self._deferred, []
+        return out
 
     def forget(self) -> None:
         """Drop every kept answer (the host may have changed)."""

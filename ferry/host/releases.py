@@ -7,7 +7,9 @@ reads every stack's releases and every bundle's manifest under ``ferry_root`` (w
 
 from __future__ import annotations
 
+import json
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 from ..model.releases import History, Release
@@ -65,6 +67,42 @@ def composes_command(stack_dir: str) -> list[str]:
 def parse_composes(stdout: bytes) -> set[str]:
     """Parse :func:`composes_command` output: a set of release ids."""
     return {line.strip() for line in stdout.decode("utf-8", "replace").splitlines() if line.strip()}
+
+
+def target_config_command(stack_dir: str, project: str, to: str | None = None) -> list[str]:
+    """The release a rollback of ``project`` would switch to and Compose's model of it,
+    read under the lock before the controller has decided (rollback's first round trip):
+    ``to``, else the one before ``current`` among the releases with a ``release.json`` or
+    ``manifest.json``, by id (as :meth:`ferry.model.releases.History.previous`). Prints
+    its id on the first line, then ``docker compose config --format json`` of its
+    ``compose.yml`` in its own directory; nothing when there is no such release. The
+    controller uses the model only when the id is the target it decided on. A ``to``
+    that is not a release id (letters, digits, ``._-``) is not used (no path is built
+    from it)."""
+    if to is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", to):
+        to = None             # not a release id (a path?): no guess, rollback refuses it later
+    return sh(f"cd {q(stack_dir + '/releases')} 2>/dev/null || exit 0; t={q(to or '')}; "
+              'if [ -z "$t" ]; then cur=$(readlink ../current 2>/dev/null); cur=${cur##*/}; prev=; '
+              'for r in $(for f in */release.json */manifest.json; do [ -e "$f" ] && echo "${f%%/*}"; done '
+              '| LC_ALL=C sort -u); do [ "$r" = "$cur" ] && { t=$prev; break; }; prev=$r; done; fi; '
+              '[ -n "$t" ] && [ -f "$t/compose.yml" ] || exit 0; echo "$t"; '
+              f'exec docker compose -p {q(project)} -f "$t/compose.yml" --project-directory "$PWD/$t" '
+              'config --format json')
+
+
+def parse_target_config(stdout: bytes) -> tuple[str | None, dict | None]:
+    """Parse :func:`target_config_command` output: ``(release id, Compose's model as a
+    dict)``; ``(None, None)`` when there was no release, ``(id, None)`` when Compose
+    could not read it (the caller then reads the model after activating)."""
+    first, _, rest = stdout.partition(b"\n")
+    rid = first.decode("utf-8", "replace").strip() or None
+    if rid is None:
+        return None, None
+    try:
+        doc = json.loads(rest)
+    except ValueError:
+        return rid, None
+    return rid, doc if isinstance(doc, dict) else None
 
 
 def read_host_command(root: str) -> list[str]:

@@ -188,7 +188,9 @@ def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[
     """Lock the stack on every host, run the block, audit every host.
 
     Every host's lock is taken at once (in parallel), and every host's audit line is
-    written together with the release of its locks, in one round trip per host.
+    written together with the release of its locks, in one round trip per host (with
+    the writes the run deferred, :meth:`ferry.host.facts.Prefetched.defer`, before the
+    release).
 
     Args:
         sessions: the hosts (from :func:`open_hosts`).
@@ -288,7 +290,8 @@ def guarded(sessions: Sequence[HostSession], stack: str | Mapping[str, Sequence[
             detail = " ".join(x for x in (o.detail, f'"{message}"' if message else "") if x)
             rec = audit.entry(task, ",".join(stacks_of(s)), o.version or version, o.release, o.result, detail)
             line = (json.dumps(rec, ensure_ascii=False) + "\n").encode()
-            then = [lock.release_command(taken.path, taken.token) for taken in mine]
+            later = getattr(s.t, "deferred", None)       # Prefetched.defer: before the release
+            then = (later() if later else []) + [lock.release_command(taken.path, taken.token) for taken in mine]
             _on_host(s, lambda t: t.run(audit.append_then_command(s.paths.root, then), input=line))
         each_host(sessions, finish)
 

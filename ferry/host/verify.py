@@ -149,12 +149,33 @@ def readiness(service: str, c: containers.Container | None, now: float, settle: 
                 f"running {settle:g}s without a restart ({c.name})")
 
 
-def facts(stack: Stack, current_dir: str) -> list[str]:
-    """The command lines of verification's first round trip (Compose's model of the
-    release in ``current_dir``, the project's containers, the listening sockets): a
-    deploy gathers them ahead with its other facts."""
-    return [shell.join(containers.compose_config(stack.name, f"{current_dir}/compose.yml", current_dir)),
-            containers.project_containers(stack.name)[-1], SOCKETS]
+def facts(stack: Stack, current_dir: str, model: ComposeModel | None = None) -> list[str]:
+    """The command lines verification reads, for gathering ahead: without ``model``,
+    its first round trip (Compose's model of the release in ``current_dir``, the
+    project's containers, the listening sockets; a deploy gathers them with its other
+    facts); with the ``model`` of the release that runs, all of it (the containers, the
+    sockets and :func:`probes`: rollback reads them in the round trip that activates
+    the release)."""
+    if model is None:
+        return [shell.join(containers.compose_config(stack.name, f"{current_dir}/compose.yml", current_dir)),
+                containers.project_containers(stack.name)[-1], SOCKETS]
+    urls, tests = probes(stack, model)
+    return [containers.project_containers(stack.name)[-1], SOCKETS, *urls.values(), *tests]
+
+
+def probes(stack: Stack, model: ComposeModel) -> tuple[dict[str, str], list[str]]:
+    """What verification asks once it knows the model: ``({health URL: its curl command
+    line}, [``test -e`` command line of each bind source])``, as testinfra's backend
+    words them (every argument quoted with ``shlex``)."""
+    urls = {}
+    for svc in model.services.values():
+        path = stack.health_paths.get(svc.name)
+        for p in svc.ports:
+            if path and p.protocol == "tcp":
+                url = f"http://127.0.0.1:{p.port}{path}"
+                urls[url] = shell.join(containers.http_status(url))
+    sources = sorted({b.source for s in model.services.values() for b in s.binds})
+    return urls, [BaseBackend.quote("test -e %s", src) for src in sources]
 
 
 def port_checks(host: Any, name: str, stack: Stack, urls: dict[str, str], service: str, port: int,
@@ -172,14 +193,18 @@ def port_checks(host: Any, name: str, stack: Stack, urls: dict[str, str], servic
     return out
 
 
-def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 10.0) -> list[Check]:
-    """Run every check for one host (two round trips, see the module docstring).
+def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 10.0,
+                model: ComposeModel | None = None) -> list[Check]:
+    """Run every check for one host (two round trips, see the module docstring; none
+    when the transport gathered :func:`facts` ahead).
 
     Args:
         transport: the host's transport.
         stack: the deployed stack (project name, health paths).
         current_dir: host path of the ``current`` release.
         settle: seconds a container without healthcheck must have been running.
+        model: Compose's model of the release that runs, as the host resolved it
+            (rollback read it before activating); None: read it from ``current_dir``.
 
     Returns:
         One :class:`Check` per assertion; the caller decides the exit status.
@@ -192,24 +217,20 @@ def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 
     host = infra_host(transport)
     backend: FerryBackend = host.backend
     name = transport.host
-    config, state, _ = backend.gather(facts(stack, current_dir))
-    if config.rc != 0:
-        raise HostError(name, f"docker compose config in {current_dir}: "
-                              f"{(config.stderr.decode(errors='replace').strip().splitlines() or ['failed'])[-1]}")
-    model = parse_model(json_doc(config.stdout, f"docker compose config in {current_dir}", dict))
+    if model is None:
+        config, state, _ = backend.gather(facts(stack, current_dir))
+        if config.rc != 0:
+            raise HostError(name, f"docker compose config in {current_dir}: "
+                                  f"{(config.stderr.decode(errors='replace').strip().splitlines() or ['failed'])[-1]}")
+        model = parse_model(json_doc(config.stdout, f"docker compose config in {current_dir}", dict))
+    else:
+        state = backend.gather(facts(stack, current_dir, model))[0]
     now, by_service = containers.parse_project_state(state.out)
     for info in containers.parse_inspect(state.out.partition("\n")[2]):
         _, c = containers.container_from_inspect(info)
         backend.remember(backend.get_command("docker inspect %s", c.name), 0, json.dumps([info]).encode())
-    urls = {}
-    for svc in model.services.values():
-        path = stack.health_paths.get(svc.name)
-        for p in svc.ports:
-            if path and p.protocol == "tcp":
-                url = f"http://127.0.0.1:{p.port}{path}"
-                urls[url] = shell.join(containers.http_status(url))
-    sources = sorted({b.source for s in model.services.values() for b in s.binds})
-    second = list(urls.values()) + [backend.get_command("test -e %s", src) for src in sources]
+    urls, tests = probes(stack, model)
+    second = list(urls.values()) + tests
     if second:
         backend.gather(second)
     one_shot = one_shot_services(model)

@@ -79,6 +79,25 @@ def host_model(ctx: RoleContext) -> ComposeModel:
     return ctx.state.model
 
 
+def running_model(ctx: RoleContext) -> ComposeModel:
+    """Compose's model of the release ``current`` names (just activated), as the host
+    resolves it: read in the round trip that activated it when the action asked for
+    verification's facts (``ctx.state.after_up``), else asked now."""
+    res = ctx.t.run(containers.compose_config(ctx.stack.name, f"{ctx.paths.current}/compose.yml", ctx.paths.current))
+    return parse_model(json_doc(res.stdout, f"docker compose config of {ctx.paths.current}", dict))
+
+
+def up(ctx: RoleContext, argv: list[str], timeout: float):
+    """Run ``ferry-activate`` (``argv``); on a transport that gathers facts
+    (:class:`ferry.host.facts.Prefetched`), as the gate of one round trip that then reads
+    the project's containers and ``ctx.state.after_up`` once the release is up. Returns
+    the script's :class:`~ferry.host.transport.Result`."""
+    gather = getattr(ctx.t, "gather", None)
+    if gather is None:
+        return ctx.t.run(argv, check=False, timeout=timeout)
+    return gather([containers.project_containers(ctx.stack.name), *ctx.state.after_up], gate=argv, timeout=timeout)
+
+
 def pull_note(model: ComposeModel) -> str:
     """``--pull never`` and the ``pull_policy`` values it overrides, for the summary."""
     policies: dict[str, list[str]] = {}
@@ -107,6 +126,9 @@ def settle(ctx: RoleContext, model: ComposeModel) -> dict[str, containers.Contai
     if left <= 0:
         return found
     time.sleep(left + 0.2)
+    forget = getattr(ctx.t, "forget", None)
+    if forget is not None:       # what was read right after up is stale now, for settle and verify
+        forget()
     _, again = containers.parse_project_state(ctx.t.run(containers.project_containers(project)).out)
     bad = {s: again.get(s) for s, c in watched.items()
            if s not in again or again[s].id != c.id or again[s].started_at != c.started_at
@@ -138,18 +160,17 @@ def run(ctx: RoleContext) -> RoleResult:
     """
     p, project, state = ctx.paths, ctx.stack.name, ctx.state
     before = containers.parse_project_containers(ctx.t.run(containers.project_containers(project)).out)
-    model = host_model(ctx)
-    services = set(model.services)
     last = state.last_up
     unchanged = (not state.release_changed and not state.images_changed
-                 and last.get("release") == state.release and set(before) == services
+                 and last.get("release") == state.release and set(before) == set(host_model(ctx).services)
                  and last.get("containers") == {s: c.id for s, c in before.items()}
                  and all(c.healthy for c in before.values()))
     if unchanged:
         return RoleResult(False, f"recreated 0 containers; {len(before)} running and healthy, "
                                  f"the same as after the last up", {"recreated": 0})
     if ctx.check:
-        bad = sorted(s for s in services if s not in before or not before[s].healthy)
+        model = host_model(ctx)
+        bad = sorted(s for s in model.services if s not in before or not before[s].healthy)
         return RoleResult(True, "would run compose up" + (f" ({', '.join(bad)} not healthy)" if bad else "")
                           + f"; {pull_note(model)}")
     wait = int(ctx.vars.get("compose_wait_timeout", 120))
@@ -157,12 +178,12 @@ def run(ctx: RoleContext) -> RoleResult:
     state.containers_before = [c.id for c in before.values()]
     previous = state.previous_release if state.release_changed else state.release
     started = time.monotonic()
-    res = ctx.t.run(activate(p.root, project, state.release, previous, wait, lines), check=False,
-                    timeout=2 * wait + 300)
+    res = up(ctx, activate(p.root, project, state.release, previous, wait, lines), 2 * wait + 300)
     act = parse_activation(res.out)
     if not act.ok:
         ctx.ui.warn(f"{ctx.host}: release {state.release} did not come up healthy:")
-        for line in (act.log.splitlines() or res.err.splitlines())[-(lines * max(1, len(services)) + 20):]:
+        services = len(state.model.services) if state.model is not None else len(before)
+        for line in (act.log.splitlines() or res.err.splitlines())[-(lines * max(1, services) + 20):]:
             ctx.ui.info(f"    {line}")
         what = {"reverted": f"the host switched back to {previous}, which runs again",
                 "stopped": "nothing to return to: the containers it created were removed",
@@ -170,9 +191,14 @@ def run(ctx: RoleContext) -> RoleResult:
         raise ActivationFailed(ctx.host, f"docker compose up did not become healthy; {what}".rstrip("; "),
                                act.result)
     state.activated = True
+    model = state.model = state.model or running_model(ctx)
     after = settle(ctx, model)
-    ctx.t.run(files.write_file(f"{p.stack_dir}/up.json", 0o644), input=json.dumps(
-        {"release": state.release, "containers": {s: c.id for s, c in after.items()}}).encode())
+    record = json.dumps({"release": state.release, "containers": {s: c.id for s, c in after.items()}})
+    defer = getattr(ctx.t, "defer", None)
+    if defer is not None:        # with the audit line: a lost up.json only costs the next deploy an up
+        defer(files.write_text_command(f"{p.stack_dir}/up.json", record, 0o644))
+    else:
+        ctx.t.run(files.write_file(f"{p.stack_dir}/up.json", 0o644), input=record.encode())
     recreated = sorted(s for s in after if s not in before or after[s].id != before[s].id)
     restarted = sorted(s for s in after if s in before and after[s].id == before[s].id
                        and after[s].started_at != before[s].started_at)

@@ -125,6 +125,8 @@ def test_rollback_serves_v1_again_and_keeps_data_written_under_v2(sandbox, bundl
 
     r = inv_cli("rollback", "--host", "sandbox-4", "-i", str(inv), "--message", "v2 regression")
     assert r.returncode == 0, r.stdout + r.stderr
+    # the lock with the target's model, the activation with all of verification, the audit line
+    assert re.search(r"sandbox-4: \S+-1\.0\.0 runs \(3 SSH round trips\)", r.stdout), r.stdout
     assert health(sandbox, "sandbox-4")["version"] == "1.0.0"
     with urllib.request.urlopen(f"http://{ip(sandbox, 'sandbox-4')}/api/conversations", timeout=10) as resp:
         assert "written under v2" in [c["title"] for c in json.loads(resp.read())]

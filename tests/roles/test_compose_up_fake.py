@@ -146,3 +146,64 @@ def test_preflight_refuses_a_port_another_stack_publishes(ctx_for):
     with pytest.raises(HostError, match=r"llm-chat: host port 80/tcp \(service nginx\) is already published by "
                                         r"stack 'shop' \(container shop-web-1\).*nothing was changed"):
         load_role("compose-up").preflight(ctx)
+
+
+# -- the folded path: activation as the gate of the round trip that reads what follows ----
+
+def test_activation_reads_the_containers_and_verification_facts_in_the_same_round_trip(ctx_for):
+    """On a session's transport (facts gathered ahead), ``up`` is the gate of one batch
+    that, once the release is up, reads the project's containers and the action's
+    ``after_up`` facts; a release whose containers all have healthchecks needs no other
+    round trip, and ``up.json`` waits for the session's last round trip."""
+    from ferry.host.facts import Prefetched
+    from ferry.host.verify import SOCKETS
+    healthy = [inspect("b1", "backend"), inspect("f1", "frontend"), inspect("n1", "nginx")]
+    host = Host([BEFORE, (T0, healthy)])
+    asked = []
+
+    def answer(argv, data):
+        if argv == ["sh", "-c", SOCKETS] or argv == SOCKETS.split():
+            asked.append("sockets")
+            return 0, "", ""
+        return host(argv, data)
+    fake = FakeTransport(answer, unbatch=True)
+    ctx = ctx_for(host)
+    ctx.t = Prefetched(fake)
+    ctx.state.after_up = [SOCKETS]
+    result = load_role("compose-up").run(ctx)
+    assert len(fake.calls) == 2                                  # the containers before, then ONE batch
+    gated = fake.calls[1].batch
+    assert gated[0] == UP and gated[1] == STATE and asked == ["sockets"]
+    assert result.changed and "recreated 3 containers" in result.summary and ctx.state.activated
+    assert ctx.t.run(["sh", "-c", SOCKETS]).rc == 0 and len(fake.calls) == 2      # kept for verification
+    [write] = ctx.t.deferred()
+    assert write[-1] == json.dumps({"release": "r1", "containers": {"backend": "b1", "frontend": "f1",
+                                                                    "nginx": "n1"}})
+    assert "up.json" in write[2] and ctx.t.deferred() == []
+
+
+def test_a_failed_activation_reads_nothing_after_it(ctx_for):
+    """The gate failed: the release is not up, no fact is read after it, nothing deferred."""
+    from ferry.host.facts import Prefetched
+    host = Host([BEFORE], up_rc=1)
+    fake = FakeTransport(host, unbatch=True)
+    ctx = ctx_for(host)
+    ctx.t = Prefetched(fake)
+    with pytest.raises(HostError, match="did not become healthy"):
+        load_role("compose-up").run(ctx)
+    assert fake.calls[1].batch == [UP] and ctx.t.deferred() == [] and not ctx.state.activated
+
+
+def test_a_settle_wait_reads_the_containers_again_not_the_kept_answer(ctx_for):
+    """A container without healthcheck must be seen again after the settle time: the
+    answer read right after ``up`` is dropped, so settle and verification see the host
+    as it is then."""
+    from ferry.host.facts import Prefetched
+    looping = [inspect("f1", "frontend", health="", started="2026-11-22T03:00:01Z", restarts=1)] + READY[::2]
+    host = Host([BEFORE, (T0, READY), (T0 + 2, looping)])
+    fake = FakeTransport(host, unbatch=True)
+    ctx = ctx_for(host)
+    ctx.t = Prefetched(fake)
+    with pytest.raises(HostError, match="did not stay running for the settle time"):
+        load_role("compose-up").run(ctx)
+    assert fake.calls[2].argv == STATE and ctx.t.deferred() == []
