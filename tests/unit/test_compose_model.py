@@ -1,6 +1,8 @@
 """Compose reads Compose: real compose files (the forms public projects use) resolved by the
 Compose v2 binary on the controller, and Ferry's checks on that model."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -174,3 +176,18 @@ def test_host_conflicts_name_the_other_stack(tmp_path):
     facts = {"containers": [], "networks": [], "listening": [("tcp", "*", 3000, "python3 (pid 9)")]}
     assert host_conflicts(r.model, "gw", facts) == [
         "host port 3000/tcp (service api) is already in use on the host by python3 (pid 9)"]
+
+
+def test_a_bundle_given_by_a_relative_path_uses_its_own_compose_binary(tmp_path, monkeypatch):
+    """``ferry deploy --bundle dist/x``: the bundle's Compose binary runs from a scratch
+    directory, so a relative bundle path must not make it unfindable (it raised
+    FileNotFoundError with a traceback)."""
+    from ferry.controller import composecli
+    real = composecli.binary(None)
+    (tmp_path / "dist" / "b" / "docker").mkdir(parents=True)
+    (tmp_path / "dist" / "b" / "docker" / "docker-compose").symlink_to(real)
+    monkeypatch.chdir(tmp_path)
+    files = {"compose.yml": b"services:\n  web:\n    image: nginx:1.25\n"}
+    model, _ = composecli.resolve(files, "p", "/opt/ferry/stacks/p/current", Path("dist/b"))
+    assert set(model.services) == {"web"}
+    assert composecli.binary(Path("dist/b")) == tmp_path / "dist" / "b" / "docker" / "docker-compose"
