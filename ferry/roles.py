@@ -76,7 +76,8 @@ class HostState:
         containers_before: IDs of the stack's containers before this run's ``up``
             (a failed first deploy removes only the others).
         model: Compose's model of ``release`` (:class:`ferry.model.compose.ComposeModel`;
-            render-config's, or read from the host by compose-up after a rollback).
+            render-config's; on a rollback, read on the host with the lock, else by
+            compose-up once the release is up).
         planned_model: the model of deploy's trial render (compose-up's preflight).
         activated: compose-up switched ``current`` and brought the release up (a
             failure after that, such as a restart loop, must switch back).

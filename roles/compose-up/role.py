@@ -7,7 +7,9 @@ healthy, the host switches ``current`` back to the previous release and brings i
 again (or, on a first deploy, removes only the containers this run created) before the
 controller hears of it, and the controller going away (Ctrl-C, kill, SSH loss) cannot
 stop that half way. So ``current`` always names what runs. The failing services' states
-and last log lines are printed.
+and last log lines are printed. Once the release is up, the same round trip reads the
+project's containers and what the action reads next (``HostState.after_up``:
+verification's facts, the backup role's).
 
 Compose itself decides what to recreate: a service whose configuration (image ID,
 environment from ``.env``, ports, the ``ferry.config-digest`` label of its mounted
@@ -25,7 +27,9 @@ Preflight (read-only, before any host changes): the ports, container names and n
 subnets the release needs must not be held by another stack or process on the host.
 
 After a successful ``up`` the role records, in ``<stack_dir>/up.json``, the release and
-the container of each service. When the next deploy finds the same release, no image
+the container of each service (on a session's transport, written in the run's last round
+trip with the audit line: :meth:`ferry.host.facts.Prefetched.defer`; lost, it only costs
+the next deploy an ``up``). When the next deploy finds the same release, no image
 change, and exactly those containers still running and healthy, ``up`` would have
 nothing to do and is skipped. Anything else - a container stopped, removed or
 recreated by hand - runs ``up``.
