@@ -23,17 +23,22 @@ from .ui import UI
 
 
 def user_errors(fn):
-    """Report FerryError as ``error: <message>`` (exit 1), Ctrl-C and SIGTERM as exit 130/143."""
+    """Report FerryError as ``error: <message>`` (exit 1), Ctrl-C and SIGTERM as exit 130/143
+    (both delivered through :func:`ferry.host.transport.interrupts.deliver`, so that
+    neither lands inside an SSH send and wedges the connection the lock's release needs)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        previous = signal.getsignal(signal.SIGTERM)
+        from .host.transport.interrupts import deliver
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
-        def on_term(signum, frame):
-            raise Terminated()
+        def on_signal(signum, frame):
+            # raised at once, or just after the SSH send under way (see the interrupts module)
+            deliver(Terminated() if signum == signal.SIGTERM else KeyboardInterrupt())
         try:
-            signal.signal(signal.SIGTERM, on_term)
-        except ValueError:          # not the main thread (tests): keep the default
-            previous = None
+            for s in previous:
+                signal.signal(s, on_signal)
+        except ValueError:          # not the main thread (tests): keep the defaults
+            previous = {}
         try:
             return fn(*args, **kwargs)
         except FerryError as exc:
@@ -43,8 +48,8 @@ def user_errors(fn):
         except KeyboardInterrupt:
             raise Exit("interrupted", code=130) from None
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
     return wrapper
 
 

@@ -49,6 +49,7 @@ from .. import Result, check_result, join
 from . import become as sudo
 from .hops import close_chain, explain_openssh_failure, open_chain, openssh_argv
 from ...answers import answered_by
+from ..interrupts import sending
 from .spec import ConnectionSpec, warn_once
 
 # paramiko logs a failed handshake (a port that is not sshd, a peer that hangs up) with
@@ -268,7 +269,8 @@ class SSHTransport:
         if self._watchdog is not None:
             self._watchdog.stop()
             self._watchdog = None
-        close_chain(self._clients)
+        with sending():
+            close_chain(self._clients)
         self._clients = []
 
     # -- commands --------------------------------------------------------------------
@@ -330,7 +332,8 @@ class SSHTransport:
         if not self.alive:
             self._reconnect()
         try:
-            chan = self._transport.open_session(timeout=self.spec.connect_timeout)
+            with sending():
+                chan = self._transport.open_session(timeout=self.spec.connect_timeout)
         except paramiko.ChannelException as exc:      # the server said no (MaxSessions...)
             raise HostError(self.host, f"SSH channel refused: {exc}") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -345,12 +348,14 @@ class SSHTransport:
                 raise HostError(self.host, f"SSH channel refused: {exc}") from None
             self._reconnect()
             try:
-                chan = self._transport.open_session(timeout=self.spec.connect_timeout)
+                with sending():
+                    chan = self._transport.open_session(timeout=self.spec.connect_timeout)
             except (paramiko.SSHException, OSError, EOFError) as again:
                 raise HostError(self.host, f"SSH channel refused: {again}") from None
         try:
-            chan.settimeout(POLL)
-            chan.exec_command(line)
+            with sending():
+                chan.settimeout(POLL)
+                chan.exec_command(line)
         except (paramiko.SSHException, OSError, EOFError):
             if self._watchdog is not None and self._watchdog.dead:
                 raise HostError(self.host, self._watchdog.dead) from None
@@ -374,7 +379,8 @@ class SSHTransport:
             self._feed(chan, itertools.chain([prefix], blocks), what, deadline, timeout)
             rc = self._exit_status(chan, [out, err], what, deadline, timeout)
         finally:
-            chan.close()
+            with sending():
+                chan.close()
         return Result(list(argv), rc, out.data(), err.data())
 
     def _exit_status(self, chan: paramiko.Channel, drains: list[_Drain], what: str, deadline: _Deadline,
@@ -400,7 +406,8 @@ class SSHTransport:
                 view = memoryview(block)
                 while view:
                     try:
-                        sent = chan.send(view)
+                        with sending():
+                            sent = chan.send(view)
                     except socket.timeout:
                         self._check(what, deadline, timeout)
                         continue
@@ -408,7 +415,8 @@ class SSHTransport:
                         return
                     view = view[sent:]
                     deadline.moved()
-            chan.shutdown_write()
+            with sending():
+                chan.shutdown_write()
         except (OSError, EOFError, paramiko.SSHException):
             return
 
@@ -442,7 +450,8 @@ class SSHTransport:
             self._feed(chan, [prefix], what, deadline, timeout)
             while True:
                 try:
-                    block = chan.recv(CHUNK)
+                    with sending():        # a window adjust may send
+                        block = chan.recv(CHUNK)
                 except socket.timeout:
                     self._check(what, deadline, timeout)
                     continue
@@ -451,7 +460,8 @@ class SSHTransport:
                 yield block
             rc = self._exit_status(chan, [err], what, deadline, timeout)
         finally:
-            chan.close()
+            with sending():
+                chan.close()
         result = Result(list(argv), rc, b"", err.data())
         return check_result(self.host, result) if check else result
 
