@@ -384,12 +384,15 @@ def deploy_host(ctx: RoleContext, roles: list[str], do_verify: bool, parallel: b
     return report
 
 
-def after_up_facts(ctx: RoleContext, roles: list[str], do_verify: bool) -> list[list[str] | str]:
+def after_up_facts(ctx: RoleContext, roles: list[str], do_verify: bool,
+                   model: Any = None) -> list[list[str] | str]:
     """What compose-up reads in the round trip that activates a release, once it is up
-    (``HostState.after_up``): verification's first batch and the ``facts`` of ``roles``
-    that run after it (the backup role's installed settings)."""
+    (``HostState.after_up``): verification's facts (its first batch; all of them when
+    the host's ``model`` of the release is known, see :func:`ferry.host.verify.facts`)
+    and the ``facts`` of ``roles`` that run after compose-up (the backup role's
+    installed settings)."""
     later = roles[roles.index("compose-up") + 1:] if "compose-up" in roles else []
-    return (verify_facts(ctx.stack, ctx.paths.current) if do_verify else []) + role_facts(ctx, later)
+    return (verify_facts(ctx.stack, ctx.paths.current, model) if do_verify else []) + role_facts(ctx, later)
 
 
 def _run_role(ctx: RoleContext, report: HostReport, role: str) -> None:

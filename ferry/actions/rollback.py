@@ -12,7 +12,6 @@ from ..host import containers
 from ..host.releases import (composes_command, parse_composes, parse_target_config, read_releases,
                              read_releases_command, target_config_command)
 from ..host.session import HostSession, each_host, guarded, raise_first_error
-from ..host.verify import facts as verify_facts
 from ..host.verify import settle_seconds, verify_host
 from ..model.compose import ComposeModel, parse_model
 from ..model.releases import Release
@@ -108,12 +107,8 @@ def _rollback_host(s: HostSession, stack: Stack, ui: UI, current: str | None, ta
     started = time.monotonic()
     try:
         next_release(ctx, target.id, current)
-        if model is None:           # the model is read with the containers once the release is up
-            ctx.state.after_up = after_up_facts(ctx, ["compose-up", "backup"], True)
-        else:                       # known: all of verification is read then
-            ctx.state.model = model
-            ctx.state.after_up = verify_facts(stack, s.paths.current, model) + \
-                after_up_facts(ctx, ["compose-up", "backup"], False)
+        ctx.state.model = model     # None: compose-up reads it with the containers once the release is up
+        ctx.state.after_up = after_up_facts(ctx, ["compose-up", "backup"], True, model)
         result = load_role("compose-up").run(ctx)
         report.results.append(("compose-up", result, time.monotonic() - started))
         report.checks = verify_host(s.t, stack, s.paths.current, settle_seconds(s.vars), model=model)

@@ -33,6 +33,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .hashcache import sha256_file
+
 #: Version of the snapshot layout and of the key document; bump on any change.
 FORMAT = 1
 
@@ -64,14 +66,6 @@ def cache_dir() -> Path:
 
 class _NotCacheable(Exception):
     """A source file that must not be cached (executable, special, a plugin config)."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _files(root: Path) -> Iterator[tuple[str, Path]]:
@@ -113,7 +107,7 @@ def _fingerprint(root: Path, source: bool) -> list[list[str]]:
                 raise _NotCacheable(f"{path} is executable (an inventory script)")
             if path.suffix.lower() in _PLUGIN_SUFFIXES and _names_plugin(path):
                 raise _NotCacheable(f"{path} configures an inventory plugin")
-        out.append([rel, _sha256(path)])
+        out.append([rel, sha256_file(path)])
     return out
 
 
@@ -184,7 +178,7 @@ def cache_key(source: Path, base_dir: Path, vault_password_files: Sequence[str |
         configs = []
         for cfg in _config_files():
             with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                configs.append([str(cfg), _sha256(cfg)])
+                configs.append([str(cfg), sha256_file(cfg)])
     except (_NotCacheable, OSError):
         return None
     document = {

@@ -219,21 +219,17 @@ def write_file(path: str, mode: int = 0o644) -> list[str]:
 
 
 def write_text_command(path: str, text: str, mode: int = 0o644) -> list[str]:
-    """Write ``text`` (UTF-8, no NUL) to ``path`` atomically with ``mode``, like
-    :func:`write_file` but with the content as a positional parameter instead of stdin:
-    for small non-secret files written in a round trip whose stdin is taken (the audit
-    line's, see :meth:`ferry.host.facts.Prefetched.defer`). Never for secrets: argv is
-    visible to other users of the host.
+    """:func:`write_file` with the content as a positional parameter instead of stdin
+    (``printf`` piped into it): for small non-secret files written in a round trip whose
+    stdin is taken (the audit line's, see :meth:`ferry.host.facts.Prefetched.defer`).
+    Never for secrets: argv is visible to other users of the host.
 
     Raises:
         ValueError: ``text`` holds a NUL byte (argv cannot carry it).
     """
     if "\0" in text:
         raise ValueError("write_text_command: text holds a NUL byte")
-    tmp = path + ".tmp"
-    d = path.rsplit("/", 1)[0] or "/"
-    return ["sh", "-c", f"set -e; mkdir -p {q(d)}; printf '%s' \"$1\" > {q(tmp)}; "
-                        f"chmod {mode:04o} {q(tmp)}; mv -f {q(tmp)} {q(path)}", "write", text]
+    return ["sh", "-c", f"printf '%s' \"$1\" | {shlex.join(write_file(path, mode))}", "write", text]
 
 
 def list_dir(path: str) -> list[str]:

@@ -217,6 +217,7 @@ def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 
     host = infra_host(transport)
     backend: FerryBackend = host.backend
     name = transport.host
+    gathered = model is not None          # then the first batch asked the probes too
     if model is None:
         config, state, _ = backend.gather(facts(stack, current_dir))
         if config.rc != 0:
@@ -231,7 +232,7 @@ def verify_host(transport: Any, stack: Stack, current_dir: str, settle: float = 
         backend.remember(backend.get_command("docker inspect %s", c.name), 0, json.dumps([info]).encode())
     urls, tests = probes(stack, model)
     second = list(urls.values()) + tests
-    if second:
+    if second and not gathered:
         backend.gather(second)
     one_shot = one_shot_services(model)
     checks: list[Check] = []

@@ -161,3 +161,19 @@ def test_gathered_facts_answer_until_anything_else_runs():
     p.gather([["ls", "/c"]])
     list(p.stream(["cat", "/x"]))                               # a stream may change the host too
     assert p.run(["ls", "/c"]).out == "ls 8" and t.round_trips == 6
+
+
+def test_write_text_command_writes_hostile_text_as_data_atomically(tmp_path):
+    """The text is a positional parameter: quotes, ``$``, backticks, newlines and ``;``
+    arrive unchanged, nothing runs; the file gets its mode and no ``.tmp`` is left."""
+    import os
+    import subprocess
+
+    from ferry.host.files import write_text_command
+    target = tmp_path / "sub" / "up.json"
+    text = '{"a": "it\'s $HOME `id` \\n ; touch ' + str(tmp_path / "pwned") + '"}\nline two'
+    subprocess.run(write_text_command(str(target), text, 0o640), check=True)
+    assert target.read_text() == text and oct(os.stat(target).st_mode & 0o777) == "0o640"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["up.json"] and not (tmp_path / "pwned").exists()
+    with pytest.raises(ValueError):
+        write_text_command(str(target), "a\0b")
